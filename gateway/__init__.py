@@ -1,0 +1,1 @@
+"""The gateway: OpenAI-compatible endpoints, episode capture, feedback, the serving pool."""

@@ -1,0 +1,250 @@
+"""The gateway's HTTP app: thin routes over the chat, feedback and episode services."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError, model_validator
+from starlette.responses import Response
+
+from gateway.auth import KeyStore, Principal, require_admin
+from gateway.chat import CallContext, ChatService
+from gateway.episodes import resolve_episode
+from gateway.errors import APIError, InvalidRequest, NoReplica, NotFound, PayloadTooLarge, error_response
+from gateway.metrics import Metrics
+from gateway.pool import Pool
+from gateway.routing import BaseRouter, Router
+from ledger.config import Settings
+from ledger.recorder import Recorder
+from ledger.records import TOPIC_FEEDBACK, Episode, Feedback, FeedbackValue
+
+log = logging.getLogger(__name__)
+
+CHAT_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model", "messages"],
+                    "properties": {
+                        "model": {"type": "string"},
+                        "messages": {"type": "array", "items": {"type": "object"}},
+                        "stream": {"type": "boolean"},
+                        "n": {"type": "integer"},
+                        "max_tokens": {"type": "integer"},
+                    },
+                    "additionalProperties": True,
+                }
+            }
+        },
+    }
+}
+
+
+class EpisodeReader(Protocol):
+    """What the gateway reads from the store (the ledger's store implements it)."""
+
+    def episode(self, episode_id: str, tenant: str | None = None) -> Episode | None: ...
+
+
+class FeedbackIn(BaseModel):
+    episode_id: str | None = None
+    turn_id: str | None = None
+    name: str
+    value: FeedbackValue
+    done: bool = False
+
+    @model_validator(mode="after")
+    def _target(self) -> FeedbackIn:
+        if not (self.episode_id or self.turn_id):
+            raise ValueError("give 'episode_id' or 'turn_id'")
+        return self
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pool: Pool
+    recorder: Recorder
+    keys: KeyStore
+    metrics: Metrics = field(default_factory=Metrics)
+    router: Router | None = None
+    store: EpisodeReader | None = None
+    chat: ChatService = field(init=False)
+
+    def __post_init__(self) -> None:
+        cfg = self.settings.gateway
+        if self.router is None:
+            self.router = BaseRouter(lambda: cfg.base_model or self.pool.base_model())
+        self.chat = ChatService(
+            self.pool,
+            self.router,
+            self.recorder,
+            self.metrics,
+            public_model=cfg.model,
+            max_n=cfg.max_n,
+            max_tokens=cfg.max_tokens_limit,
+        )
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"request body over {limit} bytes", code="body_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body over {limit} bytes", code="body_too_large")
+        chunks.append(chunk)
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from exc
+
+
+def _validation_message(exc: ValidationError | RequestValidationError) -> tuple[str, str | None]:
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+    return f"{first.get('msg', 'invalid request')}" + (f" (at {loc})" if loc else ""), loc
+
+
+def create_app(svc: Services) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        await svc.pool.start()
+        try:
+            yield
+        finally:
+            await svc.pool.close()
+
+    app = FastAPI(title="rl-gateway", version="0.1.0", lifespan=lifespan)
+    app.state.services = svc
+    limit = svc.settings.gateway.max_body_bytes
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> Response:
+        svc.metrics.errors.labels(exc.type).inc()
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        message, param = _validation_message(exc)
+        return InvalidRequest(message, param=param).response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        svc.metrics.errors.labels("server_error").inc()
+        body = {"error": {"message": "internal error", "type": "server_error", "param": None, "code": None}}
+        return error_response(500, body)
+
+    def auth(request: Request) -> Principal:
+        return svc.keys.authenticate(request.headers.get("authorization"))
+
+    @app.post("/v1/chat/completions", openapi_extra=CHAT_SCHEMA)
+    async def chat_completions(request: Request) -> Response:
+        principal = auth(request)
+        body = await read_json(request, limit)
+        ref = resolve_episode(request.headers, body if isinstance(body, dict) else {})
+        return await svc.chat.complete(body, CallContext(principal.tenant, ref))
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        auth(request)
+        assert svc.router is not None
+        entry = {
+            "id": svc.settings.gateway.model,
+            "object": "model",
+            "owned_by": "rl-gateway",
+            "versions": svc.router.describe(),
+        }
+        return {"object": "list", "data": [entry]}
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request) -> dict[str, Any]:
+        principal = auth(request)
+        raw = await read_json(request, limit)
+        try:
+            fb = FeedbackIn.model_validate(raw)
+        except ValidationError as exc:
+            message, param = _validation_message(exc)
+            raise InvalidRequest(message, param=param) from exc
+        episode_id = fb.episode_id
+        if fb.turn_id:
+            known = svc.chat.turns.get(fb.turn_id)
+            if known is None and episode_id is None:
+                raise NotFound(f"unknown turn {fb.turn_id}; give its episode_id too", param="turn_id")
+            if known is not None:
+                if known[1] != principal.tenant:
+                    raise NotFound(f"unknown turn {fb.turn_id}", param="turn_id")
+                episode_id = known[0]
+        assert episode_id is not None
+        record = Feedback(
+            episode_id=episode_id,
+            turn_id=fb.turn_id,
+            name=fb.name,
+            value=fb.value,
+            done=fb.done,
+            tenant=principal.tenant,
+        )
+        svc.recorder.record(TOPIC_FEEDBACK, record)
+        return {"id": record.id, "episode_id": episode_id, "status": "accepted"}
+
+    @app.post("/v1/episodes/{episode_id}/end")
+    async def end_episode(episode_id: str, request: Request) -> dict[str, Any]:
+        principal = auth(request)
+        svc.chat.end_episode(episode_id, principal.tenant, "client")
+        return {"episode_id": episode_id, "status": "ended"}
+
+    def read_episode(episode_id: str, tenant: str | None) -> dict[str, Any]:
+        if svc.store is None:
+            raise NoReplica("no store is configured for reads", code="store_unavailable")
+        episode = svc.store.episode(episode_id, tenant)
+        if episode is None:
+            raise NotFound(f"episode {episode_id} not found", param="episode_id")
+        return episode.model_dump(mode="json")
+
+    @app.get("/v1/episodes/{episode_id}")
+    async def tenant_episode(episode_id: str, request: Request) -> dict[str, Any]:
+        return read_episode(episode_id, auth(request).tenant)
+
+    @app.get("/admin/episodes/{episode_id}")
+    async def admin_episode(episode_id: str, request: Request) -> dict[str, Any]:
+        require_admin(auth(request))
+        return read_episode(episode_id, None)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        healthy = svc.pool.healthy()
+        status: Literal["ready", "unavailable"] = "ready" if healthy else "unavailable"
+        body = {
+            "status": status,
+            "replicas": [{"url": r.url, "healthy": r.healthy} for r in svc.pool.replicas],
+        }
+        return Response(
+            orjson.dumps(body), status_code=200 if healthy else 503, media_type="application/json"
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        m = svc.metrics
+        m.record_queue.set(svc.recorder.pending)
+        for r in svc.pool.replicas:
+            m.replica_healthy.labels(r.url).set(1 if r.healthy else 0)
+            m.replica_outstanding.labels(r.url).set(r.outstanding)
+        return Response(m.render(), media_type="text/plain; version=0.0.4")
+
+    return app

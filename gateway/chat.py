@@ -1,0 +1,347 @@
+"""The chat-completions service: validate, route, forward, tap the reply, record the turn.
+
+The upstream is always asked for token ids and behaviour log-probs (vLLM's
+`return_token_ids` and `logprobs`); what the client did not ask for is removed from the reply.
+Streams are forwarded chunk by chunk as they arrive; the tap reads each chunk on the way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from gateway.episodes import EpisodeRef, TurnIndex
+from gateway.errors import APIError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout, error_sse
+from gateway.metrics import Metrics
+from gateway.pool import Pool, Replica
+from gateway.routing import Route, Router
+from gateway.tap import StreamTap, Wants, choices_from_reply, strip_reply, tokens_complete
+from ledger.recorder import Recorder
+from ledger.records import TOPIC_TURNS, EpisodeEnd, Turn
+
+log = logging.getLogger(__name__)
+
+# Fields of OpenAI's chat request (and vLLM's extensions) that we know; others pass through.
+KNOWN_FIELDS = frozenset(
+    (
+        "messages",
+        "model",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "presence_penalty",
+        "response_format",
+        "seed",
+        "stop",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "user",
+        "metadata",
+        "store",
+        "service_tier",
+        "reasoning_effort",
+        "modalities",
+        "prediction",
+        "audio",
+        "web_search_options",
+        "top_k",
+        "min_p",
+        "repetition_penalty",
+        "return_token_ids",
+        "min_tokens",
+        "ignore_eos",
+        "skip_special_tokens",
+        "chat_template_kwargs",
+    )
+)
+GATEWAY_FIELDS = ("metadata",)  # consumed here, not forwarded
+MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    tenant: str
+    episode: EpisodeRef
+
+
+class ChatService:
+    def __init__(
+        self,
+        pool: Pool,
+        router: Router,
+        recorder: Recorder,
+        metrics: Metrics,
+        *,
+        public_model: str,
+        max_n: int,
+        max_tokens: int,
+        turns: TurnIndex | None = None,
+    ) -> None:
+        self.pool, self.router, self.recorder, self.metrics = pool, router, recorder, metrics
+        self.public_model, self.max_n, self.max_tokens = public_model, max_n, max_tokens
+        self.turns = turns or TurnIndex()
+        self._logged_unknown: set[str] = set()
+        self._extensions = True  # False once the upstream rejects vLLM's extra request fields
+
+    # ---- request -----------------------------------------------------------------------
+    def validate(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            raise InvalidRequest("the request body must be a JSON object")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                raise InvalidRequest(f"messages[{i}] must be an object with a 'role'", param=f"messages.{i}")
+        model = body.get("model")
+        if not isinstance(model, str):
+            raise InvalidRequest("'model' is required and must be a string", param="model")
+        if model != self.public_model:
+            raise NotFound(
+                f"The model '{model}' does not exist; this gateway serves '{self.public_model}'",
+                param="model",
+                code="model_not_found",
+            )
+        n = body.get("n", 1)
+        if n is not None and (type(n) is not int or not 1 <= n <= self.max_n):
+            raise InvalidRequest(f"'n' must be an integer from 1 to {self.max_n}", param="n")
+        for name in MAX_TOKEN_FIELDS:
+            v = body.get(name)
+            if v is not None and (type(v) is not int or not 1 <= v <= self.max_tokens):
+                raise InvalidRequest(f"'{name}' must be an integer from 1 to {self.max_tokens}", param=name)
+        stream = body.get("stream", False)
+        if stream is not None and not isinstance(stream, bool):
+            raise InvalidRequest("'stream' must be a boolean", param="stream")
+        for key in body:
+            if key not in KNOWN_FIELDS and key not in self._logged_unknown:
+                self._logged_unknown.add(key)
+                log.info("passing unknown request field %r through to the upstream", key)
+
+    def upstream_body(self, body: dict[str, Any], route: Route, tokens: bool) -> tuple[bytes, Wants]:
+        stream = bool(body.get("stream"))
+        raw_opts = body.get("stream_options")
+        opts: dict[str, Any] = raw_opts if isinstance(raw_opts, dict) else {}
+        wants = Wants(
+            logprobs=bool(body.get("logprobs")),
+            token_ids=bool(body.get("return_token_ids")),
+            usage=bool(opts.get("include_usage")),
+        )
+        up = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
+        up["model"] = route.upstream_model
+        if tokens:
+            up["logprobs"] = True
+            if not wants.logprobs:
+                up["top_logprobs"] = 0
+            up["return_token_ids"] = True
+        if stream:
+            up["stream_options"] = {**opts, "include_usage": True}
+        return orjson.dumps(up), wants
+
+    # ---- serving -----------------------------------------------------------------------
+    async def complete(self, body: dict[str, Any], ctx: CallContext) -> Response:
+        self.validate(body)
+        route = self.router.route(ctx.episode.episode_id, ctx.tenant)
+        headers = {"X-Episode-Id": ctx.episode.episode_id, "X-Model-Version": route.version}
+        started = time.time()
+        t0 = time.perf_counter()
+        if body.get("stream"):
+            return await self._stream(body, ctx, route, headers, started, t0)
+        for tokens in (True, False) if self._extensions else (False,):
+            up, wants = self.upstream_body(body, route, tokens)
+            async with self.pool.post("/chat/completions", up) as (replica, resp):
+                raw = await _read(resp)
+            if resp.status == 400 and tokens and _rejects_extensions(raw):
+                log.warning("the upstream rejects token ids / log-probs: turns are recorded without them")
+                self._extensions = False
+                continue
+            break
+        if resp.status != 200:
+            self.metrics.request(route.version, resp.status, False, time.perf_counter() - t0)
+            return _upstream_error(resp.status, raw, headers)
+        data = orjson.loads(raw)
+        choices = choices_from_reply(data)
+        prompt_ids = data.get("prompt_token_ids")
+        strip_reply(data, wants)
+        latency = time.perf_counter() - t0
+        self._record(
+            body, ctx, route, replica, started, latency, None, False, choices, data.get("usage"), prompt_ids
+        )
+        self.metrics.request(route.version, 200, False, latency)
+        return Response(orjson.dumps(data), media_type="application/json", headers=headers)
+
+    async def _stream(
+        self,
+        body: dict[str, Any],
+        ctx: CallContext,
+        route: Route,
+        headers: dict[str, str],
+        started: float,
+        t0: float,
+    ) -> Response:
+        up, wants = self.upstream_body(body, route, self._extensions)
+        cm = self.pool.post("/chat/completions", up)
+        replica, resp = await cm.__aenter__()
+        if resp.status != 200:
+            try:
+                raw = await resp.read()
+            finally:
+                await cm.__aexit__(None, None, None)
+            self.metrics.request(route.version, resp.status, True, time.perf_counter() - t0)
+            return _upstream_error(resp.status, raw, headers)
+
+        tap = StreamTap()
+
+        async def relay() -> AsyncIterator[bytes]:
+            ttft: float | None = None
+            error: str | None = None
+            buf = b""
+            try:
+                async for piece in resp.content.iter_any():
+                    buf += piece
+                    while True:
+                        cut = buf.find(b"\n\n")
+                        if cut < 0:
+                            break
+                        event, buf = buf[:cut], buf[cut + 2 :]
+                        out = self._relay_event(event, tap, wants)
+                        if out is None:
+                            continue
+                        if ttft is None:
+                            ttft = time.perf_counter() - t0
+                        yield out
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                error = f"upstream stream broke: {exc!r}"
+                yield error_sse(
+                    UpstreamError("the upstream stream ended early", code="upstream_stream_broken")
+                )
+            except BaseException as exc:  # client went away (cancelled / generator closed)
+                error = f"client disconnected: {type(exc).__name__}"
+                raise
+            finally:
+                await cm.__aexit__(None, None, None)
+                latency = time.perf_counter() - t0
+                choices = tap.choices()
+                self._record(
+                    body,
+                    ctx,
+                    route,
+                    replica,
+                    started,
+                    latency,
+                    ttft,
+                    True,
+                    choices,
+                    tap.usage,
+                    tap.prompt_token_ids,
+                    error,
+                )
+                self.metrics.request(route.version, 200 if error is None else 599, True, latency, ttft)
+
+        return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
+
+    @staticmethod
+    def _relay_event(event: bytes, tap: StreamTap, wants: Wants) -> bytes | None:
+        if not event.startswith(b"data:"):
+            return event + b"\n\n" if event.strip() else None
+        payload = event[5:].strip()
+        if payload == b"[DONE]":
+            return b"data: [DONE]\n\n"
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return event + b"\n\n"
+        if not isinstance(chunk, dict) or not tap.feed(chunk, wants):
+            return None
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    # ---- the record --------------------------------------------------------------------
+    def _record(
+        self,
+        body: dict[str, Any],
+        ctx: CallContext,
+        route: Route,
+        replica: Replica,
+        started: float,
+        latency: float,
+        ttft: float | None,
+        stream: bool,
+        choices: list[Any],
+        usage: dict[str, Any] | None,
+        prompt_ids: list[int] | None,
+        error: str | None = None,
+    ) -> None:
+        meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        complete = tokens_complete(prompt_ids, choices)
+        turn = Turn.model_construct(
+            episode_id=ctx.episode.episode_id,
+            tenant=ctx.tenant,
+            model=self.public_model,
+            version=route.version,
+            upstream=replica.url,
+            started_at=started,
+            latency_ms=latency * 1000.0,
+            ttft_ms=None if ttft is None else ttft * 1000.0,
+            stream=stream,
+            request={k: v for k, v in body.items() if k != "metadata"},
+            choices=choices,
+            usage=usage,
+            prompt_token_ids=prompt_ids if complete else None,
+            tokens_recorded=complete,
+            task=ctx.episode.task,
+            metadata=meta,
+            error=error,
+        )
+        self.recorder.record(TOPIC_TURNS, turn)
+        self.turns.add(turn.id, turn.episode_id, ctx.tenant)
+        if ctx.episode.end:
+            self.end_episode(ctx.episode.episode_id, ctx.tenant, "client")
+
+    def end_episode(self, episode_id: str, tenant: str, reason: str) -> None:
+        self.recorder.record(TOPIC_TURNS, EpisodeEnd(episode_id=episode_id, tenant=tenant, reason=reason))
+
+
+async def _read(resp: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await resp.read()
+    except TimeoutError as exc:
+        raise UpstreamTimeout("upstream did not answer in time", code="upstream_timeout") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"upstream failed mid-reply: {exc}", code="upstream_error") from exc
+
+
+def _rejects_extensions(raw: bytes) -> bool:
+    text = raw[:2000].lower()
+    return b"return_token_ids" in text or b"logprobs" in text
+
+
+def _upstream_error(status: int, raw: bytes, headers: dict[str, str]) -> Response:
+    """Pass a replica's 4xx through in OpenAI's shape; anything else is a 502."""
+    try:
+        data = orjson.loads(raw)
+        message = data["error"]["message"] if isinstance(data.get("error"), dict) else str(data)[:500]
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        message = raw[:500].decode(errors="replace")
+    if 400 <= status < 500 and status != 408:
+        err: APIError = NotFound(message) if status == 404 else InvalidRequest(message)
+        err.status = status
+    elif status in (408, 504):
+        err = UpstreamTimeout(f"upstream timed out: {message}")
+    else:
+        err = UpstreamError(f"upstream answered {status}: {message}", code="upstream_error")
+    return err.response(headers)

@@ -1,0 +1,49 @@
+"""Which episode a request belongs to, and the task tag it carries."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.ids import new_id
+
+MAX_ID_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeRef:
+    episode_id: str
+    generated: bool  # minted here: the client sent none
+    end: bool  # X-Episode-End: true
+    task: str | None
+
+
+def resolve_episode(headers: Any, body: dict[str, Any]) -> EpisodeRef:
+    """X-Episode-Id header, else metadata.episode_id, else `user`, else a new UUIDv7."""
+    meta = body.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    eid = headers.get("x-episode-id") or meta.get("episode_id") or body.get("user")
+    generated = False
+    if not isinstance(eid, str) or not eid.strip():
+        eid, generated = new_id(), True
+    eid = eid.strip()[:MAX_ID_CHARS]
+    end = (headers.get("x-episode-end") or "").strip().lower() in ("1", "true", "yes")
+    task = headers.get("x-task") or meta.get("task")
+    return EpisodeRef(eid, generated, end, task if isinstance(task, str) else None)
+
+
+class TurnIndex:
+    """A bounded map turn id -> (episode id, tenant), so feedback may name just a turn."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self._map: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, turn_id: str, episode_id: str, tenant: str) -> None:
+        self._map[turn_id] = (episode_id, tenant)
+        if len(self._map) > self._capacity:
+            self._map.popitem(last=False)
+
+    def get(self, turn_id: str) -> tuple[str, str] | None:
+        return self._map.get(turn_id)

@@ -1,0 +1,48 @@
+"""Prometheus metrics of the gateway, on one registry per app (tests build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "rlgw_requests",
+            "Chat requests by version, status and mode",
+            ["version", "status", "stream"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "rlgw_request_seconds", "Whole-request latency", ["version"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.ttft = Histogram(
+            "rlgw_ttft_seconds",
+            "Time to first streamed chunk",
+            ["version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.errors = Counter("rlgw_errors", "Error replies by type", ["type"], registry=r)
+        self.record_queue = Gauge("rlgw_record_queue", "Records waiting for the ledger", registry=r)
+        self.replica_healthy = Gauge(
+            "rlgw_replica_healthy", "1 if a replica is healthy", ["replica"], registry=r
+        )
+        self.replica_outstanding = Gauge(
+            "rlgw_replica_outstanding", "Requests in flight per replica", ["replica"], registry=r
+        )
+
+    def request(
+        self, version: str, status: int, stream: bool, seconds: float, ttft: float | None = None
+    ) -> None:
+        self.requests.labels(version, str(status), "true" if stream else "false").inc()
+        self.latency.labels(version).observe(seconds)
+        if ttft is not None:
+            self.ttft.labels(version).observe(ttft)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,171 @@
+"""The serving pool: OpenAI-compatible replicas behind one client.
+
+Balancing is least-outstanding-requests over healthy replicas. A replica that refuses a
+connection (or answers 503 before generating anything) is marked unhealthy and the request
+goes to another one — only before any byte has reached the client. A background probe
+(`GET {url}/models`) marks replicas healthy again and learns each one's model names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from gateway.errors import NoReplica, UpstreamError, UpstreamTimeout
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = {502, 503}
+
+
+@dataclass
+class Replica:
+    url: str  # base URL ending in /v1
+    healthy: bool = True
+    outstanding: int = 0
+    models: list[str] = field(default_factory=list)
+    last_error: str = ""
+    checked_at: float = 0.0
+
+    @property
+    def root(self) -> str:
+        """The server root (vLLM's admin routes such as /v1/load_lora_adapter hang off it)."""
+        return self.url[: -len("/v1")] if self.url.endswith("/v1") else self.url
+
+
+def normalise(url: str) -> str:
+    url = url.rstrip("/")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+class Pool:
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        connect_timeout_s: float = 2.0,
+        request_timeout_s: float = 120.0,
+        health_interval_s: float = 2.0,
+    ) -> None:
+        if not urls:
+            raise ValueError("the pool needs at least one upstream URL")
+        self.replicas = [Replica(normalise(u)) for u in urls]
+        self._connect_timeout = connect_timeout_s
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout_s, sock_connect=connect_timeout_s)
+        self._health_interval = health_interval_s
+        self._rr = itertools.count()
+        self._session: aiohttp.ClientSession | None = None
+        self._health_task: asyncio.Task[None] | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    async def start(self) -> None:
+        await self.check_all()
+        self._health_task = asyncio.create_task(self._health_loop(), name="rlgw-health")
+
+    async def close(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+        if self._session is not None:
+            await self._session.close()
+
+    def healthy(self) -> list[Replica]:
+        return [r for r in self.replicas if r.healthy]
+
+    def pick(self, exclude: set[str]) -> Replica:
+        candidates = [r for r in self.replicas if r.healthy and r.url not in exclude]
+        if not candidates:
+            # Every replica looks down: try the ones not yet tried anyway (health may be stale).
+            candidates = [r for r in self.replicas if r.url not in exclude]
+        if not candidates:
+            raise NoReplica("no upstream replica is reachable", code="no_healthy_replica")
+        low = min(r.outstanding for r in candidates)
+        best = [r for r in candidates if r.outstanding == low]
+        return best[next(self._rr) % len(best)]
+
+    @asynccontextmanager
+    async def post(self, path: str, body: bytes) -> AsyncIterator[tuple[Replica, aiohttp.ClientResponse]]:
+        """POST to the least-loaded healthy replica, failing over on connect errors / 503."""
+        tried: set[str] = set()
+        while True:
+            replica = self.pick(tried)
+            tried.add(replica.url)
+            replica.outstanding += 1
+            try:
+                try:
+                    resp = await self.session.post(
+                        replica.url + path, data=body, headers={"Content-Type": "application/json"}
+                    )
+                except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
+                    self._mark_down(replica, f"connect: {exc}")
+                    if len(tried) >= len(self.replicas):
+                        raise UpstreamError(
+                            f"upstream unreachable: {exc}", code="upstream_unreachable"
+                        ) from exc
+                    continue
+                except TimeoutError as exc:
+                    raise UpstreamTimeout("upstream did not answer in time", code="upstream_timeout") from exc
+                except aiohttp.ClientError as exc:
+                    raise UpstreamError(f"upstream failed: {exc}", code="upstream_error") from exc
+                if resp.status in RETRYABLE_STATUS and len(tried) < len(self.replicas):
+                    resp.release()
+                    self._mark_down(replica, f"status {resp.status}")
+                    continue
+                try:
+                    yield replica, resp
+                finally:
+                    resp.release()
+                return
+            finally:
+                replica.outstanding -= 1
+
+    def _mark_down(self, replica: Replica, why: str) -> None:
+        if replica.healthy:
+            log.warning("replica %s marked unhealthy: %s", replica.url, why)
+        replica.healthy, replica.last_error = False, why
+
+    async def check(self, replica: Replica) -> bool:
+        try:
+            timeout = aiohttp.ClientTimeout(total=max(self._connect_timeout, 1.0) * 2)
+            async with self.session.get(replica.url + "/models", timeout=timeout) as resp:
+                if resp.status != 200:
+                    raise aiohttp.ClientError(f"status {resp.status}")
+                data = await resp.json(content_type=None)
+            replica.models = [m["id"] for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
+            if not replica.healthy:
+                log.info("replica %s is healthy again", replica.url)
+            replica.healthy, replica.last_error = True, ""
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            self._mark_down(replica, f"health: {exc!r}")
+        replica.checked_at = time.time()
+        return replica.healthy
+
+    async def check_all(self) -> None:
+        await asyncio.gather(*(self.check(r) for r in self.replicas))
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._health_interval)
+            try:
+                await self.check_all()
+            except Exception:  # the loop must outlive any one probe
+                log.exception("health check failed")
+
+    def base_model(self) -> str | None:
+        """The first model name a healthy replica serves (vLLM lists the base model first)."""
+        for r in self.healthy() or self.replicas:
+            if r.models:
+                return r.models[0]
+        return None

@@ -1,0 +1,1 @@
+"""The ledger: records, the bus, the spool, the store and config — the ground everything stands on."""

@@ -1,0 +1,215 @@
+"""The one config tree: defaults, then a TOML file (`--config`), then `RLGW_*` env vars.
+
+Nested fields take a double underscore in env vars: `RLGW_GATEWAY__PORT=9000`,
+`RLGW_LEDGER__BUS=kafka`. This module imports nothing heavy (a test enforces it), so every
+entry point can parse config before it imports torch or vLLM.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATA_DIR = Path(".rlgw")
+
+
+class GatewayConfig(BaseModel):
+    host: str = "127.0.0.1"
+    """Address to bind. With no API keys configured the gateway refuses anything but loopback."""
+    port: int = 8000
+    """Port to bind."""
+    upstreams: list[str] = Field(default_factory=list)
+    """Base URLs of OpenAI-compatible replicas (vLLM in production), e.g. http://host:8001/v1."""
+    model: str = "rlgw"
+    """The public model name clients use; versions serve behind it."""
+    base_model: str | None = None
+    """The upstream's own name for the base model (None: asked from the first healthy replica)."""
+    max_body_bytes: int = 4 * 1024 * 1024
+    """Requests with a larger body get 413."""
+    max_n: int = 16
+    """Largest `n` a client may ask for."""
+    max_tokens_limit: int = 32768
+    """Largest `max_tokens` / `max_completion_tokens` a client may ask for."""
+    connect_timeout_s: float = 2.0
+    """Time to open a connection to a replica before trying another one."""
+    request_timeout_s: float = 120.0
+    """Time a replica may take for a whole reply (504 after it)."""
+    health_interval_s: float = 2.0
+    """How often replicas are probed; a failed probe marks a replica unhealthy until one succeeds."""
+    record_queue: int = 10000
+    """Turns held in memory waiting for the ledger; past it they spill to the disk spool."""
+    keys_file: Path | None = None
+    """Hashed API keys (written by `rlgw keys create`). Default: <data_dir>/keys.json."""
+    exploration_share: float = 0.0
+    """Share of eligible requests answered with k completions recorded as a group (0: off)."""
+    exploration_k: int = 4
+    """Completions per exploration group."""
+
+
+class LedgerConfig(BaseModel):
+    bus: Literal["local", "kafka", "memory"] = "local"
+    """Where records go: the embedded durable log, Apache Kafka, or memory (tests)."""
+    bootstrap_servers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"])
+    """Kafka brokers (bus = kafka)."""
+    topic_prefix: str = "rlgw."
+    """Prefix for every topic name."""
+    partitions: int = 8
+    """Partitions per topic created on start; rubric workers scale up to this many."""
+    replication: int = 1
+    """Replication factor for created topics (3 in production)."""
+    store: Literal["embedded", "clickhouse", "memory"] = "embedded"
+    """The query store: chdb in the data dir, a ClickHouse server, or memory (tests)."""
+    dsn: str | None = None
+    """ClickHouse DSN (store = clickhouse), e.g. http://default:@host:8123/rlgw."""
+    spool_fsync: Literal["always", "batch", "never"] = "batch"
+    """When the disk spool fsyncs: every append, every drained batch, or never."""
+    spool_alarm_bytes: int = 256 * 1024 * 1024
+    """Spool size that raises the alarm (metric + log)."""
+    writer_batch: int = 5000
+    """Store writer: rows per insert at most."""
+    writer_linger_s: float = 1.0
+    """Store writer: longest wait before a partial batch is inserted."""
+
+
+class RewardsConfig(BaseModel):
+    rubrics: Path | None = None
+    """A rubric file (TOML or Python) to load."""
+    idle_timeout_s: float = 300.0
+    """An episode with no new turn for this long is closed and scored."""
+    weights: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """Weight overrides: {rubric: {function: weight}}."""
+    function_timeout_s: float = 10.0
+    """A reward function taking longer is recorded as an error."""
+    judge_url: str | None = None
+    """OpenAI-compatible endpoint for LLM-judge scorers (None: the gateway's own pool)."""
+    judge_model: str | None = None
+    """Model name for the judge."""
+
+
+class LearnerConfig(BaseModel):
+    model: str | None = None
+    """Base model: a local HF folder (None in `rlgw demo`: a built-in tiny model)."""
+    full_finetune: bool = False
+    """Train all weights instead of a LoRA adapter."""
+    lora_rank: int = 8
+    """LoRA rank."""
+    lora_targets: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Modules LoRA adapts (tiny random models also need lm_head to learn)."""
+    lr: float = 1e-4
+    """AdamW learning rate."""
+    batch_episodes: int = 32
+    """Scored episodes per training step."""
+    steps_per_version: int = 4
+    """Optimizer steps between published versions."""
+    clip: float = 2.0
+    """Importance weights are truncated at this value."""
+    kl_coef: float = 0.0
+    """Weight of the KL penalty to the base model (0: off)."""
+    max_staleness: int = 4
+    """Samples served more than this many versions ago are skipped."""
+    device: str = "auto"
+    """auto | cpu | cuda."""
+    logprob_chunk: int = 1024
+    """Tokens per chunk when computing log-probs over the LM head."""
+
+
+class VersionsConfig(BaseModel):
+    canary_share: float = 0.2
+    """Share of new episodes sent to a canary version."""
+    min_episodes: int = 30
+    """Scored episodes a canary and its parent each need before a decision."""
+    margin: float = 0.0
+    """The canary must beat its parent's reward by this much (lower confidence bound)."""
+    confidence: float = 0.9
+    """Confidence level of the reward interval used for decisions."""
+    max_error_rate: float = 0.05
+    """A canary with a higher error rate is rolled back."""
+    max_latency_ratio: float = 2.0
+    """A canary whose p50 latency exceeds its parent's by this factor is rolled back."""
+
+
+class TelemetryConfig(BaseModel):
+    traces: Literal["none", "console", "otlp"] = "none"
+    """OpenTelemetry span exporter."""
+    otlp_endpoint: str | None = None
+    """OTLP/HTTP endpoint (traces = otlp)."""
+    log_level: str = "INFO"
+    """Python log level."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RLGW_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    """Holds the local log, the spool, the embedded store, keys, checkpoints."""
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig)
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    versions: VersionsConfig = Field(default_factory=VersionsConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.ledger.store == "clickhouse" and not self.ledger.dsn:
+            raise ValueError("ledger.store = 'clickhouse' needs ledger.dsn")
+        if not 0.0 <= self.versions.canary_share <= 1.0:
+            raise ValueError("versions.canary_share must be within [0, 1]")
+        if not 0.0 <= self.gateway.exploration_share <= 1.0:
+            raise ValueError("gateway.exploration_share must be within [0, 1]")
+        return self
+
+    @property
+    def keys_path(self) -> Path:
+        return self.gateway.keys_file or self.data_dir / "keys.json"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = os.environ.get("RLGW_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Defaults < TOML file < RLGW_* env vars < explicit overrides (CLI flags)."""
+    if config is not None:
+        if not config.is_file():
+            raise FileNotFoundError(f"config file not found: {config}")
+        os.environ["RLGW_CONFIG"] = str(config)
+    return Settings(**_nest(overrides))
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{'gateway.port': 1} -> {'gateway': {'port': 1}}; None values are dropped."""
+    out: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out

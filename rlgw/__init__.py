@@ -1,0 +1,1 @@
+"""The `rlgw` command line: wires the packages together and starts them; nothing imports it."""

@@ -1,0 +1,70 @@
+"""`rlgw`: one command with a subcommand per process. Config is parsed first; heavy imports late."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+
+from rlgw.options import ConfigOpt, DataDirOpt, HostOpt, PortOpt, UpstreamOpt, settings_from
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="rl-gateway: learn from production traffic."
+)
+config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration.")
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
+app.add_typer(config_app, name="config")
+app.add_typer(keys_app, name="keys")
+console = Console()
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None) -> None:
+    """Print the resolved config (defaults < TOML < RLGW_* env vars)."""
+    settings = settings_from(config)
+    console.print_json(json.dumps(settings.model_dump(mode="json")))
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: str = typer.Option(..., "--tenant", help="Tenant the key belongs to."),
+    admin: bool = typer.Option(False, "--admin", help="Give the key the admin scope."),
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    from gateway.auth import KeyStore
+
+    settings = settings_from(config, data_dir=data_dir)
+    try:
+        key = KeyStore(settings.keys_path).create(tenant, admin=admin)
+    except ValueError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(key)
+    typer.secho(
+        f"key for tenant {tenant!r} stored (hashed) in {settings.keys_path}; it is not shown again", err=True
+    )
+
+
+@app.command()
+def gateway(
+    config: ConfigOpt = None,
+    port: PortOpt = None,
+    host: HostOpt = None,
+    upstream: UpstreamOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run the OpenAI-compatible gateway in front of one or more upstream replicas."""
+    from rlgw.serve import run_gateway
+
+    settings = settings_from(
+        config,
+        **{"gateway.port": port, "gateway.host": host, "gateway.upstreams": upstream, "data_dir": data_dir},
+    )
+    run_gateway(settings)
+
+
+def main() -> None:
+    app()
