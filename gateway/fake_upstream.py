@@ -86,7 +86,6 @@ def _tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
 def make_app(state: FakeState | None = None) -> web.Application:
     state = state or FakeState()
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app["state"] = state
 
     def known(model: str) -> bool:
         return model == BASE_MODEL or model in state.adapters

@@ -8,10 +8,11 @@ entry point can parse config before it imports torch or vLLM.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,9 +21,16 @@ from pydantic_settings import (
 )
 
 DEFAULT_DATA_DIR = Path(".rlgw")
+_TOML_FILE: ContextVar[Path | None] = ContextVar("rlgw_toml_file", default=None)
 
 
-class GatewayConfig(BaseModel):
+class Section(BaseModel):
+    """A config section: unknown keys are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class GatewayConfig(Section):
     host: str = "127.0.0.1"
     """Address to bind. With no API keys configured the gateway refuses anything but loopback."""
     port: int = 8000
@@ -55,7 +63,7 @@ class GatewayConfig(BaseModel):
     """Completions per exploration group."""
 
 
-class LedgerConfig(BaseModel):
+class LedgerConfig(Section):
     bus: Literal["local", "kafka", "memory"] = "local"
     """Where records go: the embedded durable log, Apache Kafka, or memory (tests)."""
     bootstrap_servers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"])
@@ -80,7 +88,7 @@ class LedgerConfig(BaseModel):
     """Store writer: longest wait before a partial batch is inserted."""
 
 
-class RewardsConfig(BaseModel):
+class RewardsConfig(Section):
     rubrics: Path | None = None
     """A rubric file (TOML or Python) to load."""
     idle_timeout_s: float = 300.0
@@ -95,7 +103,7 @@ class RewardsConfig(BaseModel):
     """Model name for the judge."""
 
 
-class LearnerConfig(BaseModel):
+class LearnerConfig(Section):
     model: str | None = None
     """Base model: a local HF folder (None in `rlgw demo`: a built-in tiny model)."""
     full_finetune: bool = False
@@ -124,7 +132,7 @@ class LearnerConfig(BaseModel):
     """Tokens per chunk when computing log-probs over the LM head."""
 
 
-class VersionsConfig(BaseModel):
+class VersionsConfig(Section):
     canary_share: float = 0.2
     """Share of new episodes sent to a canary version."""
     min_episodes: int = 30
@@ -139,7 +147,7 @@ class VersionsConfig(BaseModel):
     """A canary whose p50 latency exceeds its parent's by this factor is rolled back."""
 
 
-class TelemetryConfig(BaseModel):
+class TelemetryConfig(Section):
     traces: Literal["none", "console", "otlp"] = "none"
     """OpenTelemetry span exporter."""
     otlp_endpoint: str | None = None
@@ -185,7 +193,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = os.environ.get("RLGW_CONFIG")
+        toml = _TOML_FILE.get() or os.environ.get("RLGW_CONFIG")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
@@ -193,12 +201,14 @@ class Settings(BaseSettings):
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """Defaults < TOML file < RLGW_* env vars < explicit overrides (CLI flags)."""
-    if config is not None:
-        if not config.is_file():
-            raise FileNotFoundError(f"config file not found: {config}")
-        os.environ["RLGW_CONFIG"] = str(config)
-    return Settings(**_nest(overrides))
+    """Defaults < TOML file (`config`, else $RLGW_CONFIG) < RLGW_* env vars < overrides (CLI flags)."""
+    if config is not None and not config.is_file():
+        raise FileNotFoundError(f"config file not found: {config}")
+    token = _TOML_FILE.set(config)
+    try:
+        return Settings(**_nest(overrides))
+    finally:
+        _TOML_FILE.reset(token)
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
