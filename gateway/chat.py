@@ -288,7 +288,7 @@ class ChatService:
     ) -> None:
         meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
         complete = tokens_complete(prompt_ids, choices)
-        turn = Turn.model_construct(
+        turn = Turn(
             episode_id=ctx.episode.episode_id,
             tenant=ctx.tenant,
             model=self.public_model,

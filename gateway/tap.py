@@ -33,7 +33,7 @@ def choices_from_reply(data: dict[str, Any]) -> list[TurnChoice]:
     out = []
     for ch in data.get("choices") or []:
         out.append(
-            TurnChoice.model_construct(
+            TurnChoice(
                 index=ch.get("index", 0),
                 message=ch.get("message") or {},
                 finish_reason=ch.get("finish_reason"),
@@ -138,7 +138,7 @@ class StreamTap:
             if acc.tool_calls:
                 message["tool_calls"] = [acc.tool_calls[k] for k in sorted(acc.tool_calls)]
             out.append(
-                TurnChoice.model_construct(
+                TurnChoice(
                     index=index,
                     message=message,
                     finish_reason=acc.finish_reason,

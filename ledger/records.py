@@ -46,7 +46,7 @@ class Record(BaseModel):
         return getattr(self, "episode_id", None) or self.id
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(self.model_dump(by_alias=True, mode="json"))
+        return self.__pydantic_serializer__.to_json(self, by_alias=True)
 
 
 class TurnChoice(BaseModel):

@@ -1,0 +1,66 @@
+"""A gateway process for benchmarks: the real app, recording on (memory or local bus) or off.
+
+python benchmarks/gateway_server.py --port P --upstream URL [--record off|memory|local] [--data-dir D]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import uvicorn
+
+from gateway.app import Services, create_app
+from gateway.auth import KeyStore
+from gateway.pool import Pool
+from ledger.bus import MemoryBus
+from ledger.config import Settings
+from ledger.recorder import Recorder
+from ledger.records import Record
+
+
+class NullRecorder(Recorder):
+    """Recording off: records are dropped at the door (benchmarks only)."""
+
+    def record(self, topic: str, record: Record) -> None:
+        pass
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--upstream", required=True)
+    p.add_argument("--record", choices=["off", "memory", "local"], default="memory")
+    p.add_argument("--data-dir", type=Path, default=None)
+    a = p.parse_args()
+    data_dir = a.data_dir or Path(tempfile.mkdtemp(prefix="rlgw-bench-"))
+    bus_kind = "local" if a.record == "local" else "memory"
+    settings = Settings(
+        data_dir=data_dir,
+        gateway={"upstreams": [a.upstream], "port": a.port},  # type: ignore[arg-type]
+        ledger={"bus": bus_kind, "store": "memory"},  # type: ignore[arg-type]
+    )
+    if a.record == "local":
+        from ledger.wiring import open_ledger
+
+        recorder = open_ledger(settings).recorder
+    else:
+        cls = NullRecorder if a.record == "off" else Recorder
+        recorder = cls(MemoryBus(), capacity=settings.gateway.record_queue).start()
+    pool = Pool(settings.gateway.upstreams)
+    svc = Services(settings=settings, pool=pool, recorder=recorder, keys=KeyStore(settings.keys_path))
+    uvicorn.run(
+        create_app(svc),
+        host="127.0.0.1",
+        port=a.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        proxy_headers=False,
+        log_level="warning",
+    )
+
+
+if __name__ == "__main__":
+    main()
