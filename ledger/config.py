@@ -79,13 +79,37 @@ class LedgerConfig(Section):
     dsn: str | None = None
     """ClickHouse DSN (store = clickhouse), e.g. http://default:@host:8123/rlgw."""
     spool_fsync: Literal["always", "batch", "never"] = "batch"
-    """When the disk spool fsyncs: every append, every drained batch, or never."""
+    """When the disk spool fsyncs: every record, once per appended batch, or never (the OS decides)."""
     spool_alarm_bytes: int = 256 * 1024 * 1024
     """Spool size that raises the alarm (metric + log)."""
     writer_batch: int = 5000
     """Store writer: rows per insert at most."""
     writer_linger_s: float = 1.0
     """Store writer: longest wait before a partial batch is inserted."""
+    store_writer: bool | None = None
+    """Run a store writer (bus -> store) inside this process. None: only with the embedded store."""
+    database: str = "rlgw"
+    """ClickHouse database holding the ledger's tables (created by the migrations)."""
+    record_batch: int = 2000
+    """Recorder: records per publish to the bus at most."""
+    local_partitions: int = 1
+    """Partitions per topic of the embedded log (records go by key hash, so an episode stays ordered)."""
+    local_synchronous: Literal["full", "normal"] = "full"
+    """SQLite synchronous mode of the embedded log: full survives power loss, normal a process crash."""
+    linger_ms: int = 20
+    """Kafka producer: wait this long to fill a batch (chosen by benchmarks/ledger_throughput.py)."""
+    batch_bytes: int = 512 * 1024
+    """Kafka producer: bytes per partition batch at most."""
+    compression: Literal["none", "gzip", "lz4"] = "lz4"
+    """Kafka producer compression (lz4: cheapest CPU for JSON records, measured)."""
+    request_timeout_ms: int = 5000
+    """Kafka: a request (and the producer's wait for metadata) fails after this long."""
+    publish_timeout_ms: int = 10000
+    """Kafka: a publish not acknowledged in this time fails; the recorder spools and retries."""
+    session_timeout_ms: int = 10000
+    """Kafka consumer group session timeout (a dead member's partitions move after it)."""
+    heartbeat_interval_ms: int = 1000
+    """Kafka consumer heartbeat interval (about a tenth of the session timeout)."""
 
 
 class RewardsConfig(Section):
@@ -101,6 +125,13 @@ class RewardsConfig(Section):
     """OpenAI-compatible endpoint for LLM-judge scorers (None: the gateway's own pool)."""
     judge_model: str | None = None
     """Model name for the judge."""
+    group: str = "rlgw-rubrics"
+    """Consumer group of the rubric workers: workers in one group share the partitions."""
+    keep_scored_s: float = 3600.0
+    """A scored episode stays in a worker's memory this long, so late feedback re-scores it."""
+    commit_interval_s: float = 30.0
+    """Offsets of open episodes' records are committed at most this late; an episode open across
+    a crash is then rebuilt from the store (when the worker has one) or scored on what follows."""
 
 
 class LearnerConfig(Section):

@@ -3,6 +3,15 @@
 `record()` appends to a bounded in-memory queue and returns; a background thread serialises
 and publishes batches to the bus. When the queue is full, or the bus is unavailable, records
 go to the disk spool instead (never dropped) and are drained, in order, once the bus is back.
+
+Order: while anything waits in the spool, new records go to the spool too ("spilling"): they
+pass through an overflow list that a second thread (the spooler, the spool's only writer)
+appends in batches, so `record()` never waits on a disk fsync. The publisher sends the queue
+(older) before the spool (newer), so records reach the bus in the order they were recorded.
+A process that starts with a non-empty spool (its predecessor's) drains it first. Without a
+spool (unit tests) the queue simply grows past its capacity. A batch that spans topics and
+fails half-way is spooled whole, so its first topics may see a record twice: readers dedupe
+by record id.
 """
 
 from __future__ import annotations
@@ -11,74 +20,191 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from ledger.bus import Bus, BusUnavailable
 from ledger.records import Record
+from ledger.spool import Spool, SpoolItem
 
 log = logging.getLogger(__name__)
 
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.05, 2.0
+
 
 class Recorder:
-    def __init__(self, bus: Bus, *, capacity: int = 10000, topic_prefix: str = "", batch: int = 1000):
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        capacity: int = 10000,
+        topic_prefix: str = "",
+        batch: int = 1000,
+        spool: Spool | None = None,
+        on_published: Callable[[list[SpoolItem]], None] | None = None,
+    ):
         self._bus = bus
         self._capacity = capacity
         self._prefix = topic_prefix
         self._batch = batch
+        self._spool = spool
+        self._on_published = on_published  # called with what the bus acknowledged
         self._queue: deque[tuple[str, Record]] = deque()
+        self._overflow: deque[SpoolItem] = deque()  # newer than the queue, on its way to disk
+        self._spool_wake = threading.Event()
+        self._spooler: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards the queue / spill decision
+        self._spilling = spool is not None and spool.records > 0
+        self._in_flight = 0
+        self._spooling = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._backoff = BACKOFF_MIN_S
         self.published = 0
+        self.spilled = 0
 
     def record(self, topic: str, record: Record) -> None:
-        """Hand a record to the ledger. Never blocks on the bus."""
-        self._queue.append((topic, record))
-        self._wake.set()
+        """Hand a record to the ledger. Never blocks on the bus (a full queue spills to disk)."""
+        with self._lock:
+            if not self._spilling and (self._spool is None or len(self._queue) < self._capacity):
+                self._queue.append((topic, record))
+                self._wake.set()
+                return
+            self._spilling = True
+            self._overflow.append((self._prefix + topic, record.key, record.to_bytes()))
+        self._spool_wake.set()
 
     def start(self) -> Recorder:
         self._thread = threading.Thread(target=self._run, name="rlgw-recorder", daemon=True)
         self._thread.start()
+        if self._spool is not None:
+            self._spooler = threading.Thread(target=self._spool_run, name="rlgw-spooler", daemon=True)
+            self._spooler.start()
         return self
 
     def close(self, timeout_s: float = 10.0) -> None:
+        """Publish what is queued; what the bus cannot take in time goes to the spool."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        self._spool_wake.set()
+        for thread in (self._thread, self._spooler):
+            if thread is not None:
+                thread.join(timeout_s)
+                if thread.is_alive():
+                    log.warning("%s did not stop within %.1f s", thread.name, timeout_s)
+        self._spill_queue()
+        if self._spool is not None:
+            self._spool.close()
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        """Records not yet on the bus: queued, being published, or spooled."""
+        spooled = self._spool.records if self._spool is not None else 0
+        return len(self._queue) + self._in_flight + len(self._overflow) + self._spooling + spooled
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything recorded so far is published (tests, shutdown)."""
         deadline = time.monotonic() + timeout_s
-        while self._queue and time.monotonic() < deadline:
+        while self.pending and time.monotonic() < deadline:
             self._wake.set()
             time.sleep(0.005)
-        return not self._queue
+        return not self.pending
 
+    # -- the publishing thread -------------------------------------------------------------
     def _run(self) -> None:
-        while True:
-            self._wake.wait(0.5)
-            self._wake.clear()
-            while self._queue:
-                self._drain_once()
-            if self._stop.is_set() and not self._queue:
-                return
-
-    def _drain_once(self) -> None:
-        by_topic: dict[str, list[tuple[str, bytes]]] = {}
-        taken: list[tuple[str, Record]] = []
-        while self._queue and len(taken) < self._batch:
-            topic, rec = self._queue[0]
-            by_topic.setdefault(self._prefix + topic, []).append((rec.key, rec.to_bytes()))
-            taken.append(self._queue.popleft())
+        while not self._stop.is_set():
+            try:
+                if self._queue:
+                    self._publish_queue()
+                elif self._spool is not None and self._spool.records:
+                    self._publish_spool()
+                else:
+                    with self._lock:
+                        if self._spool is not None and not self._spool.records and not self._overflow:
+                            self._spilling = False
+                    self._wake.wait(0.5)
+                    self._wake.clear()
+            except BusUnavailable as exc:
+                log.warning("ledger bus unavailable (%s); retrying in %.2f s", exc, self._backoff)
+                self._stop.wait(self._backoff)
+                self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+            except Exception:
+                log.exception("recorder: unexpected error; records stay queued or spooled")
+                self._stop.wait(1.0)
+        # stopping: one last try to publish the queue; the rest is spooled by close()
         try:
-            for topic, items in by_topic.items():
-                self._bus.publish(topic, items)
-            self.published += len(taken)
+            while self._queue:
+                self._publish_queue()
         except BusUnavailable:
-            log.warning("bus unavailable; %d records wait in memory", len(taken))
-            self._queue.extendleft(reversed(taken))
-            time.sleep(0.5)
+            pass
+
+    def _publish_queue(self) -> None:
+        with self._lock:
+            taken = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
+            self._in_flight = len(taken)
+        items = [(self._prefix + topic, rec.key, rec.to_bytes()) for topic, rec in taken]
+        try:
+            self._publish(items)
+        except BusUnavailable:
+            with self._lock:  # keep order: this batch, the rest of the queue, then newer overflow
+                if self._spool is None:
+                    self._queue.extendleft(reversed(taken))
+                else:
+                    rest = [(self._prefix + t, r.key, r.to_bytes()) for t, r in self._queue]
+                    self._queue.clear()
+                    self._overflow.extendleft(reversed(items + rest))
+                    self._spilling = True
+                self._in_flight = 0
+            self._spool_wake.set()
+            raise
+        self._in_flight = 0
+
+    def _publish_spool(self) -> None:
+        assert self._spool is not None
+        items, cursor = self._spool.read(self._batch)
+        if items:
+            self._publish(items)
+        self._spool.commit(cursor)
+
+    def _publish(self, items: list[SpoolItem]) -> None:
+        by_topic: dict[str, list[tuple[str, bytes]]] = {}
+        for topic, key, value in items:
+            by_topic.setdefault(topic, []).append((key, value))
+        for topic, pairs in by_topic.items():
+            self._bus.publish(topic, pairs)
+        self.published += len(items)
+        self._backoff = BACKOFF_MIN_S
+        if self._on_published is not None:
+            self._on_published(items)
+
+    # -- the spooler thread: the spool's only writer ----------------------------------------
+    def _spool_run(self) -> None:
+        while not self._stop.is_set():
+            self._spool_wake.wait(0.5)
+            self._spool_wake.clear()
+            self._write_overflow()
+
+    def _write_overflow(self) -> None:
+        assert self._spool is not None
+        while self._overflow:
+            with self._lock:
+                items = [self._overflow.popleft() for _ in range(min(self._batch, len(self._overflow)))]
+                self._spooling = len(items)  # keeps `pending` whole while they are written
+            try:
+                self._spool.append(items)
+            finally:
+                self._spooling = 0
+            self.spilled += len(items)
+            self._wake.set()
+
+    def _spill_queue(self) -> None:
+        """On close: the queue (older) then the overflow (newer) go to disk, in that order."""
+        with self._lock:
+            if self._spool is None:
+                if self._queue:
+                    log.error("recorder closed with %d records unpublished and no spool", len(self._queue))
+                return
+            items = [(self._prefix + t, r.key, r.to_bytes()) for t, r in self._queue]
+            self._queue.clear()
+            self._overflow.extendleft(reversed(items))
+        self._write_overflow()

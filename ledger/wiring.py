@@ -1,36 +1,108 @@
-"""Open the ledger a process needs from settings: bus, recorder, and store reads."""
+"""Open the ledger a process needs from settings: bus, spool, recorder, store, store writer.
+
+    bus    local  -> LocalBus  <data_dir>/ledger/log.sqlite      (embedded default)
+           kafka  -> KafkaBus  ledger.bootstrap_servers
+           memory -> MemoryBus                                  (tests)
+    store  embedded   -> ClickHouseStore chdb://<data_dir>/store (embedded default)
+           clickhouse -> ClickHouseStore ledger.dsn
+           memory     -> MemoryStore                            (tests)
+
+The spool lives in <data_dir>/spool (not for the memory bus). A store writer thread runs
+here when `ledger.store_writer` says so (default: only with the embedded store, which only
+this process may open). `Ledger.reader` is the store the gateway reads episodes from.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from ledger.bus import Bus, MemoryBus
 from ledger.config import Settings
 from ledger.recorder import Recorder
+from ledger.spool import Spool
+from ledger.writer import StoreWriter
 
 
 @dataclass
 class Ledger:
     bus: Bus
     recorder: Recorder
-    reader: Any = None  # the store's episode reads, where this process has a store
+    reader: Any = None  # the store's reads (ledger.reads.Store), where this process has a store
+    writer: StoreWriter | None = None
 
     def close(self) -> None:
         self.recorder.close()
+        if self.writer is not None:
+            self.writer.close()
         self.bus.close()
+        if self.reader is not None:
+            self.reader.close()
 
 
 def open_bus(settings: Settings) -> Bus:
-    kind = settings.ledger.bus
-    if kind == "memory":
+    cfg = settings.ledger
+    if cfg.bus == "memory":
         return MemoryBus()
-    raise NotImplementedError(f"ledger.bus = {kind!r} is not available yet")
+    if cfg.bus == "local":
+        from ledger.localbus import LocalBus
+
+        return LocalBus(
+            settings.data_dir.resolve() / "ledger" / "log.sqlite",
+            partitions=cfg.local_partitions,
+            synchronous=cfg.local_synchronous,
+        )
+    from ledger.kafkabus import KafkaBus
+
+    return KafkaBus(cfg)
 
 
-def open_ledger(settings: Settings) -> Ledger:
+def open_store(settings: Settings) -> Any:
+    cfg = settings.ledger
+    if cfg.store == "memory":
+        from ledger.memstore import MemoryStore
+
+        return MemoryStore()
+    from ledger.store import ClickHouseStore
+
+    if cfg.store == "embedded":
+        path = settings.data_dir.resolve() / "store"
+        path.mkdir(parents=True, exist_ok=True)
+        return ClickHouseStore(f"chdb://{path}", database=cfg.database)
+    assert cfg.dsn is not None  # checked by Settings
+    return ClickHouseStore(cfg.dsn, database=cfg.database)
+
+
+def open_ledger(settings: Settings, registry: CollectorRegistry | None = None) -> Ledger:
+    cfg = settings.ledger
     bus = open_bus(settings)
+    spool = None
+    if cfg.bus != "memory":
+        spool = Spool(
+            settings.data_dir.resolve() / "spool",
+            fsync=cfg.spool_fsync,
+            alarm_bytes=cfg.spool_alarm_bytes,
+            registry=registry,
+        )
     recorder = Recorder(
-        bus, capacity=settings.gateway.record_queue, topic_prefix=settings.ledger.topic_prefix
+        bus,
+        capacity=settings.gateway.record_queue,
+        topic_prefix=cfg.topic_prefix,
+        batch=cfg.record_batch,
+        spool=spool,
     )
-    return Ledger(bus=bus, recorder=recorder.start())
+    store = open_store(settings)
+    writer = None
+    run_writer = cfg.store_writer if cfg.store_writer is not None else cfg.store == "embedded"
+    if run_writer:
+        writer = StoreWriter(
+            bus,
+            store,
+            topic_prefix=cfg.topic_prefix,
+            batch=cfg.writer_batch,
+            linger_s=cfg.writer_linger_s,
+            registry=registry,
+        ).start()
+    return Ledger(bus=bus, recorder=recorder.start(), reader=store, writer=writer)

@@ -1,0 +1,169 @@
+"""The production bus: Apache Kafka (or any Kafka-protocol broker) through kafka-python.
+
+The producer is idempotent with `acks=all`; `publish` sends a batch and waits for every ack,
+so it returns only once the records are durable on the broker, and raises `BusUnavailable`
+(the recorder spools meanwhile) when the broker is unreachable or slow. Records are keyed
+(episode id), so kafka-python's murmur2 partitioner keeps an episode on one partition.
+Topics are created on start with the configured partitions and replication; a publish that
+finds its topic missing (a broker that came back empty) creates it again.
+
+Consumers join a group with auto-commit off: `commit()` stores the positions handed out by
+`poll()`, which callers do after their work is durable (at-least-once).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    NoBrokersAvailable,
+    TopicAlreadyExistsError,
+)
+
+from ledger.bus import BusUnavailable, Message
+from ledger.config import LedgerConfig
+from ledger.records import TOPICS
+
+log = logging.getLogger(__name__)
+
+
+class KafkaBus:
+    def __init__(self, cfg: LedgerConfig, *, client_id: str = "rlgw") -> None:
+        self.cfg = cfg
+        self._servers = list(cfg.bootstrap_servers)
+        self._client_id = client_id
+        self.topics = [cfg.topic_prefix + t for t in TOPICS]
+        self._producer: KafkaProducer | None = None
+        self._topics_ok = False
+        self.ensure_topics()
+        self._topics_ok = True
+
+    # -- topics --------------------------------------------------------------------------
+    def ensure_topics(self, names: Sequence[str] | None = None) -> None:
+        """Create the ledger's topics where missing (partitions, replication from config)."""
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self._servers,
+                client_id=self._client_id + "-admin",
+                request_timeout_ms=self.cfg.request_timeout_ms,
+            )
+        except (NoBrokersAvailable, KafkaError) as exc:
+            raise BusUnavailable(f"kafka at {self._servers} unreachable: {exc}") from exc
+        try:
+            existing = set(admin.list_topics())
+            new = [
+                NewTopic(t, self.cfg.partitions, self.cfg.replication)
+                for t in (names or self.topics)
+                if t not in existing
+            ]
+            if new:
+                try:
+                    admin.create_topics(new)
+                except TopicAlreadyExistsError:
+                    pass  # another process created it first
+                log.info("created topics %s", [t.name for t in new])
+        except KafkaError as exc:
+            raise BusUnavailable(f"cannot create topics: {exc}") from exc
+        finally:
+            admin.close()
+
+    # -- producing -----------------------------------------------------------------------
+    def _get_producer(self) -> KafkaProducer:
+        if self._producer is None:
+            c = self.cfg
+            try:
+                self._producer = KafkaProducer(
+                    bootstrap_servers=self._servers,
+                    client_id=self._client_id,
+                    acks="all",
+                    enable_idempotence=True,
+                    compression_type=None if c.compression == "none" else c.compression,
+                    linger_ms=c.linger_ms,
+                    batch_size=c.batch_bytes,
+                    max_block_ms=c.request_timeout_ms,
+                    request_timeout_ms=c.request_timeout_ms,
+                    delivery_timeout_ms=c.publish_timeout_ms,
+                )
+            except (NoBrokersAvailable, KafkaError) as exc:
+                raise BusUnavailable(f"kafka at {self._servers} unreachable: {exc}") from exc
+        return self._producer
+
+    def publish(self, topic: str, items: Sequence[tuple[str, bytes]]) -> None:
+        if not items:
+            return
+        if not self._topics_ok:  # after a failure: the broker may have come back empty
+            self.ensure_topics()
+            self._topics_ok = True
+        producer = self._get_producer()
+        try:
+            futures = [producer.send(topic, key=k.encode(), value=v) for k, v in items]
+            producer.flush(timeout=self.cfg.publish_timeout_ms / 1000)
+            for f in futures:
+                f.get(timeout=0)
+        except (KafkaTimeoutError, NoBrokersAvailable, KafkaError) as exc:
+            self._reset_producer()  # a fresh producer (and idempotence session) for the retry
+            self._topics_ok = False
+            raise BusUnavailable(f"kafka publish to {topic} failed: {exc!r}") from exc
+
+    def _reset_producer(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=0)
+            except Exception:
+                log.debug("closing a failed producer", exc_info=True)
+            self._producer = None
+
+    # -- consuming -----------------------------------------------------------------------
+    def consumer(self, topics: Sequence[str], group: str) -> KafkaBusConsumer:
+        return KafkaBusConsumer(self, list(topics), group)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+            self._producer = None
+
+
+class KafkaBusConsumer:
+    def __init__(self, bus: KafkaBus, topics: list[str], group: str) -> None:
+        c = bus.cfg
+        opts: dict[str, Any] = dict(
+            bootstrap_servers=bus._servers,
+            group_id=group,
+            client_id=f"{bus._client_id}-{group}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=c.session_timeout_ms,
+            heartbeat_interval_ms=c.heartbeat_interval_ms,
+            request_timeout_ms=max(c.request_timeout_ms, c.session_timeout_ms + 5000),
+        )
+        try:
+            self._consumer = KafkaConsumer(*topics, **opts)
+        except (NoBrokersAvailable, KafkaError) as exc:
+            raise BusUnavailable(f"kafka at {bus._servers} unreachable: {exc}") from exc
+
+    def poll(self, max_records: int = 500, timeout_s: float = 1.0) -> list[Message]:
+        try:
+            got = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as exc:
+            raise BusUnavailable(f"kafka poll failed: {exc!r}") from exc
+        out: list[Message] = []
+        for tp, records in got.items():
+            for r in records:
+                key = r.key.decode() if r.key else ""
+                out.append(Message(tp.topic, tp.partition, r.offset, key, r.value))
+        return out
+
+    def commit(self) -> None:
+        try:
+            self._consumer.commit()
+        except KafkaError as exc:
+            raise BusUnavailable(f"kafka commit failed: {exc!r}") from exc
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)

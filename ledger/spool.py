@@ -1,0 +1,265 @@
+"""The disk spool: where records wait, in order, while the bus cannot take them.
+
+An append-only log of segment files `<data_dir>/spool/<seq>.seg`. Each entry is a frame:
+
+    <u32 payload length> <u32 crc32 of payload> <u16 topic length> <u16 key length>
+    payload = topic bytes + key bytes + value bytes
+
+`read()` hands out the oldest entries with a cursor; `commit(cursor)` (after the bus took
+them) moves the drain position, stored in `<dir>/cursor`, and deletes drained segments. A
+crash between publish and commit replays those entries: records carry ids, so the readers
+deduplicate. A torn frame at the end of the last segment (a crash mid-append) is cut off on
+open. A restarted process therefore drains what its predecessor left.
+
+fsync policy: `always` fsyncs every record, `batch` once per `append()` call (the recorder
+spills in batches), `never` leaves it to the OS. Past `alarm_bytes` a warning is logged once
+per crossing and the `rlgw_spool_alarm` gauge reads 1.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<IIHH")
+SpoolItem = tuple[str, str, bytes]  # (topic, key, value)
+
+
+class SpoolBusy(RuntimeError):
+    """Another process holds this spool directory (one spool per process and data dir)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    segment: int
+    offset: int
+    count: int  # entries read up to here since the last commit
+
+
+class SpoolMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.bytes = Gauge("rlgw_spool_bytes", "Bytes waiting in the disk spool", registry=registry)
+        self.records = Gauge("rlgw_spool_records", "Records waiting in the disk spool", registry=registry)
+        self.alarm = Gauge("rlgw_spool_alarm", "1 while the spool is past its alarm size", registry=registry)
+        self.appended = Counter("rlgw_spool_appended", "Records written to the spool", registry=registry)
+        self.drained = Counter("rlgw_spool_drained", "Records drained from the spool", registry=registry)
+
+
+class Spool:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        fsync: Literal["always", "batch", "never"] = "batch",
+        alarm_bytes: int = 256 * 1024 * 1024,
+        segment_bytes: int = 64 * 1024 * 1024,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._owner = open(self.dir / "lock", "a")  # noqa: SIM115 (held while open)
+        try:
+            fcntl.flock(self._owner.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._owner.close()
+            raise SpoolBusy(f"spool {self.dir} is in use by another process") from exc
+        self._fsync = fsync
+        self._alarm_bytes = alarm_bytes
+        self._segment_bytes = segment_bytes
+        self._lock = threading.Lock()
+        self.metrics = SpoolMetrics(registry)
+        self._alarmed = False
+        self._read_seg, self._read_off = self._load_cursor()
+        self._records, self._bytes = self._recover()
+        segs = self._segments()
+        self._write_seg = segs[-1] if segs else max(self._read_seg, 1)
+        self._fh = open(self._seg_path(self._write_seg), "ab")  # noqa: SIM115 (held open)
+        self._update_gauges()
+
+    # -- writing -------------------------------------------------------------------------
+    def append(self, items: Sequence[SpoolItem]) -> None:
+        """Append records durably (per the fsync policy), in order."""
+        if not items:
+            return
+        frames = []
+        for topic, key, value in items:
+            payload = topic.encode() + key.encode() + value
+            t, k = len(topic.encode()), len(key.encode())
+            frames.append(_HEADER.pack(len(payload), zlib.crc32(payload), t, k) + payload)
+        with self._lock:
+            if self._fsync == "always":
+                for frame in frames:
+                    self._fh.write(frame)
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+            else:
+                self._fh.write(b"".join(frames))
+                self._fh.flush()
+                if self._fsync == "batch":
+                    os.fsync(self._fh.fileno())
+            self._records += len(frames)
+            self._bytes += sum(len(f) for f in frames)
+            if self._fh.tell() >= self._segment_bytes:
+                self._roll()
+        self.metrics.appended.inc(len(frames))
+        self._update_gauges()
+
+    def _roll(self) -> None:
+        self._fh.close()
+        self._write_seg += 1
+        self._fh = open(self._seg_path(self._write_seg), "ab")  # noqa: SIM115
+
+    # -- draining ------------------------------------------------------------------------
+    def read(self, max_items: int = 1000) -> tuple[list[SpoolItem], Cursor]:
+        """The oldest entries not yet committed, and the cursor just past them."""
+        with self._lock:
+            seg, off = self._read_seg, self._read_off
+            out: list[SpoolItem] = []
+            while len(out) < max_items and seg <= self._write_seg:
+                off = self._read_segment(seg, off, max_items - len(out), out)
+                if len(out) < max_items and seg < self._write_seg:
+                    seg, off = seg + 1, 0
+                else:
+                    break
+            return out, Cursor(seg, off, len(out))
+
+    def _read_segment(self, seg: int, off: int, limit: int, out: list[SpoolItem]) -> int:
+        path = self._seg_path(seg)
+        if not path.exists():
+            return off
+        with open(path, "rb") as fh:
+            fh.seek(off)
+            while limit > 0:
+                header = fh.read(_HEADER.size)
+                if len(header) < _HEADER.size:
+                    break
+                n, _crc, t, k = _HEADER.unpack(header)
+                payload = fh.read(n)
+                if len(payload) < n:
+                    break
+                out.append((payload[:t].decode(), payload[t : t + k].decode(), payload[t + k :]))
+                off += _HEADER.size + n
+                limit -= 1
+        return off
+
+    def commit(self, cursor: Cursor) -> None:
+        """The entries up to `cursor` are on the bus: never hand them out again."""
+        with self._lock:
+            freed = 0
+            for seg in range(self._read_seg, cursor.segment):
+                path = self._seg_path(seg)
+                if path.exists():
+                    freed += path.stat().st_size - (self._read_off if seg == self._read_seg else 0)
+                    path.unlink()
+            if cursor.segment == self._read_seg:
+                freed += cursor.offset - self._read_off
+            else:
+                freed += cursor.offset
+            self._read_seg, self._read_off = cursor.segment, cursor.offset
+            self._records -= cursor.count
+            self._bytes -= freed
+            if self._records == 0 and self._read_seg == self._write_seg:
+                self._reset_current()
+            self._store_cursor()
+        self.metrics.drained.inc(cursor.count)
+        self._update_gauges()
+
+    def _reset_current(self) -> None:
+        """Everything is drained: start the current segment afresh so it does not grow forever."""
+        self._fh.close()
+        self._seg_path(self._write_seg).unlink(missing_ok=True)
+        self._write_seg += 1
+        self._read_seg, self._read_off = self._write_seg, 0
+        self._fh = open(self._seg_path(self._write_seg), "ab")  # noqa: SIM115
+
+    @property
+    def records(self) -> int:
+        return self._records
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
+            self._owner.close()  # releases the lock
+
+    # -- files ---------------------------------------------------------------------------
+    def _seg_path(self, seg: int) -> Path:
+        return self.dir / f"{seg:012d}.seg"
+
+    def _segments(self) -> list[int]:
+        return sorted(int(p.stem) for p in self.dir.glob("*.seg") if p.stem.isdigit())
+
+    def _load_cursor(self) -> tuple[int, int]:
+        path = self.dir / "cursor"
+        try:
+            seg, off = path.read_text().split()
+            return int(seg), int(off)
+        except (FileNotFoundError, ValueError):
+            segs = self._segments()
+            return (segs[0] if segs else 1), 0
+
+    def _store_cursor(self) -> None:
+        tmp = self.dir / "cursor.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(f"{self._read_seg} {self._read_off}")
+            if self._fsync != "never":
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, self.dir / "cursor")
+
+    def _recover(self) -> tuple[int, int]:
+        """Count what is left to drain; cut a torn or corrupt tail off the last segments."""
+        records = size = 0
+        for seg in self._segments():
+            if seg < self._read_seg:
+                self._seg_path(seg).unlink()  # drained before a crash, not yet deleted
+                continue
+            path = self._seg_path(seg)
+            data = path.read_bytes()
+            off = good = self._read_off if seg == self._read_seg else 0
+            while off + _HEADER.size <= len(data):
+                n, crc, _t, _k = _HEADER.unpack_from(data, off)
+                payload = data[off + _HEADER.size : off + _HEADER.size + n]
+                if len(payload) < n or zlib.crc32(payload) != crc:
+                    break
+                off += _HEADER.size + n
+                good = off
+                records += 1
+            start = self._read_off if seg == self._read_seg else 0
+            size += good - start
+            if good < len(data):
+                log.warning("spool segment %s: dropping a torn tail of %d bytes", path, len(data) - good)
+                with open(path, "r+b") as fh:
+                    fh.truncate(good)
+        return records, size
+
+    def _update_gauges(self) -> None:
+        self.metrics.bytes.set(self._bytes)
+        self.metrics.records.set(self._records)
+        over = self._bytes >= self._alarm_bytes
+        if over and not self._alarmed:
+            log.warning(
+                "ledger spool holds %d bytes (%d records), past the alarm at %d: the bus is not keeping up",
+                self._bytes,
+                self._records,
+                self._alarm_bytes,
+            )
+        elif not over and self._alarmed:
+            log.info("ledger spool back under its alarm size (%d bytes)", self._bytes)
+        self._alarmed = over
+        self.metrics.alarm.set(1 if over else 0)
