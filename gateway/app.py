@@ -13,13 +13,18 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError, model_validator
 from starlette.responses import Response
 
+from gateway.admin import add_version_routes
 from gateway.auth import KeyStore, Principal, require_admin
 from gateway.chat import CallContext, ChatService
+from gateway.controller import VersionController
 from gateway.episodes import resolve_episode
 from gateway.errors import APIError, InvalidRequest, NoReplica, NotFound, PayloadTooLarge, error_response
 from gateway.metrics import Metrics
 from gateway.pool import Pool
-from gateway.routing import BaseRouter, Router
+from gateway.routing import Router
+from gateway.scorefeed import ScoreFeed
+from gateway.versions import VersionRegistry
+from ledger.bus import Bus
 from ledger.config import Settings
 from ledger.recorder import Recorder
 from ledger.records import TOPIC_FEEDBACK, Episode, Feedback, FeedbackValue
@@ -76,22 +81,28 @@ class Services:
     recorder: Recorder
     keys: KeyStore
     metrics: Metrics = field(default_factory=Metrics)
-    router: Router | None = None
     store: EpisodeReader | None = None
+    bus: Bus | None = None  # where live scores are read from (for canary decisions)
+    versions: VersionRegistry = field(init=False)
+    controller: VersionController = field(init=False)
     chat: ChatService = field(init=False)
 
     def __post_init__(self) -> None:
         cfg = self.settings.gateway
-        if self.router is None:
-            self.router = BaseRouter(lambda: cfg.base_model or self.pool.base_model())
+        self.versions = VersionRegistry(
+            self.settings.versions, self.recorder, lambda: cfg.base_model or self.pool.base_model()
+        )
+        self.controller = VersionController(self.versions, self.pool)
+        router: Router = self.versions
         self.chat = ChatService(
             self.pool,
-            self.router,
+            router,
             self.recorder,
             self.metrics,
             public_model=cfg.model,
             max_n=cfg.max_n,
             max_tokens=cfg.max_tokens_limit,
+            on_request=self.versions.observe_request,
         )
 
 
@@ -175,9 +186,16 @@ def create_fastapi(svc: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         await svc.pool.start()
+        svc.controller.start()
+        feed = None
+        if svc.bus is not None:
+            feed = ScoreFeed(svc.bus, svc.versions, svc.settings.ledger.topic_prefix).start()
         try:
             yield
         finally:
+            await svc.controller.stop()
+            if feed is not None:
+                feed.close()
             await svc.pool.close()
 
     app = FastAPI(title="rl-gateway", version="0.1.0", lifespan=lifespan)
@@ -210,6 +228,7 @@ def create_fastapi(svc: Services) -> FastAPI:
         ref = resolve_episode(request.headers, body if isinstance(body, dict) else {})
         return await svc.chat.complete(body, CallContext(principal.tenant, ref))
 
+    add_version_routes(app, svc.controller, auth, lambda request: read_json(request, limit))
     app.router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
     _document_chat_route(app)
     app.state.chat_endpoint = chat_completions
@@ -217,12 +236,11 @@ def create_fastapi(svc: Services) -> FastAPI:
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         auth(request)
-        assert svc.router is not None
         entry = {
             "id": svc.settings.gateway.model,
             "object": "model",
             "owned_by": "rl-gateway",
-            "versions": svc.router.describe(),
+            "versions": svc.versions.describe(),
         }
         return {"object": "list", "data": [entry]}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,10 +92,12 @@ class ChatService:
         max_n: int,
         max_tokens: int,
         turns: TurnIndex | None = None,
+        on_request: Callable[[str, bool, float], None] | None = None,
     ) -> None:
         self.pool, self.router, self.recorder, self.metrics = pool, router, recorder, metrics
         self.public_model, self.max_n, self.max_tokens = public_model, max_n, max_tokens
         self.turns = turns or TurnIndex()
+        self._on_request = on_request or (lambda version, ok, latency_ms: None)
         self._logged_unknown: set[str] = set()
         self._extensions = True  # False once the upstream rejects vLLM's extra request fields
 
@@ -172,7 +174,7 @@ class ChatService:
                 continue
             break
         if resp.status != 200:
-            self.metrics.request(route.version, resp.status, False, time.perf_counter() - t0)
+            self._observe(route.version, resp.status, False, time.perf_counter() - t0)
             return _upstream_error(resp.status, raw, headers)
         data = orjson.loads(raw)
         choices = choices_from_reply(data)
@@ -182,7 +184,7 @@ class ChatService:
         self._record(
             body, ctx, route, replica, started, latency, None, False, choices, data.get("usage"), prompt_ids
         )
-        self.metrics.request(route.version, 200, False, latency)
+        self._observe(route.version, 200, False, latency)
         return Response(orjson.dumps(data), media_type="application/json", headers=headers)
 
     async def _stream(
@@ -202,7 +204,7 @@ class ChatService:
                 raw = await resp.read()
             finally:
                 await cm.__aexit__(None, None, None)
-            self.metrics.request(route.version, resp.status, True, time.perf_counter() - t0)
+            self._observe(route.version, resp.status, True, time.perf_counter() - t0)
             return _upstream_error(resp.status, raw, headers)
 
         tap = StreamTap()
@@ -251,7 +253,7 @@ class ChatService:
                     tap.prompt_token_ids,
                     error,
                 )
-                self.metrics.request(route.version, 200 if error is None else 599, True, latency, ttft)
+                self._observe(route.version, 200 if error is None else 599, True, latency, ttft)
 
         return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
 
@@ -270,6 +272,12 @@ class ChatService:
             return None
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
+    def _observe(
+        self, version: str, status: int, stream: bool, latency: float, ttft: float | None = None
+    ) -> None:
+        self.metrics.request(version, status, stream, latency, ttft)
+        self._on_request(version, status < 500, latency * 1000.0)
+
     # ---- the record --------------------------------------------------------------------
     def _record(
         self,
@@ -286,7 +294,8 @@ class ChatService:
         prompt_ids: list[int] | None,
         error: str | None = None,
     ) -> None:
-        meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        raw_meta = body.get("metadata")
+        meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
         complete = tokens_complete(prompt_ids, choices)
         turn = Turn(
             episode_id=ctx.episode.episode_id,

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from rlgw.options import ConfigOpt, DataDirOpt, HostOpt, PortOpt, UpstreamOpt, settings_from
+from rlgw.versions_cmd import versions_app
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="rl-gateway: learn from production traffic."
@@ -16,6 +17,7 @@ config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration.")
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
+app.add_typer(versions_app, name="versions")
 console = Console()
 
 

@@ -1,0 +1,66 @@
+"""Loading version adapters into every replica (vLLM's runtime LoRA API), and unloading them.
+
+Each version loads under a new name and path; an in-place reload would switch requests that
+are already running to new weights mid-sequence. Only transient failures are retried
+(connection errors, 502/503/504); a 4xx or 500 is the adapter's fault and is final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+
+from gateway.pool import Pool, Replica
+
+log = logging.getLogger(__name__)
+TRANSIENT = {502, 503, 504}
+
+
+class AdapterError(Exception):
+    pass
+
+
+class AdapterLoader:
+    def __init__(self, pool: Pool, *, attempts: int = 4, backoff_s: float = 0.25) -> None:
+        self.pool, self.attempts, self.backoff_s = pool, attempts, backoff_s
+
+    async def _post(self, replica: Replica, route: str, body: dict[str, object]) -> tuple[int, str]:
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with self.pool.session.post(replica.root + route, json=body, timeout=timeout) as resp:
+            return resp.status, (await resp.text())[:500]
+
+    async def load(self, replica: Replica, name: str, path: str) -> None:
+        body: dict[str, object] = {"lora_name": name, "lora_path": path}
+        for attempt in range(self.attempts):
+            try:
+                status, text = await self._post(replica, "/v1/load_lora_adapter", body)
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                status, text = 0, repr(exc)
+            if status == 200 or (status == 400 and "already" in text.lower()):
+                if name not in replica.models:
+                    replica.models.append(name)
+                return
+            if status and status not in TRANSIENT:
+                raise AdapterError(f"{replica.url} refused adapter {name}: {status} {text}")
+            await asyncio.sleep(self.backoff_s * 2**attempt)
+        raise AdapterError(f"{replica.url} did not load adapter {name} after {self.attempts} tries: {text}")
+
+    async def unload(self, replica: Replica, name: str) -> None:
+        try:
+            status, _ = await self._post(replica, "/v1/unload_lora_adapter", {"lora_name": name})
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            log.warning("unloading %s from %s failed: %r", name, replica.url, exc)
+            return
+        if status == 200 and name in replica.models:
+            replica.models.remove(name)
+
+    async def load_everywhere(self, name: str, path: str) -> dict[str, str]:
+        """Load on every healthy replica at once; returns each replica's outcome."""
+        replicas = self.pool.healthy()
+        results = await asyncio.gather(*(self.load(r, name, path) for r in replicas), return_exceptions=True)
+        return {
+            r.url: "loaded" if res is None else f"error: {res}"
+            for r, res in zip(replicas, results, strict=True)
+        }

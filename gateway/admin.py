@@ -1,0 +1,96 @@
+"""Admin routes for model versions: register, list, promote, roll back, pin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, Field, ValidationError
+
+from gateway.adapters import AdapterError
+from gateway.auth import Principal, require_admin
+from gateway.controller import VersionController
+from gateway.errors import InvalidRequest, UpstreamError
+
+
+class VersionIn(BaseModel):
+    version: str
+    adapter_path: str
+    parent: str | None = None
+    data_window: dict[str, Any] = Field(default_factory=dict)
+    base_equivalent: bool = False
+
+
+class ActionIn(BaseModel):
+    reason: str = "operator"
+
+
+def add_version_routes(app: FastAPI, controller: VersionController, auth: Any, read_json: Any) -> None:
+    reg = controller.registry
+
+    async def admin(request: Request) -> Principal:
+        principal: Principal = auth(request)
+        require_admin(principal)
+        return principal
+
+    async def reason_of(request: Request) -> str:
+        if not (await request.body()).strip():
+            return "operator"
+        try:
+            return ActionIn.model_validate(await read_json(request)).reason
+        except ValidationError as exc:
+            raise InvalidRequest(str(exc.errors()[0]["msg"])) from exc
+
+    @app.post("/admin/versions")
+    async def register(request: Request) -> dict[str, Any]:
+        await admin(request)
+        try:
+            body = VersionIn.model_validate(await read_json(request))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise InvalidRequest(f"{first['msg']} (at {'.'.join(map(str, first['loc']))})") from exc
+        try:
+            v = await controller.register(
+                body.version, body.adapter_path, body.parent, body.data_window, body.base_equivalent
+            )
+        except AdapterError as exc:
+            raise UpstreamError(str(exc), code="adapter_load_failed") from exc
+        return {"version": v.id, "status": v.status, "replicas": v.replicas}
+
+    @app.get("/admin/versions")
+    async def listing(request: Request) -> dict[str, Any]:
+        await admin(request)
+        return {"serving": reg.serving, "canary": reg.canary, "versions": reg.listing()}
+
+    @app.get("/admin/versions/events")
+    async def events(request: Request) -> dict[str, Any]:
+        await admin(request)
+        return {"events": [e.model_dump(mode="json") for e in reg.events[-500:]]}
+
+    @app.post("/admin/versions/{vid}/promote")
+    async def promote(vid: str, request: Request) -> dict[str, Any]:
+        await admin(request)
+        v = reg.promote(vid, await reason_of(request))
+        return {"version": v.id, "status": v.status}
+
+    @app.post("/admin/versions/{vid}/rollback")
+    async def rollback(vid: str, request: Request) -> dict[str, Any]:
+        await admin(request)
+        v = reg.rollback(vid, await reason_of(request))
+        return {"version": v.id, "status": v.status, "serving": reg.serving}
+
+    @app.post("/admin/rollback")
+    async def rollback_current(request: Request) -> dict[str, Any]:
+        await admin(request)
+        v = reg.rollback(None, await reason_of(request))
+        return {"version": v.id, "status": v.status, "serving": reg.serving}
+
+    @app.post("/admin/versions/{vid}/pin")
+    async def pin(vid: str, request: Request) -> dict[str, Any]:
+        await admin(request)
+        return {"version": vid, "pinned": reg.pin(vid, True).pinned}
+
+    @app.post("/admin/versions/{vid}/unpin")
+    async def unpin(vid: str, request: Request) -> dict[str, Any]:
+        await admin(request)
+        return {"version": vid, "pinned": reg.pin(vid, False).pinned}

@@ -1,0 +1,141 @@
+"""The version controller: publish a registered version into the pool, canary it, decide.
+
+A loop every `interval_s`: load active adapters into replicas that lack them (a replica that
+rejoined, or a new one), judge the canary (gateway/canary.py) unless it is pinned, and unload
+retired versions once no request is running on them and they are out of the recent history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from gateway.adapters import AdapterError, AdapterLoader
+from gateway.canary import decide
+from gateway.pool import Pool
+from gateway.routing import BASE_VERSION
+from gateway.versions import Version, VersionRegistry
+
+log = logging.getLogger(__name__)
+KEEP_LOADED = 3  # retired versions kept loaded for instant rollback
+
+
+class VersionController:
+    def __init__(self, registry: VersionRegistry, pool: Pool, *, interval_s: float = 1.0) -> None:
+        self.registry, self.pool, self.interval_s = registry, pool, interval_s
+        self.loader = AdapterLoader(pool)
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def register(
+        self,
+        vid: str,
+        adapter_path: str,
+        parent: str | None,
+        data_window: dict[str, Any],
+        base_equivalent: bool,
+    ) -> Version:
+        """Register, load into every replica, then start its canary (or serve it as the base)."""
+        reg = self.registry
+        async with self._lock:
+            if base_equivalent:
+                name = f"rlgw-base-{vid}"
+                outcome = await self.loader.load_everywhere(name, adapter_path)
+                if not outcome or any(s != "loaded" for s in outcome.values()):
+                    raise AdapterError(f"base adapter not loaded everywhere: {outcome}")
+                reg.base_adapter = name
+                base = reg.versions[BASE_VERSION]
+                base.adapter_path, base.replicas = adapter_path, outcome
+                reg.event(base, "base_adapter", f"base served through zero adapter {name}")
+                return base
+            v = reg.register(vid, adapter_path, parent, data_window)
+            v.replicas = await self.loader.load_everywhere(v.adapter_name, adapter_path)
+            if not v.replicas or any(s != "loaded" for s in v.replicas.values()):
+                v.status = "failed"
+                reg.event(v, "load_failed", str(v.replicas))
+                return v
+            v.status = "loaded"
+            reg.event(v, "loaded", f"on {len(v.replicas)} replicas")
+            reg.start_canary(v)
+            return v
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="rlgw-versions")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("version controller tick failed")
+
+    async def tick(self) -> None:
+        async with self._lock:
+            await self._reconcile()
+            self._judge()
+            await self._unload_stale()
+
+    def _active(self) -> list[tuple[str, str]]:
+        reg = self.registry
+        out = [
+            (v.adapter_name, v.adapter_path)
+            for v in reg.versions.values()
+            if v.adapter_path and v.id != BASE_VERSION and v.status in ("serving", "canary", "loaded")
+        ]
+        for name, _ in out:
+            reg.versions.get(name.removeprefix("rlgw-"), Version("", None, None, "")).unloaded = False
+        base = reg.versions[BASE_VERSION]
+        if reg.base_adapter and base.adapter_path:
+            out.append((reg.base_adapter, base.adapter_path))
+        return out
+
+    async def _reconcile(self) -> None:
+        for replica in self.pool.healthy():
+            for name, path in self._active():
+                if name not in replica.models:
+                    try:
+                        await self.loader.load(replica, name, path)
+                        log.info("loaded %s into rejoined replica %s", name, replica.url)
+                    except AdapterError as exc:
+                        log.warning("%s", exc)
+
+    def _judge(self) -> None:
+        reg = self.registry
+        if reg.canary is None:
+            return
+        canary = reg.versions[reg.canary]
+        if canary.pinned or canary.canary_since is None:
+            return
+        parent = canary.parent or BASE_VERSION
+        decision = decide(
+            reg.stats.arm(canary.id, canary.canary_since), reg.stats.arm(parent, canary.canary_since), reg.cfg
+        )
+        if decision is None:
+            return
+        log.info("version %s: %s (%s)", canary.id, decision.action, decision.reason)
+        if decision.action == "promote":
+            reg.promote(canary.id, decision.reason, dict(decision.figures))
+        else:
+            reg.rollback(canary.id, decision.reason, dict(decision.figures))
+
+    async def _unload_stale(self) -> None:
+        reg = self.registry
+        retired = [
+            v
+            for v in reg.versions.values()
+            if v.status in ("retired", "rolled_back") and v.adapter_path and not v.unloaded
+        ]
+        for v in retired[:-KEEP_LOADED] if len(retired) > KEEP_LOADED else []:
+            if any(reg._sticky.get(e) == v.id for e in list(reg._sticky)[-1000:]):
+                continue  # recent episodes still pinned to it: let their traffic drain
+            for replica in self.pool.replicas:
+                if v.adapter_name in replica.models:
+                    await self.loader.unload(replica, v.adapter_name)
+            v.unloaded = True
+            reg.event(v, "unloaded")

@@ -1,0 +1,171 @@
+"""Versions: register → load into every replica → canary → promote / roll back, and the rule."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from gateway.canary import Arm, decide
+from ledger.config import VersionsConfig
+from ledger.records import ModelVersion, parse_record
+from tests.fixtures.upstream import GatewayServer, gateway_settings, start_fake, start_gateway, stop_gateway
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def test_decide_promotes_only_on_a_confident_gain() -> None:
+    cfg = VersionsConfig(min_episodes=20, margin=0.0, confidence=0.9)
+    good = Arm(tuple([1.0] * 18 + [0.0] * 2), requests=20)
+    base = Arm(tuple([1.0] * 5 + [0.0] * 15), requests=20)
+    assert decide(good, base, cfg).action == "promote"  # type: ignore[union-attr]
+    assert decide(base, good, cfg).action == "rollback"  # type: ignore[union-attr]
+    assert decide(Arm(good.rewards[:10]), base, cfg) is None  # too few episodes
+    noisy = Arm(tuple([1.0, 0.0] * 10))
+    assert decide(noisy, Arm(tuple([0.0, 1.0] * 10)), cfg) is None  # no difference: wait
+    broken = Arm(tuple([1.0] * 3), requests=40, errors=10)
+    d = decide(broken, base, cfg)
+    assert d is not None and d.action == "rollback" and "error rate" in d.reason
+
+
+@pytest.fixture
+def two_replicas(tmp_path: Path):  # type: ignore[no-untyped-def]
+    a, b = start_fake(), start_fake()
+    settings = gateway_settings(tmp_path, [a.url, b.url])
+    settings.versions.canary_share = 0.5
+    settings.versions.min_episodes = 10
+    gw = start_gateway(settings)
+    yield gw, a, b
+    stop_gateway(gw)
+    a.stop.set()
+    b.stop.set()
+
+
+def admin(gw: GatewayServer, path: str, body: dict | None = None) -> httpx.Response:
+    return (
+        httpx.post(gw.root + path, json=body, timeout=10)
+        if body is not None or path.endswith(("promote", "rollback", "pin"))
+        else httpx.get(gw.root + path, timeout=10)
+    )
+
+
+def test_register_loads_everywhere_and_canaries_sticky_episodes(two_replicas) -> None:  # type: ignore[no-untyped-def]
+    gw, a, b = two_replicas
+    resp = admin(gw, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/v1", "parent": "base"})
+    assert resp.status_code == 200 and resp.json()["status"] == "canary", resp.text
+    assert a.state.adapters == {"rlgw-v1": "/tmp/v1"} and b.state.adapters == {"rlgw-v1": "/tmp/v1"}
+    c = openai.OpenAI(base_url=gw.url, api_key="x", max_retries=0)
+    served: dict[str, set[str]] = {}
+    for i in range(40):
+        for _ in range(2):  # two turns per episode: both on one version
+            raw = c.chat.completions.with_raw_response.create(
+                model="rlgw",
+                messages=MSG,
+                extra_headers={"X-Episode-Id": f"ep{i}"},  # type: ignore[arg-type]
+            )
+            served.setdefault(f"ep{i}", set()).add(raw.headers["x-model-version"])
+            text = raw.parse().choices[0].message.content or ""
+            assert ("rlgw-v1" in text) == (raw.headers["x-model-version"] == "v1")
+    assert all(len(v) == 1 for v in served.values())
+    versions = [next(iter(v)) for v in served.values()]
+    assert 5 <= versions.count("v1") <= 35  # canary share 0.5 of 40 episodes
+    dup = admin(gw, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/v1"})
+    assert dup.status_code == 400 and dup.json()["error"]["code"] == "version_exists"
+
+
+def test_live_reward_promotes_then_operator_rolls_back(two_replicas) -> None:  # type: ignore[no-untyped-def]
+    gw, _, _ = two_replicas
+    admin(gw, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/v1"})
+    reg = gw.services.versions
+    for i in range(15):
+        reg.observe_score("v1", f"c{i}", 1.0 if i % 5 else 0.0)
+        reg.observe_score("base", f"b{i}", 0.0 if i % 5 else 1.0)
+    fut = asyncio.run_coroutine_threadsafe(gw.services.controller.tick(), _loop_of(gw))
+    fut.result(10)
+    listing = admin(gw, "/admin/versions").json()
+    assert listing["serving"] == "v1" and listing["canary"] is None
+    v1 = next(v for v in listing["versions"] if v["id"] == "v1")
+    assert v1["episodes"] == 15 and v1["reward_interval"][0] < v1["reward"] < v1["reward_interval"][1]
+    back = admin(gw, "/admin/rollback", {"reason": "operator test"})
+    assert back.status_code == 200 and back.json()["serving"] == "base"
+    gw.services.recorder.flush(5)
+    events = [parse_record(m.value) for m in gw.bus.messages("versions")]
+    assert [e.event for e in events if isinstance(e, ModelVersion)] == [
+        "registered",
+        "loaded",
+        "canary",
+        "promoted",
+        "rolled_back",
+    ]
+    assert events[-1].reason == "operator test"  # type: ignore[attr-defined]
+
+
+def test_worse_canary_is_rolled_back_and_leaves_traffic(two_replicas) -> None:  # type: ignore[no-untyped-def]
+    gw, _, _ = two_replicas
+    admin(gw, "/admin/versions", {"version": "bad", "adapter_path": "/tmp/bad"})
+    reg = gw.services.versions
+    for i in range(12):
+        reg.observe_score("bad", f"c{i}", 0.0)
+        reg.observe_score("base", f"b{i}", 1.0 if i % 4 else 0.0)
+    asyncio.run_coroutine_threadsafe(gw.services.controller.tick(), _loop_of(gw)).result(10)
+    assert reg.canary is None and reg.versions["bad"].status == "rolled_back"
+    assert "under its parent" in reg.events[-1].reason
+    c = openai.OpenAI(base_url=gw.url, api_key="x", max_retries=0)
+    for _ in range(10):
+        raw = c.chat.completions.with_raw_response.create(model="rlgw", messages=MSG)  # type: ignore[arg-type]
+        assert raw.headers["x-model-version"] == "base"
+
+
+def test_pinned_canary_is_not_judged_and_rejoined_replica_gets_adapters(two_replicas) -> None:  # type: ignore[no-untyped-def]
+    gw, a, _ = two_replicas
+    admin(gw, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/v1"})
+    assert admin(gw, "/admin/versions/v1/pin").json()["pinned"] is True
+    reg = gw.services.versions
+    for i in range(12):
+        reg.observe_score("v1", f"c{i}", 0.0)
+        reg.observe_score("base", f"b{i}", 1.0)
+    a.state.adapters.clear()  # replica a restarted and lost its adapters
+    gw.services.pool.replicas[0].models = ["fake-base"]
+    asyncio.run_coroutine_threadsafe(gw.services.controller.tick(), _loop_of(gw)).result(10)
+    assert reg.canary == "v1"  # pinned: held
+    assert a.state.adapters == {"rlgw-v1": "/tmp/v1"}
+
+
+def test_base_served_through_zero_adapter_and_errors(two_replicas) -> None:  # type: ignore[no-untyped-def]
+    gw, _, _ = two_replicas
+    r = admin(gw, "/admin/versions", {"version": "z0", "adapter_path": "/tmp/z0", "base_equivalent": True})
+    assert r.status_code == 200
+    c = openai.OpenAI(base_url=gw.url, api_key="x", max_retries=0)
+    text = c.chat.completions.create(model="rlgw", messages=MSG).choices[0].message.content  # type: ignore[arg-type]
+    assert text is not None and "rlgw-base-z0" in text
+    assert admin(gw, "/admin/versions/nope/promote").status_code == 404
+    bad = admin(gw, "/admin/versions", {"adapter_path": "/x"})
+    assert bad.status_code == 400 and "version" in bad.json()["error"]["message"]
+
+
+def _loop_of(gw: GatewayServer) -> asyncio.AbstractEventLoop:
+    """The gateway server's event loop (the controller's tasks live there)."""
+    task = gw.services.controller._task
+    assert task is not None
+    return task.get_loop()
+
+
+def test_versions_cli_against_a_live_gateway(two_replicas) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from rlgw.cli import app
+
+    gw, _, _ = two_replicas
+    admin(gw, "/admin/versions", {"version": "v7", "adapter_path": "/tmp/v7"})
+    runner = CliRunner()
+    listed = runner.invoke(app, ["versions", "list", "--url", gw.root])
+    assert listed.exit_code == 0 and "v7" in listed.stdout and "canary" in listed.stdout
+    promoted = runner.invoke(app, ["versions", "promote", "v7", "--url", gw.root])
+    assert promoted.exit_code == 0 and gw.services.versions.serving == "v7"
+    back = runner.invoke(app, ["versions", "rollback", "--url", gw.root])
+    assert back.exit_code == 0 and gw.services.versions.serving == "base"
+    missing = runner.invoke(app, ["versions", "promote", "nope", "--url", gw.root])
+    assert missing.exit_code == 1
