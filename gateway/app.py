@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from opentelemetry.trace import Tracer
 from pydantic import BaseModel, ValidationError, model_validator
 from starlette.responses import Response
 
@@ -23,6 +24,7 @@ from gateway.metrics import Metrics
 from gateway.pool import Pool
 from gateway.routing import Router
 from gateway.scorefeed import ScoreFeed
+from gateway.tracing import setup_tracing
 from gateway.versions import VersionRegistry
 from ledger.bus import Bus
 from ledger.config import Settings
@@ -133,17 +135,30 @@ class HotPath:
     middleware and routing layers (measured: a large share of the gateway's CPU per request);
     everything else, lifespan included, goes to the FastAPI app."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, tracer: Tracer | None = None) -> None:
         self.app = app
         self.services: Services = app.state.services
         self._chat = app.state.chat_endpoint
+        self._tracer = tracer
+
+    async def _traced(self, request: Request) -> Response:
+        assert self._tracer is not None
+        with self._tracer.start_as_current_span("chat.completions") as span:
+            response = await self._chat(request)
+            h = response.headers
+            span.set_attribute("rlgw.episode_id", h.get("x-episode-id", ""))
+            span.set_attribute("rlgw.turn_id", h.get("x-turn-id", ""))
+            span.set_attribute("rlgw.version", h.get("x-model-version", ""))
+            span.set_attribute("http.status_code", response.status_code)
+            return response
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != "/v1/chat/completions" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         try:
-            response = await self._chat(Request(scope, receive))
+            request = Request(scope, receive)
+            response = await (self._traced(request) if self._tracer else self._chat(request))
         except APIError as exc:
             self.services.metrics.errors.labels(exc.type).inc()
             response = exc.response()
@@ -179,7 +194,7 @@ def _document_chat_route(app: FastAPI) -> None:
 
 def create_app(svc: Services) -> HotPath:
     """The gateway's ASGI app (the FastAPI app is at `.app`)."""
-    return HotPath(create_fastapi(svc))
+    return HotPath(create_fastapi(svc), setup_tracing(svc.settings.telemetry))
 
 
 def create_fastapi(svc: Services) -> FastAPI:

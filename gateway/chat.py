@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -23,6 +23,7 @@ from gateway.metrics import Metrics
 from gateway.pool import Pool, Replica
 from gateway.routing import Route, Router
 from gateway.tap import StreamTap, Wants, choices_from_reply, strip_reply, tokens_complete
+from ledger.ids import new_id
 from ledger.recorder import Recorder
 from ledger.records import TOPIC_TURNS, EpisodeEnd, Turn
 
@@ -78,6 +79,7 @@ MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
 class CallContext:
     tenant: str
     episode: EpisodeRef
+    turn_id: str = field(default_factory=new_id)  # minted here, returned as X-Turn-Id
 
 
 class ChatService:
@@ -159,7 +161,11 @@ class ChatService:
     async def complete(self, body: dict[str, Any], ctx: CallContext) -> Response:
         self.validate(body)
         route = self.router.route(ctx.episode.episode_id, ctx.tenant)
-        headers = {"X-Episode-Id": ctx.episode.episode_id, "X-Model-Version": route.version}
+        headers = {
+            "X-Episode-Id": ctx.episode.episode_id,
+            "X-Turn-Id": ctx.turn_id,
+            "X-Model-Version": route.version,
+        }
         started = time.time()
         t0 = time.perf_counter()
         if body.get("stream"):
@@ -298,6 +304,7 @@ class ChatService:
         meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
         complete = tokens_complete(prompt_ids, choices)
         turn = Turn(
+            id=ctx.turn_id,
             episode_id=ctx.episode.episode_id,
             tenant=ctx.tenant,
             model=self.public_model,
