@@ -161,6 +161,34 @@ class LearnerConfig(Section):
     """auto | cpu | cuda."""
     logprob_chunk: int = 1024
     """Tokens per chunk when computing log-probs over the LM head."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator (the update is scaled by lora_alpha / lora_rank)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradients are clipped to this global norm (0: off)."""
+    micro_batch_tokens: int = 8192
+    """Tokens packed into one forward pass (no padding); a step accumulates several."""
+    max_sample_tokens: int = 4096
+    """Samples longer than this are skipped (counted)."""
+    baseline_alpha: float = 0.1
+    """Step size of the running reward baseline per (rubric, task key)."""
+    base_version: str = "base"
+    """The version id the gateway gives the base model: samples it served have age = versions since."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Training dtype of the base weights (auto: bfloat16 on CUDA, float32 on CPU)."""
+    checkpoint_dir: Path | None = None
+    """Where versions are saved. Default: <data_dir>/learner."""
+    keep_versions: int = 0
+    """Complete versions kept on disk (0: all; the serving pool may still load old ones)."""
+    poll_interval_s: float = 2.0
+    """Wait between reads when there are too few new scored episodes for a step."""
+    admin_url: str | None = None
+    """Gateway base URL for publishing versions (POST {admin_url}/admin/versions)."""
+    admin_key: str | None = None
+    """Admin bearer key for the gateway's admin API."""
+    publish_retries: int = 5
+    """Attempts to publish a version when the gateway answers with a transient error."""
 
 
 class VersionsConfig(Section):

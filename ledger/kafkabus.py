@@ -22,7 +22,6 @@ from kafka.admin import NewTopic
 from kafka.errors import (
     KafkaError,
     KafkaTimeoutError,
-    NoBrokersAvailable,
     TopicAlreadyExistsError,
 )
 
@@ -53,7 +52,7 @@ class KafkaBus:
                 client_id=self._client_id + "-admin",
                 request_timeout_ms=self.cfg.request_timeout_ms,
             )
-        except (NoBrokersAvailable, KafkaError) as exc:
+        except KafkaError as exc:
             raise BusUnavailable(f"kafka at {self._servers} unreachable: {exc}") from exc
         try:
             existing = set(admin.list_topics())
@@ -90,7 +89,7 @@ class KafkaBus:
                     request_timeout_ms=c.request_timeout_ms,
                     delivery_timeout_ms=c.publish_timeout_ms,
                 )
-            except (NoBrokersAvailable, KafkaError) as exc:
+            except KafkaError as exc:
                 raise BusUnavailable(f"kafka at {self._servers} unreachable: {exc}") from exc
         return self._producer
 
@@ -106,7 +105,7 @@ class KafkaBus:
             producer.flush(timeout=self.cfg.publish_timeout_ms / 1000)
             for f in futures:
                 f.get(timeout=0)
-        except (KafkaTimeoutError, NoBrokersAvailable, KafkaError) as exc:
+        except (KafkaTimeoutError, KafkaError) as exc:
             self._reset_producer()  # a fresh producer (and idempotence session) for the retry
             self._topics_ok = False
             raise BusUnavailable(f"kafka publish to {topic} failed: {exc!r}") from exc
@@ -144,7 +143,7 @@ class KafkaBusConsumer:
         )
         try:
             self._consumer = KafkaConsumer(*topics, **opts)
-        except (NoBrokersAvailable, KafkaError) as exc:
+        except KafkaError as exc:
             raise BusUnavailable(f"kafka at {bus._servers} unreachable: {exc}") from exc
 
     def poll(self, max_records: int = 500, timeout_s: float = 1.0) -> list[Message]:
