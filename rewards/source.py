@@ -1,0 +1,58 @@
+"""Where authoring tools and the worker read recorded episodes: the store's reads, as a seam.
+
+`EpisodeSource` is the slice of the ledger store (`episode()`, `episodes()`) rewards uses;
+`MemoryEpisodes` is its in-package fake, also built from a JSONL file of recorded records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+from ledger.records import Episode, EpisodeEnd, Feedback, Record, Score, Turn, parse_record
+
+
+class EpisodeSource(Protocol):
+    def episode(self, episode_id: str, tenant: str | None = None) -> Episode | None: ...
+
+    def episodes(self, since: float | None = None, limit: int | None = None) -> Iterable[Episode]:
+        """Episodes whose first turn is at or after `since` (unix seconds), oldest first."""
+        ...
+
+
+class MemoryEpisodes:
+    def __init__(self, records: Iterable[Record] = ()) -> None:
+        self._episodes: dict[str, Episode] = {}
+        for r in records:
+            self.add(r)
+
+    @classmethod
+    def from_jsonl(cls, path: Path) -> MemoryEpisodes:
+        with path.open("rb") as f:
+            return cls(parse_record(line) for line in f if line.strip())
+
+    def add(self, record: Record) -> None:
+        eid = getattr(record, "episode_id", None)
+        if eid is None:
+            return
+        ep = self._episodes.setdefault(eid, Episode(episode_id=eid, tenant=record.tenant))
+        if isinstance(record, Turn):
+            ep.turns.append(record)
+        elif isinstance(record, Feedback):
+            ep.feedback.append(record)
+        elif isinstance(record, Score):
+            ep.scores.append(record)
+        elif isinstance(record, EpisodeEnd):
+            ep.ended = True
+
+    def episode(self, episode_id: str, tenant: str | None = None) -> Episode | None:
+        ep = self._episodes.get(episode_id)
+        return ep if ep is not None and (tenant is None or ep.tenant == tenant) else None
+
+    def episodes(self, since: float | None = None, limit: int | None = None) -> Iterator[Episode]:
+        def start(ep: Episode) -> float:
+            return ep.turns[0].created_at if ep.turns else 0.0
+
+        eps = sorted((e for e in self._episodes.values() if since is None or start(e) >= since), key=start)
+        return iter(eps[:limit] if limit is not None else eps)

@@ -1,0 +1,109 @@
+"""A worker's per-episode state: the records seen so far, and whether they were scored.
+
+An episode is due for scoring once it is closed (EpisodeEnd, feedback with done=True, or idle)
+and has turns, and its (feedback count, turn count) differs from what was last scored: so late
+feedback re-scores it, and a replayed record changes nothing. A turn after a scored close
+reopens the episode (it is scored again when it closes again).
+Scored episodes stay `keep_scored_s` for late feedback, then are forgotten.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from ledger.records import Episode, EpisodeEnd, Feedback, Record, Turn, TurnChoice
+
+
+@dataclass
+class EpisodeState:
+    episode: Episode
+    touched: float
+    seen: set[str] = field(default_factory=set)
+    closed: bool = False
+    scored: tuple[int, int] | None = None  # (feedback count, turn count) last scored
+    recovered: bool = False  # merged with the store's copy
+
+    @property
+    def signature(self) -> tuple[int, int]:
+        return len(self.episode.feedback), len(self.episode.turns)
+
+    @property
+    def due(self) -> bool:
+        return self.closed and bool(self.episode.turns) and self.scored != self.signature
+
+
+def _slim(turn: Turn) -> Turn:
+    """Drop token ids and log-probs: rubrics read text, and the worker holds many episodes."""
+    if turn.prompt_token_ids is None and all(c.token_ids is None for c in turn.choices):
+        return turn
+    choices = [
+        TurnChoice(index=c.index, message=c.message, finish_reason=c.finish_reason) for c in turn.choices
+    ]
+    return turn.model_copy(update={"prompt_token_ids": None, "choices": choices})
+
+
+class EpisodeBook:
+    def __init__(self) -> None:
+        self._states: OrderedDict[str, EpisodeState] = OrderedDict()  # least recently touched first
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, episode_id: str) -> EpisodeState | None:
+        return self._states.get(episode_id)
+
+    def apply(self, record: Record, now: float) -> EpisodeState | None:
+        """Add one record; returns the episode's state (None for records about no episode)."""
+        eid = getattr(record, "episode_id", None)
+        if eid is None:
+            return None
+        st = self._states.get(eid)
+        if st is None:
+            st = EpisodeState(Episode(episode_id=eid, tenant=record.tenant), now)
+            self._states[eid] = st
+        else:
+            self._states.move_to_end(eid)
+            st.touched = now
+        if record.id in st.seen:
+            return st
+        st.seen.add(record.id)
+        if isinstance(record, Turn):
+            st.episode.turns.append(_slim(record))
+            if st.scored is not None:  # a turn after the scored close reopens the episode
+                st.closed = False
+        elif isinstance(record, Feedback):
+            st.episode.feedback.append(record)
+            st.closed = st.closed or record.done
+        elif isinstance(record, EpisodeEnd):
+            st.closed = True
+        return st
+
+    def idle(self, now: float, idle_timeout_s: float) -> list[EpisodeState]:
+        """Open episodes untouched for `idle_timeout_s`: closes and returns them."""
+        out = []
+        for st in self._states.values():
+            if now - st.touched < idle_timeout_s:
+                break
+            if not st.closed:
+                st.closed = True
+                out.append(st)
+        return out
+
+    def due(self) -> list[EpisodeState]:
+        return [st for st in self._states.values() if st.due]
+
+    def open_count(self) -> int:
+        """Episodes whose records a crash would lose: not closed, or closed and not yet scored."""
+        return sum(1 for st in self._states.values() if not st.closed or st.due)
+
+    def forget(self, now: float, keep_scored_s: float) -> int:
+        """Drop scored episodes untouched for `keep_scored_s`; returns how many."""
+        old = [
+            eid
+            for eid, st in self._states.items()
+            if now - st.touched >= keep_scored_s and st.closed and not st.due
+        ]
+        for eid in old:
+            del self._states[eid]
+        return len(old)
