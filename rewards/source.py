@@ -16,8 +16,8 @@ from ledger.records import Episode, EpisodeEnd, Feedback, Record, Score, Turn, p
 class EpisodeSource(Protocol):
     def episode(self, episode_id: str, tenant: str | None = None) -> Episode | None: ...
 
-    def episodes(self, since: float | None = None, limit: int | None = None) -> Iterable[Episode]:
-        """Episodes whose first turn is at or after `since` (unix seconds), oldest first."""
+    def episodes(self, since: float | None = None, limit: int = 100) -> Iterable[Episode]:
+        """Episodes whose first turn is at or after `since` (unix seconds), newest first."""
         ...
 
 
@@ -50,9 +50,13 @@ class MemoryEpisodes:
         ep = self._episodes.get(episode_id)
         return ep if ep is not None and (tenant is None or ep.tenant == tenant) else None
 
-    def episodes(self, since: float | None = None, limit: int | None = None) -> Iterator[Episode]:
+    def episodes(self, since: float | None = None, limit: int = 100) -> Iterator[Episode]:
         def start(ep: Episode) -> float:
             return ep.turns[0].created_at if ep.turns else 0.0
 
-        eps = sorted((e for e in self._episodes.values() if since is None or start(e) >= since), key=start)
-        return iter(eps[:limit] if limit is not None else eps)
+        eps = sorted(
+            (e for e in self._episodes.values() if since is None or start(e) >= since),
+            key=start,
+            reverse=True,
+        )
+        return iter(eps[:limit])

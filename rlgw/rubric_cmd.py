@@ -148,7 +148,7 @@ class _Listed:
     def episode(self, episode_id: str, tenant: str | None = None) -> Any:
         return next((e for e in self._episodes if e.episode_id == episode_id), None)
 
-    def episodes(self, since: float | None = None, limit: int | None = None) -> list[Any]:
+    def episodes(self, since: float | None = None, limit: int = 100) -> list[Any]:
         return self._episodes
 
 
