@@ -161,7 +161,7 @@ class LearnerConfig(Section):
     """auto | cpu | cuda."""
     logprob_chunk: int = 1024
     """Tokens per chunk when computing log-probs over the LM head."""
-    lora_alpha: float = 16.0
+    lora_alpha: int = 16
     """LoRA scaling numerator (the update is scaled by lora_alpha / lora_rank)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""

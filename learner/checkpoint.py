@@ -1,0 +1,204 @@
+"""Versions on disk, saved atomically; resume from the last complete one.
+
+    <root>/versions/<version>/          one complete version, never modified after the rename
+        adapter/                        PEFT LoRA adapter, loadable by vLLM's /v1/load_lora_adapter
+        model/                          (full fine-tuning instead) a HF folder with the tokenizer
+        optimizer.pt                    AdamW state
+        state.json                      version, parent, seq, step, data_window, lineage, baselines
+        COMPLETE                        the marker, written last
+    <root>/versions/.tmp-<version>-*/   a save in progress (or a crash's leftover): ignored, removed
+
+A save writes everything into a temp dir beside the final one, fsyncs every file and the dir,
+writes the marker, renames the dir into place and fsyncs the parent. A reader (or a restarted
+learner) only ever sees versions whose dir holds the marker; a half-written one is invisible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from learner.train import Trainer
+
+MARKER = "COMPLETE"
+TMP_PREFIX = ".tmp-"
+
+
+@dataclass
+class VersionState:
+    version: str
+    parent: str | None
+    seq: int  # 1 for the first version this learner saved
+    step: int  # optimizer steps taken
+    data_window: dict[str, Any] = field(default_factory=dict)  # ledger positions trained on
+    lineage: list[str] = field(default_factory=list)  # base version first, this one last
+    advantages: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    path: str = ""  # the version's dir (filled on read)
+
+    @property
+    def adapter_path(self) -> Path:
+        """What the gateway loads: the adapter dir, or the full model dir."""
+        adapter = Path(self.path) / "adapter"
+        return adapter if adapter.is_dir() else Path(self.path) / "model"
+
+
+def versions_dir(root: Path) -> Path:
+    return Path(root) / "versions"
+
+
+def save_version(
+    root: Path, trainer: Trainer, *, version: str, parent: str | None, seq: int, data_window: dict[str, Any]
+) -> VersionState:
+    """Write one version atomically and return its state (with `path` set)."""
+    vdir = versions_dir(root)
+    vdir.mkdir(parents=True, exist_ok=True)
+    final = vdir / version
+    if (final / MARKER).is_file():
+        raise FileExistsError(f"version {version} already saved at {final}")
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-", dir=vdir))
+    try:
+        if trainer.cfg.full_finetune:
+            trainer.causal_lm.save_pretrained(tmp / "model")
+            _copy_tokenizer(trainer.model_dir, tmp / "model")
+        else:
+            trainer.model.save_pretrained(tmp / "adapter", save_embedding_layers=False)
+        torch.save(trainer.optimizer.state_dict(), tmp / "optimizer.pt")
+        state = VersionState(
+            version=version,
+            parent=parent,
+            seq=seq,
+            step=trainer.steps,
+            data_window=data_window,
+            lineage=[*trainer.lineage, version],
+            advantages=trainer.advantages.state_dict(),
+            created_at=time.time(),
+        )
+        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1))
+        _fsync_tree(tmp)
+        _write_synced(tmp / MARKER, b"ok\n")
+        _fsync_dir(tmp)
+        tmp.chmod(0o755)
+        os.rename(tmp, final)
+        _fsync_dir(vdir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    trainer.lineage.append(version)
+    state.path = str(final)
+    return state
+
+
+def complete_versions(root: Path) -> list[VersionState]:
+    """Every complete version, oldest first (by seq). Temp and marker-less dirs are ignored."""
+    out = []
+    vdir = versions_dir(root)
+    if not vdir.is_dir():
+        return []
+    for d in vdir.iterdir():
+        if d.name.startswith(TMP_PREFIX) or not (d / MARKER).is_file():
+            continue
+        raw = json.loads((d / "state.json").read_text())
+        raw["path"] = str(d)
+        out.append(VersionState(**raw))
+    return sorted(out, key=lambda s: s.seq)
+
+
+def latest_version(root: Path) -> VersionState | None:
+    done = complete_versions(root)
+    return done[-1] if done else None
+
+
+def resume(root: Path, trainer: Trainer) -> VersionState | None:
+    """Load the last complete version into `trainer` (weights, optimizer, baselines, lineage),
+    remove leftovers of interrupted saves, and return it (None: nothing saved yet)."""
+    clean_partial(root)
+    state = latest_version(root)
+    if state is None:
+        return None
+    path = Path(state.path)
+    if trainer.cfg.full_finetune:
+        trainer.causal_lm.load_state_dict(_load_safetensors(path / "model"), strict=False)
+    else:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(trainer.model, _load_safetensors(path / "adapter"))
+    opt = torch.load(path / "optimizer.pt", map_location=trainer.device, weights_only=True)
+    trainer.optimizer.load_state_dict(opt)
+    trainer.advantages.load_state_dict(state.advantages)
+    trainer.lineage = list(state.lineage)
+    trainer.steps = state.step
+    return state
+
+
+def clean_partial(root: Path) -> int:
+    """Remove temp dirs of saves that never finished; returns how many."""
+    vdir = versions_dir(root)
+    n = 0
+    if vdir.is_dir():
+        for d in vdir.iterdir():
+            if d.name.startswith(TMP_PREFIX) or (d.is_dir() and not (d / MARKER).is_file()):
+                shutil.rmtree(d, ignore_errors=True)
+                n += 1
+    return n
+
+
+def prune(root: Path, keep: int) -> list[str]:
+    """Delete all but the newest `keep` complete versions (keep <= 0: delete nothing)."""
+    if keep <= 0:
+        return []
+    old = complete_versions(root)[:-keep]
+    for s in old:
+        shutil.rmtree(s.path, ignore_errors=True)
+    return [s.version for s in old]
+
+
+def _load_safetensors(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out: dict[str, torch.Tensor] = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out.update(load_file(f))
+    return out
+
+
+def _copy_tokenizer(src: Path, dst: Path) -> None:
+    for f in src.iterdir():
+        if f.is_file() and (
+            f.name.startswith("tokenizer") or f.name in ("chat_template.jinja", "special_tokens_map.json")
+        ):
+            shutil.copy2(f, dst / f.name)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_tree(folder: Path) -> None:
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,194 @@
+"""The learner process: read scored episodes, train, save a version, publish it; repeat.
+
+    resume the last complete version (weights, optimizer, baselines, ledger position)
+    re-publish it (idempotent: a crash may have come between save and publish)
+    loop until stop_event:
+        steps_per_version times: read `batch_episodes` scored episodes after the position,
+                                 build samples, one training step
+        save the version atomically (its data window: the ledger positions it read)
+        publish it (a gateway that stays down leaves it pending; it is retried before the next)
+
+The read side is a small protocol, `ScoredEpisodes.scored(after, limit=...)`, returning items
+with `.position` (resumes a read), `.score` and `.episode` — the ledger store's `scored` read
+has this shape; `MemoryScoredEpisodes` is the in-memory one for tests and demos.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry
+
+from ledger.config import Settings
+from ledger.ids import new_id
+from ledger.records import Episode, Score
+
+log = logging.getLogger(__name__)
+
+
+class ScoredRecord(Protocol):
+    @property
+    def position(self) -> str: ...
+    @property
+    def score(self) -> Score: ...
+    @property
+    def episode(self) -> Episode: ...
+
+
+class ScoredEpisodes(Protocol):
+    def scored(self, after: str | None = None, *, limit: int = 1000) -> Sequence[ScoredRecord]: ...
+
+
+@dataclass(frozen=True)
+class MemoryScored:
+    position: str
+    score: Score
+    episode: Episode
+
+
+class MemoryScoredEpisodes:
+    """Scored episodes in memory, in arrival order; a position is the item's index, zero-padded."""
+
+    def __init__(self) -> None:
+        self.items: list[MemoryScored] = []
+        self._lock = threading.Lock()
+
+    def add(self, score: Score, episode: Episode) -> str:
+        with self._lock:
+            pos = f"{len(self.items):012d}"
+            self.items.append(MemoryScored(pos, score, episode))
+            return pos
+
+    def scored(self, after: str | None = None, *, limit: int = 1000) -> list[MemoryScored]:
+        start = 0 if after is None else int(after) + 1
+        with self._lock:
+            return self.items[start : start + limit]
+
+
+@dataclass
+class LearnerReport:
+    steps: list[Any] = field(default_factory=list)  # StepStats, one per step
+    versions: list[str] = field(default_factory=list)  # saved, in order
+    published: list[str] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)  # sample-building skips
+
+
+def run_learner(
+    settings: Settings,
+    read_samples: ScoredEpisodes,
+    publisher: Any,  # learner.publish.Publisher
+    stop_event: threading.Event,
+    *,
+    model_dir: str | Path | None = None,
+    registry: CollectorRegistry | None = None,
+    max_versions: int | None = None,
+) -> LearnerReport:
+    """Train and publish versions until `stop_event` is set (or `max_versions` were saved)."""
+    from learner.checkpoint import prune, resume, save_version
+    from learner.publish import PublishError
+    from learner.samples import build_samples
+    from learner.train import Trainer
+
+    cfg = settings.learner
+    root = Path(cfg.checkpoint_dir or settings.data_dir / "learner").resolve()
+    base = Path(model_dir or cfg.model or _tiny_model(settings.data_dir))
+    trainer = Trainer(cfg, base, registry=registry)
+    report = LearnerReport()
+
+    last = resume(root, trainer)
+    position: str | None = last.data_window.get("until") if last else None
+    seq = last.seq if last else 0
+    parent = last.version if last else cfg.base_version
+    pending = [last] if last else []
+    if last:
+        log.info(
+            "learner resumed from %s (seq %d, step %d, position %s)", last.version, seq, last.step, position
+        )
+
+    while not stop_event.is_set():
+        pending = _publish_pending(pending, publisher, report, PublishError)
+        if max_versions is not None and len(report.versions) >= max_versions:
+            break
+        window_start, episodes = position, 0
+        for _ in range(cfg.steps_per_version):
+            batch = _read_batch(read_samples, position, cfg.batch_episodes, cfg.poll_interval_s, stop_event)
+            if not batch:
+                break  # stopping
+            position = batch[-1].position
+            episodes += len(batch)
+            samples = []
+            skipped: Counter[str] = Counter()
+            for item in _latest_scores(batch):
+                built, stats = build_samples(item.score, item.episode, max_tokens=cfg.max_sample_tokens)
+                samples += built
+                skipped.update(
+                    {k: v for k, v in stats.counts.items() if k not in ("samples", "turns_continued")}
+                )
+            report.skipped.update(skipped)
+            trainer.metrics.observe_skips(dict(skipped))
+            step = trainer.step(samples)
+            step.skipped.update(skipped)
+            report.steps.append(step)
+        if stop_event.is_set() and episodes == 0:
+            break
+        seq += 1
+        version = f"v{seq}-{new_id()[-6:]}"
+        window = {"after": window_start, "until": position, "episodes": episodes, "steps": trainer.steps}
+        state = save_version(root, trainer, version=version, parent=parent, seq=seq, data_window=window)
+        trainer.metrics.observe_version()
+        report.versions.append(version)
+        log.info("learner saved %s (parent %s) window %s", version, parent, window)
+        parent = version
+        pending.append(state)
+        prune(root, cfg.keep_versions)
+    _publish_pending(pending, publisher, report, PublishError)
+    return report
+
+
+def _read_batch(
+    reader: ScoredEpisodes, after: str | None, want: int, poll_s: float, stop: threading.Event
+) -> list[Any]:
+    """Exactly `want` scored episodes after `after`, waiting for more while there are fewer."""
+    batch: list[Any] = []
+    while not stop.is_set():
+        got = reader.scored(batch[-1].position if batch else after, limit=want - len(batch))
+        batch += got
+        if len(batch) >= want:
+            return batch
+        if not got:
+            stop.wait(poll_s)
+    return []
+
+
+def _latest_scores(batch: Sequence[Any]) -> list[Any]:
+    """Within one read, a re-score supersedes an earlier score of the same episode and rubric."""
+    latest: dict[tuple[str, str], Any] = {}
+    for item in batch:
+        latest[(item.episode.episode_id, item.score.rubric)] = item
+    return list(latest.values())
+
+
+def _publish_pending(
+    pending: list[Any], publisher: Any, report: LearnerReport, error: type[Exception]
+) -> list[Any]:
+    """Publish saved versions in order; stop at the first failure and keep the rest pending."""
+    for i, state in enumerate(pending):
+        try:
+            publisher.publish(state.version, str(state.adapter_path), state.parent, state.data_window)
+        except error as exc:
+            log.error("learner could not publish %s (will retry): %s", state.version, exc)
+            return pending[i:]
+        report.published.append(state.version)
+    return []
+
+
+def _tiny_model(data_dir: Path) -> Path:
+    from learner.tiny_model import build_tiny_model
+
+    return build_tiny_model(data_dir / "tiny-model")

@@ -1,0 +1,101 @@
+"""Publishing a version: the learner tells the gateway, which loads it into the pool.
+
+One seam, one method: `publish(version_id, adapter_path, parent, data_window)`.
+`HttpPublisher` POSTs `{gateway}/admin/versions` with JSON
+`{"version", "adapter_path", "parent", "data_window"}` and the admin bearer key; the gateway
+registers the version, loads it into every replica and starts its canary. Publishing the same
+version twice must be harmless on the gateway's side (a retry after a lost reply does that).
+Only transient failures are retried (connection errors, timeouts, 429, 502, 503, 504), with
+exponential backoff; any other answer raises `PublishError` at once. `FakePublisher` keeps the
+calls in memory for tests and can be told to fail its first calls.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+TRANSIENT_STATUS = {429, 502, 503, 504}
+
+
+class PublishError(RuntimeError):
+    """The gateway refused the version, or stayed unreachable through every retry."""
+
+
+class Publisher(Protocol):
+    def publish(
+        self, version_id: str, adapter_path: str, parent: str | None, data_window: dict[str, Any]
+    ) -> None: ...
+
+
+class HttpPublisher:
+    def __init__(
+        self,
+        gateway_url: str,
+        admin_key: str | None,
+        *,
+        retries: int = 5,
+        backoff_s: float = 0.5,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = gateway_url.rstrip("/") + "/admin/versions"
+        headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+        self.client = httpx.Client(headers=headers, timeout=timeout_s, transport=transport)
+        self.retries = max(1, retries)
+        self.backoff_s = backoff_s
+
+    def publish(
+        self, version_id: str, adapter_path: str, parent: str | None, data_window: dict[str, Any]
+    ) -> None:
+        body = {
+            "version": version_id,
+            "adapter_path": adapter_path,
+            "parent": parent,
+            "data_window": data_window,
+        }
+        last = ""
+        for attempt in range(self.retries):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                resp = self.client.post(self.url, json=body)
+            except httpx.TransportError as exc:  # connect, read, write errors and timeouts
+                last = f"{type(exc).__name__}: {exc}"
+                continue
+            if resp.status_code < 300:
+                return
+            last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+            if resp.status_code not in TRANSIENT_STATUS:
+                raise PublishError(f"gateway refused version {version_id}: {last}")
+        raise PublishError(f"version {version_id} not published after {self.retries} attempts: {last}")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@dataclass
+class FakePublisher:
+    """Records what would have been published; `fail_first` calls raise PublishError first."""
+
+    fail_first: int = 0
+    published: list[dict[str, Any]] = field(default_factory=list)
+    attempts: int = 0
+
+    def publish(
+        self, version_id: str, adapter_path: str, parent: str | None, data_window: dict[str, Any]
+    ) -> None:
+        self.attempts += 1
+        if self.attempts <= self.fail_first:
+            raise PublishError(f"fake failure {self.attempts}")
+        self.published.append(
+            {
+                "version": version_id,
+                "adapter_path": adapter_path,
+                "parent": parent,
+                "data_window": data_window,
+            }
+        )

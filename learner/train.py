@@ -1,0 +1,276 @@
+"""The training step, top to bottom: filter stale samples, assign advantages, pack, forward,
+policy-gradient loss, backward, AdamW.
+
+Simplifications, stated: one process (torch distributed is the scale-out path and not wired
+here); samples are packed into micro-batches of at most `micro_batch_tokens` tokens with a
+block-diagonal causal mask (no padding), and one step accumulates gradients over all of them;
+the KL term's base model is the same weights with the adapter disabled (LoRA) or a frozen copy
+(full fine-tuning).
+
+LoRA on a tiny random model: adapting attention and MLP alone does not learn (the tied
+embeddings and final norm dominate a random model's output); adding `lm_head` to
+`lora_targets` does. Measured on the built-in tiny model, see tests/integration/test_learner_loop.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from prometheus_client import CollectorRegistry
+from torch import Tensor
+
+from learner.advantages import Advantages
+from learner.metrics import LearnerMetrics
+from learner.objective import chunked_logprobs, policy_gradient_loss
+from learner.samples import Sample
+from ledger.config import LearnerConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepStats:
+    step: int
+    samples: int = 0
+    tokens: int = 0  # loss tokens
+    loss: float = 0.0
+    reward_mean: float = 0.0
+    entropy: float = 0.0  # mean per loss token, nats
+    ratio_mean: float = 0.0  # importance ratio learner / behaviour
+    ratio_max: float = 0.0
+    clipped_fraction: float = 0.0
+    kl: float = 0.0
+    grad_norm: float = 0.0
+    seconds: float = 0.0
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def line(self) -> str:
+        skipped = ",".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or "0"
+        return (
+            f"step={self.step} samples={self.samples} tokens={self.tokens} loss={self.loss:.4f} "
+            f"reward={self.reward_mean:.3f} entropy={self.entropy:.3f} ratio={self.ratio_mean:.3f} "
+            f"ratio_max={self.ratio_max:.3f} clipped={self.clipped_fraction:.3f} kl={self.kl:.4f} "
+            f"grad_norm={self.grad_norm:.3f} skipped={skipped} s={self.seconds:.2f}"
+        )
+
+
+@dataclass
+class MicroBatch:
+    input_ids: Tensor  # (1, T) samples back to back
+    position_ids: Tensor  # (1, T) restarting at 0 for each sample
+    mask: Tensor  # (1, 1, T, T) bool, block-diagonal causal
+    predict_at: Tensor  # (N,) index of the position whose output predicts each loss token
+    targets: Tensor  # (N,) the loss tokens
+    behaviour: Tensor  # (N,) their behaviour log-probs
+    advantages: Tensor  # (N,)
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+class Trainer:
+    """The model, its optimizer and the estimator's state; `step(samples)` is one update."""
+
+    def __init__(
+        self, cfg: LearnerConfig, model_dir: str | Path, *, registry: CollectorRegistry | None = None
+    ) -> None:
+        from transformers import AutoModelForCausalLM
+
+        self.cfg = cfg
+        self.model_dir = Path(model_dir)
+        self.device = pick_device(cfg.device)
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(cfg.dtype)
+        if dtype is None:
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype, attn_implementation="sdpa")
+        model.to(self.device)  # type: ignore[arg-type]  # transformers types .to oddly
+        self.reference: Any = None
+        if cfg.full_finetune:
+            self.model: Any = model
+            if cfg.kl_coef > 0:
+                self.reference = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype)
+                self.reference.to(self.device).eval().requires_grad_(False)
+        else:
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(
+                r=cfg.lora_rank,
+                lora_alpha=cfg.lora_alpha,
+                target_modules=list(cfg.lora_targets),
+                lora_dropout=0.0,
+                bias="none",
+                task_type="CAUSAL_LM",
+            )
+            with warnings.catch_warnings():
+                # lm_head is a LoRA *target* (not tied to an embedding adapter): vLLM serves that
+                # exactly, and it is what lets a tiny random model learn (module docstring).
+                warnings.filterwarnings("ignore", message=".*ensure_weight_tying.*")
+                self.model = get_peft_model(model, lora)
+        self.model.train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.advantages = Advantages(alpha=cfg.baseline_alpha)
+        self.lineage: list[str] = [cfg.base_version]  # versions this learner produced, base first
+        self.steps = 0
+        self.metrics = LearnerMetrics(registry)
+
+    @property
+    def causal_lm(self) -> Any:
+        """The transformers model (LoRA layers injected in place when training an adapter)."""
+        return self.model if self.cfg.full_finetune else self.model.get_base_model()
+
+    def step(self, samples: Sequence[Sample]) -> StepStats:
+        t0 = time.perf_counter()
+        self.steps += 1
+        stats = StepStats(step=self.steps)
+
+        # 1. staleness: skip samples served more than max_staleness versions ago
+        fresh = []
+        for s in samples:
+            reason = self._stale(s)
+            if reason:
+                stats.skipped[reason] += 1
+            else:
+                fresh.append(s)
+        if not fresh:
+            stats.seconds = time.perf_counter() - t0
+            self.metrics.observe_step(stats)
+            return stats
+
+        # 2. advantages (running baseline per (rubric, task), groups, batch normalisation)
+        self.advantages.assign(fresh)
+
+        # 3. pack into micro-batches, no padding
+        batches = pack(fresh, self.cfg.micro_batch_tokens, self.device)
+        n_tokens = sum(len(b.targets) for b in batches)
+
+        # 4. forward, loss, backward per micro-batch; one normaliser for the whole step
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: Counter[str] = Counter()
+        entropy_sum = 0.0
+        ratio_max = 0.0
+        for b in batches:
+            hidden = self.causal_lm.model(
+                input_ids=b.input_ids, position_ids=b.position_ids, attention_mask=b.mask
+            ).last_hidden_state[0]  # (T, H)
+            logps, entropy = chunked_logprobs(
+                hidden[b.predict_at], b.targets, self.causal_lm.lm_head, self.cfg.logprob_chunk
+            )  # (N,), (N,)
+            ref = self._reference_logprobs(b) if self.cfg.kl_coef > 0 else None
+            loss, part = policy_gradient_loss(
+                logps,
+                b.behaviour,
+                b.advantages,
+                clip=self.cfg.clip,
+                normaliser=float(n_tokens),
+                ref_logprobs=ref,
+                kl_coef=self.cfg.kl_coef,
+            )
+            loss.backward()
+            sums.update({k: v for k, v in part.items() if k != "ratio_max"})
+            ratio_max = max(ratio_max, part["ratio_max"])
+            entropy_sum += entropy.sum().item()
+
+        # 5. clip and apply
+        if self.cfg.max_grad_norm > 0:
+            stats.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
+        self.optimizer.step()
+
+        # 6. log and export
+        stats.samples = len(fresh)
+        stats.tokens = n_tokens
+        stats.loss = sums["loss"]
+        stats.kl = sums["kl"]
+        stats.reward_mean = sum(s.reward for s in fresh) / len(fresh)
+        stats.entropy = entropy_sum / n_tokens
+        stats.ratio_mean = sums["ratio_sum"] / n_tokens
+        stats.ratio_max = ratio_max
+        stats.clipped_fraction = sums["clipped"] / n_tokens
+        stats.seconds = time.perf_counter() - t0
+        log.info("learner %s", stats.line())
+        self.metrics.observe_step(stats)
+        return stats
+
+    def _stale(self, sample: Sample) -> str | None:
+        ages = []
+        for v in sample.versions:
+            if v not in self.lineage:
+                return "unknown_version"
+            ages.append(len(self.lineage) - 1 - self.lineage.index(v))
+        return "stale" if max(ages) > self.cfg.max_staleness else None
+
+    @torch.no_grad()
+    def _reference_logprobs(self, b: MicroBatch) -> Tensor:
+        if self.reference is not None:
+            ref_model = self.reference
+            hidden = ref_model.model(
+                input_ids=b.input_ids, position_ids=b.position_ids, attention_mask=b.mask
+            ).last_hidden_state[0]
+            return chunked_logprobs(
+                hidden[b.predict_at], b.targets, ref_model.lm_head, self.cfg.logprob_chunk
+            )[0]
+        with self.model.disable_adapter():
+            hidden = self.causal_lm.model(
+                input_ids=b.input_ids, position_ids=b.position_ids, attention_mask=b.mask
+            ).last_hidden_state[0]
+            return chunked_logprobs(
+                hidden[b.predict_at], b.targets, self.causal_lm.lm_head, self.cfg.logprob_chunk
+            )[0]
+
+
+def pack(samples: Sequence[Sample], max_tokens: int, device: torch.device) -> list[MicroBatch]:
+    """Greedy packing in order: samples back to back until `max_tokens` (a longer one goes alone)."""
+    groups: list[list[Sample]] = []
+    size = 0
+    for s in samples:
+        if groups and size + len(s.tokens) <= max_tokens:
+            groups[-1].append(s)
+            size += len(s.tokens)
+        else:
+            groups.append([s])
+            size = len(s.tokens)
+    return [_micro_batch(g, device) for g in groups]
+
+
+def _micro_batch(samples: Sequence[Sample], device: torch.device) -> MicroBatch:
+    ids: list[int] = []
+    pos: list[int] = []
+    seg: list[int] = []
+    predict_at: list[int] = []
+    targets: list[int] = []
+    behaviour: list[float] = []
+    adv: list[float] = []
+    for i, s in enumerate(samples):
+        offset = len(ids)
+        ids += s.tokens
+        pos += range(len(s.tokens))
+        seg += [i] * len(s.tokens)
+        for j in range(1, len(s.tokens)):  # token j is predicted by the output at j - 1
+            if s.loss_mask[j]:
+                predict_at.append(offset + j - 1)
+                targets.append(s.tokens[j])
+                behaviour.append(s.behaviour_logprobs[j])
+                adv.append(s.advantage)
+    segments = torch.tensor(seg, device=device)
+    causal = torch.ones(len(ids), len(ids), dtype=torch.bool, device=device).tril()
+    mask = (segments[:, None] == segments[None, :]) & causal  # (T, T)
+    return MicroBatch(
+        input_ids=torch.tensor([ids], device=device),
+        position_ids=torch.tensor([pos], device=device),
+        mask=mask[None, None],
+        predict_at=torch.tensor(predict_at, device=device, dtype=torch.long),
+        targets=torch.tensor(targets, device=device, dtype=torch.long),
+        behaviour=torch.tensor(behaviour, device=device, dtype=torch.float32),
+        advantages=torch.tensor(adv, device=device, dtype=torch.float32),
+    )
