@@ -19,6 +19,7 @@ from gateway.admin import add_version_routes
 from gateway.auth import KeyStore, Principal, require_admin
 from gateway.chat import CallContext, ChatService
 from gateway.controller import VersionController
+from gateway.dashboard import add_dashboard_routes
 from gateway.episodes import resolve_episode
 from gateway.errors import APIError, InvalidRequest, NoReplica, NotFound, PayloadTooLarge, error_response
 from gateway.metrics import Metrics
@@ -340,4 +341,5 @@ def create_fastapi(svc: Services) -> FastAPI:
             m.replica_outstanding.labels(r.url).set(r.outstanding)
         return Response(m.render(), media_type="text/plain; version=0.0.4")
 
+    add_dashboard_routes(app, svc)
     return app

@@ -1,7 +1,8 @@
 """The canary decision: promote, roll back, or wait — from live reward, errors and latency.
 
-Rewards are per-episode totals scored while the canary and its parent served side by side
-(episodes that started after the canary did). The canary is promoted when the lower
+Rewards are per-episode totals scored while the canary and the serving version ("the
+parent" below: what the canary would replace) served side by side, since the canary began.
+The canary is promoted when the lower
 confidence bound of (canary − parent) mean reward exceeds the margin, and rolled back when
 the upper bound is below zero, or its error rate or latency breaks the SLO. Both need
 `min_episodes` scored episodes on each side. The interval is a normal approximation of the

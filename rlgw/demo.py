@@ -1,0 +1,228 @@
+"""`rlgw demo`: the whole loop on one machine, shown live.
+
+`rlgw up` with the built-in tiny model, the colour rubric and simulated users; the learner
+trains on their scored traffic, each version is canaried and promoted on live reward, and once
+a trained version serves well a deliberately broken version (the serving adapter with its
+weights replaced by noise) is injected as a canary, to be rolled back automatically.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ledger.config import Settings
+from rlgw.demo_users import COLOUR_RUBRIC, Traffic, run_users
+from rlgw.stack import InProcessPublisher, Stack, start_stack
+
+console = Console(stderr=True)
+BROKEN = "broken"
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """Tuned for a 2-core CPU: small batches, quick canary decisions."""
+    s = settings
+    s.rewards.idle_timeout_s = min(s.rewards.idle_timeout_s, 10.0)
+    s.versions.canary_share = 0.3
+    s.versions.min_episodes = 20
+    s.versions.confidence = 0.9
+    s.learner.lora_targets = (
+        [*s.learner.lora_targets, "lm_head"]
+        if "lm_head" not in s.learner.lora_targets
+        else s.learner.lora_targets
+    )
+    return s
+
+
+def corrupt_adapter(src: str, dst: Path, seed: int = 0) -> Path:
+    """A copy of an adapter whose LoRA weights are replaced by large noise: a broken version."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    weights = dst / "adapter_model.safetensors"
+    tensors = load_file(str(weights))
+    gen = torch.Generator().manual_seed(seed)
+    broken = {
+        k: torch.randn(v.shape, generator=gen, dtype=torch.float32).to(v.dtype) * 2.0
+        for k, v in tensors.items()
+    }
+    save_file(broken, str(weights))
+    return dst
+
+
+def live_table(stack: Stack, traffic: Traffic, started: float, note: str) -> Group:
+    reg = stack.services.versions
+    table = Table(title=f"rl-gateway demo — {time.monotonic() - started:5.0f} s", expand=False)
+    for col in ("version", "status", "share", "episodes", "live reward", "interval", "parent"):
+        table.add_column(col)
+    for v in reg.listing():
+        if v["status"] in ("registered",) and not v["episodes"]:
+            continue
+        interval = v["reward_interval"]
+        style = {"serving": "green", "canary": "yellow", "rolled_back": "red"}.get(v["status"], "")
+        table.add_row(
+            v["id"],
+            Text(v["status"], style=style),
+            f"{v['share']:.0%}",
+            str(v["episodes"]),
+            "-" if v["reward"] is None else f"{v['reward']:.2f}",
+            "-" if not interval else f"[{interval[0]:.2f}, {interval[1]:.2f}]",
+            v["parent"] or "-",
+        )
+    events = [e for e in reg.events if e.event in ("promoted", "rolled_back", "canary")][-6:]
+    log = Text(
+        "\n".join(
+            f"{time.strftime('%H:%M:%S', time.localtime(e.created_at))} {e.version}: {e.event} {e.reason}"
+            for e in events
+        )
+        or "waiting for the first version …"
+    )
+    stats = Text(
+        f"episodes {traffic.episodes}  requests {traffic.requests}  feedback {traffic.feedback}  "
+        f"errors {traffic.errors}  — {note}"
+    )
+    return Group(table, stats, log)
+
+
+def serving_reward(stack: Stack, last: int = 60) -> float | None:
+    reg = stack.services.versions
+    rewards = sorted(reg.stats.rewards.get(reg.serving, {}).values())[-last:]
+    return sum(r for _, r in rewards) / len(rewards) if rewards else None
+
+
+def run_demo(
+    settings: Settings, *, minutes: float, users: int, json_path: Path | None, fresh: bool
+) -> dict[str, Any]:
+    settings = demo_settings(settings)
+    if fresh and settings.data_dir.exists():
+        shutil.rmtree(settings.data_dir)
+    started = time.monotonic()
+    stack = start_stack(settings, rubrics=[COLOUR_RUBRIC], say=lambda m: console.print(f"[dim]{m}[/dim]"))
+    traffic, stop_users = Traffic(), threading.Event()
+    users_thread = threading.Thread(
+        target=run_users, args=(stack.url, users, stop_users, traffic), daemon=True
+    )
+    users_thread.start()
+    reg = stack.services.versions
+    note, broken_at = "learning", None
+    deadline = started + minutes * 60
+    try:
+        with Live(live_table(stack, traffic, started, note), console=console, refresh_per_second=2) as live:
+            while time.monotonic() < deadline:
+                time.sleep(0.5)
+                good = serving_reward(stack)
+                if (
+                    broken_at is None
+                    and reg.serving != "base"
+                    and reg.canary is None
+                    and good is not None
+                    and good >= 0.9
+                ):
+                    path = corrupt_adapter(
+                        str(reg.versions[reg.serving].adapter_path), settings.data_dir / "broken"
+                    )
+                    InProcessPublisher(stack.services).publish(
+                        BROKEN, str(path), reg.serving, {"injected": True}
+                    )
+                    broken_at, note = time.time(), "broken version injected as a canary"
+                if (
+                    broken_at is not None
+                    and reg.versions.get(BROKEN)
+                    and reg.versions[BROKEN].status == "rolled_back"
+                ):
+                    note = "broken version rolled back automatically"
+                    live.update(live_table(stack, traffic, started, note))
+                    time.sleep(3)
+                    break
+                live.update(live_table(stack, traffic, started, note))
+    finally:
+        stop_users.set()
+        summary = summarise(stack, started, broken_at)
+        users_thread.join(30)
+        stack.close()
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(summary, indent=2))
+        plot(stack, json_path.with_suffix(".png"), started_wall=time.time() - (time.monotonic() - started))
+    return summary
+
+
+def summarise(stack: Stack, started: float, broken_at: float | None) -> dict[str, Any]:
+    reg = stack.services.versions
+    t0 = time.time() - (time.monotonic() - started)
+    listing = reg.listing()
+    decisions = [e for e in reg.events if e.event in ("promoted", "rolled_back")]
+
+    def entries(kind: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "version": e.version,
+                "at": round(e.created_at - t0, 1),
+                "reason": e.reason,
+                "figures": e.figures,
+            }
+            for e in decisions
+            if e.event == kind
+        ]
+
+    promotions, rollbacks = entries("promoted"), entries("rolled_back")
+    base = next(v for v in listing if v["id"] == "base")
+    broken_rb = next((r for r in rollbacks if r["version"] == BROKEN), None)
+    return {
+        "baseline_reward": base["reward"],
+        "final_reward": serving_reward(stack),
+        "serving": reg.serving,
+        "versions": [{k: v[k] for k in ("id", "parent", "status", "episodes", "reward")} for v in listing],
+        "promotions": promotions,
+        "rollbacks": rollbacks,
+        "seconds_to_first_promotion": promotions[0]["at"] if promotions else None,
+        "broken_rolled_back_after_s": None
+        if broken_at is None or broken_rb is None
+        else round(broken_rb["at"] - (broken_at - t0), 1),
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
+def plot(stack: Stack, path: Path, started_wall: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reg = stack.services.versions
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for vid, episodes in reg.stats.rewards.items():
+        points = sorted(episodes.values())
+        if not points:
+            continue
+        xs = [t - started_wall for t, _ in points]
+        window = 20
+        ys = [
+            sum(r for _, r in points[max(0, i - window + 1) : i + 1])
+            / len(points[max(0, i - window + 1) : i + 1])
+            for i in range(len(points))
+        ]
+        ax.plot(xs, ys, label=f"{vid} ({len(points)} ep.)")
+    for e in reg.events:
+        if e.event in ("promoted", "rolled_back"):
+            ax.axvline(
+                e.created_at - started_wall, color="green" if e.event == "promoted" else "red", alpha=0.3
+            )
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("live reward (rolling mean of 20 episodes)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("rl-gateway demo: live reward per version")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

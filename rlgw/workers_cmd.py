@@ -1,0 +1,64 @@
+"""`rlgw store-writer` and `rlgw learner`: the scale-out processes beside the gateway."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import typer
+
+from rlgw.options import ConfigOpt, DataDirOpt, settings_from
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return stop
+
+
+def store_writer(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Move records from the bus into the store, in batches, as one member of the writers' group."""
+    from ledger.wiring import open_bus, open_store
+    from ledger.writer import StoreWriter
+
+    settings = settings_from(config, data_dir=data_dir)
+    cfg = settings.ledger
+    bus, store = open_bus(settings), open_store(settings)
+    writer = StoreWriter(
+        bus, store, topic_prefix=cfg.topic_prefix, batch=cfg.writer_batch, linger_s=cfg.writer_linger_s
+    )
+    stop = _stop_on_signals()
+    typer.secho(f"store writer: {cfg.bus} → {cfg.store}", err=True)
+    try:
+        while not stop.is_set():
+            writer.step()
+    finally:
+        bus.close()
+        store.close()
+
+
+def learner(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    gateway: str = typer.Option(None, "--gateway", help="Gateway root URL to publish versions to."),
+) -> None:
+    """Train on scored traffic from the store and publish each version to the gateway."""
+    from learner.loop import run_learner
+    from learner.publish import HttpPublisher
+    from ledger.wiring import open_store
+
+    settings = settings_from(config, data_dir=data_dir, **{"learner.admin_url": gateway})
+    url = settings.learner.admin_url
+    if not url:
+        typer.secho("give --gateway URL (or learner.admin_url in the config)", fg="red", err=True)
+        raise typer.Exit(2)
+    store = open_store(settings)
+    publisher = HttpPublisher(url, settings.learner.admin_key, retries=settings.learner.publish_retries)
+    stop = _stop_on_signals()
+    try:
+        report = run_learner(settings, store, publisher, stop)
+        typer.secho(f"learner stopped after {len(report.steps)} steps, versions {report.versions}", err=True)
+    finally:
+        publisher.close()
+        store.close()
