@@ -49,11 +49,17 @@ class RewardFn:
     timeout_s: float | None = None
 
     def __call__(self, episode: EpisodeView, **overrides: Any) -> Any:
-        return self.fn(episode, **{**self.params, **overrides})
+        return (
+            self.fn(episode, **{**self.params, **overrides}) if overrides else self.fn(episode, **self.params)
+        )
 
     @property
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.fn)
+
+    @property
+    def runs_inline(self) -> bool:
+        return self.inline and not self.is_async
 
     def fingerprint(self) -> list[Any]:
         try:
@@ -176,6 +182,8 @@ class Rubric:
         )
         self.match = Match.of(match)
         self.timeout_s = timeout_s
+        self._inline = tuple(f.runs_inline for f in self.functions)
+        self.inline_only = all(self._inline)  # never suspends: the worker awaits it without a task
         self._given_version = version
         self.version = version or self._derive_version()
 
@@ -217,10 +225,10 @@ class Rubric:
         view = episode if isinstance(episode, EpisodeView) else EpisodeView.of(episode)
         values: dict[str, float | None] = {}
         errors: dict[str, str] = {}
-        for f in self.functions:
+        for f, inline in zip(self.functions, self._inline, strict=True):
             start = time.perf_counter()
             try:
-                values[f.name] = _as_value(await self._call(f, view))
+                values[f.name] = _as_value(f.fn(view, **f.params) if inline else await self._call(f, view))
             except Exception as exc:  # a failing function is data: classify and record it
                 values[f.name] = None
                 errors[f.name] = _describe(exc, f.timeout_s or self.timeout_s)
@@ -251,8 +259,6 @@ class Rubric:
         timeout = f.timeout_s or self.timeout_s
         if f.is_async:
             return await asyncio.wait_for(f(view), timeout)
-        if f.inline:
-            return f(view)
         loop = asyncio.get_running_loop()
         return await asyncio.wait_for(loop.run_in_executor(None, lambda: f(view)), timeout)
 

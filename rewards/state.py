@@ -4,7 +4,7 @@ An episode is due for scoring once it is closed (EpisodeEnd, feedback with done=
 and has turns, and its (feedback count, turn count) differs from what was last scored: so late
 feedback re-scores it, and a replayed record changes nothing. A turn after a scored close
 reopens the episode (it is scored again when it closes again).
-Scored episodes stay `keep_scored_s` for late feedback, then are forgotten.
+Scored episodes stay `keep_scored_s` for late feedback (packed as bytes), then are forgotten.
 """
 
 from __future__ import annotations
@@ -17,20 +17,35 @@ from ledger.records import Episode, EpisodeEnd, Feedback, Record, Turn, TurnChoi
 
 @dataclass
 class EpisodeState:
-    episode: Episode
+    live: Episode | None
     touched: float
     seen: set[str] = field(default_factory=set)
     closed: bool = False
     scored: tuple[int, int] | None = None  # (feedback count, turn count) last scored
     recovered: bool = False  # merged with the store's copy
+    turns: int = 0
+    feedback: int = 0
+    packed: bytes | None = None  # a scored episode, kept as one object until late feedback
+
+    @property
+    def episode(self) -> Episode:
+        if self.live is None:
+            assert self.packed is not None
+            self.live, self.packed = Episode.model_validate_json(self.packed), None
+        return self.live
+
+    def pack(self) -> None:
+        """Hold a scored episode as bytes: a million small objects slow every GC pass."""
+        if self.live is not None:
+            self.packed, self.live = self.live.model_dump_json().encode(), None
 
     @property
     def signature(self) -> tuple[int, int]:
-        return len(self.episode.feedback), len(self.episode.turns)
+        return self.feedback, self.turns
 
     @property
     def due(self) -> bool:
-        return self.closed and bool(self.episode.turns) and self.scored != self.signature
+        return self.closed and self.turns > 0 and self.scored != self.signature
 
 
 def _slim(turn: Turn) -> Turn:
@@ -70,10 +85,12 @@ class EpisodeBook:
         st.seen.add(record.id)
         if isinstance(record, Turn):
             st.episode.turns.append(_slim(record))
+            st.turns += 1
             if st.scored is not None:  # a turn after the scored close reopens the episode
                 st.closed = False
         elif isinstance(record, Feedback):
             st.episode.feedback.append(record)
+            st.feedback += 1
             st.closed = st.closed or record.done
         elif isinstance(record, EpisodeEnd):
             st.closed = True

@@ -105,12 +105,12 @@ class RubricWorker:
                     self.metrics.bad_records.inc()
                 continue
             st = self.book.apply(record, now)
-            if st is not None and (st.due or (st.closed and not st.episode.turns)):
+            if st is not None and (st.due or (st.closed and not st.turns)):
                 self.pending[st.episode.episode_id] = st
         ends = self.book.idle(now, self.idle_timeout_s)
         for st in ends:
             self.pending[st.episode.episode_id] = st
-        self._recover([st for st in self.pending.values() if not st.episode.turns])
+        self._recover([st for st in self.pending.values() if not st.turns])
         due = [st for st in self.pending.values() if st.due]
         scores = await self._score(due)
         try:
@@ -121,17 +121,16 @@ class RubricWorker:
         except BusUnavailable as exc:
             log.warning("cannot publish %d scores yet: %s", len(scores), exc)
             return 0
+        rescored = {st.episode.episode_id for st in due if st.scored is not None}
         for st in due:
-            rescore = st.scored is not None
             st.scored = st.signature
-            if self.metrics and rescore:
-                for s in scores:
-                    if s.episode_id == st.episode.episode_id:
-                        self.metrics.rescores.labels(s.rubric).inc()
-        self.pending = {k: st for k, st in self.pending.items() if st.due}
+            st.pack()
         if self.metrics:
             for s in scores:
                 self.metrics.scores.labels(s.rubric).inc()
+                if s.episode_id in rescored:
+                    self.metrics.rescores.labels(s.rubric).inc()
+        self.pending = {k: st for k, st in self.pending.items() if st.due}
         self.published += len(scores)
         self._maybe_commit(now)
         return len(scores)
@@ -151,10 +150,16 @@ class RubricWorker:
 
     async def _score(self, due: list[EpisodeState]) -> list[Score]:
         jobs: list[Coroutine[Any, Any, Score]] = []
+        out: list[Score] = []
         for st in due:
             view = EpisodeView.of(st.episode)
-            jobs.extend(r.score(view, self.metrics) for r in self.rubrics if r.matches(view))
-        out: list[Score] = []
+            for r in self.rubrics:
+                if not r.matches(view):
+                    continue
+                if r.inline_only:  # built-ins: awaiting directly costs no task
+                    out.append(await r.score(view, self.metrics))
+                else:
+                    jobs.append(r.score(view, self.metrics))
         for i in range(0, len(jobs), 512):  # bounded concurrency for slow (judge) functions
             out.extend(await asyncio.gather(*jobs[i : i + 512]))
         return out
@@ -183,7 +188,7 @@ class RubricWorker:
 
 def _idle_end(st: EpisodeState) -> tuple[str, bytes]:
     eid = st.episode.episode_id
-    rid = str(uuid.uuid5(SCORE_NAMESPACE, f"idle-end\x1f{eid}\x1f{len(st.episode.turns)}"))
+    rid = str(uuid.uuid5(SCORE_NAMESPACE, f"idle-end\x1f{eid}\x1f{st.turns}"))
     return eid, EpisodeEnd(id=rid, episode_id=eid, tenant=st.episode.tenant, reason="idle").to_bytes()
 
 
