@@ -26,7 +26,21 @@ from ledger.records import Episode, Score, Turn, TurnChoice
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-COLOURS = "red blue green yellow black white orange purple pink brown gray gold silver".split()
+COLOURS = [
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "black",
+    "white",
+    "orange",
+    "purple",
+    "pink",
+    "brown",
+    "gray",
+    "gold",
+    "silver",
+]
 PROMPTS = ["Say a colour", "Name a colour please", "What colour is the sky?", "Tell me one word"]
 ANSWER_TOKENS = 8
 
@@ -63,7 +77,10 @@ class SimulatedTraffic(MemoryScoredEpisodes):
             self.version = latest["version"]
         for i in range(n):
             messages = [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]
-            prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)["input_ids"]
+            text = str(
+                self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            )
+            prompt = self.tokenizer.encode(text, add_special_tokens=False)  # as vLLM renders a chat
             completion, logprobs = self._sample(prompt)
             eid = f"e{len(self.items)}"
             turn = Turn(
