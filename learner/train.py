@@ -30,6 +30,7 @@ from torch import Tensor
 from learner.advantages import Advantages
 from learner.metrics import LearnerMetrics
 from learner.objective import chunked_logprobs, policy_gradient_loss
+from learner.packing import MicroBatch, pack
 from learner.samples import Sample
 from ledger.config import LearnerConfig
 
@@ -60,17 +61,6 @@ class StepStats:
             f"ratio_max={self.ratio_max:.3f} clipped={self.clipped_fraction:.3f} kl={self.kl:.4f} "
             f"grad_norm={self.grad_norm:.3f} skipped={skipped} s={self.seconds:.2f}"
         )
-
-
-@dataclass
-class MicroBatch:
-    input_ids: Tensor  # (1, T) samples back to back
-    position_ids: Tensor  # (1, T) restarting at 0 for each sample
-    mask: Tensor  # (1, 1, T, T) bool, block-diagonal causal
-    predict_at: Tensor  # (N,) index of the position whose output predicts each loss token
-    targets: Tensor  # (N,) the loss tokens
-    behaviour: Tensor  # (N,) their behaviour log-probs
-    advantages: Tensor  # (N,)
 
 
 def pick_device(setting: str) -> torch.device:
@@ -227,50 +217,3 @@ class Trainer:
             return chunked_logprobs(
                 hidden[b.predict_at], b.targets, self.causal_lm.lm_head, self.cfg.logprob_chunk
             )[0]
-
-
-def pack(samples: Sequence[Sample], max_tokens: int, device: torch.device) -> list[MicroBatch]:
-    """Greedy packing in order: samples back to back until `max_tokens` (a longer one goes alone)."""
-    groups: list[list[Sample]] = []
-    size = 0
-    for s in samples:
-        if groups and size + len(s.tokens) <= max_tokens:
-            groups[-1].append(s)
-            size += len(s.tokens)
-        else:
-            groups.append([s])
-            size = len(s.tokens)
-    return [_micro_batch(g, device) for g in groups]
-
-
-def _micro_batch(samples: Sequence[Sample], device: torch.device) -> MicroBatch:
-    ids: list[int] = []
-    pos: list[int] = []
-    seg: list[int] = []
-    predict_at: list[int] = []
-    targets: list[int] = []
-    behaviour: list[float] = []
-    adv: list[float] = []
-    for i, s in enumerate(samples):
-        offset = len(ids)
-        ids += s.tokens
-        pos += range(len(s.tokens))
-        seg += [i] * len(s.tokens)
-        for j in range(1, len(s.tokens)):  # token j is predicted by the output at j - 1
-            if s.loss_mask[j]:
-                predict_at.append(offset + j - 1)
-                targets.append(s.tokens[j])
-                behaviour.append(s.behaviour_logprobs[j])
-                adv.append(s.advantage)
-    segments = torch.tensor(seg, device=device)
-    causal = torch.ones(len(ids), len(ids), dtype=torch.bool, device=device).tril()
-    mask = (segments[:, None] == segments[None, :]) & causal  # (T, T)
-    return MicroBatch(
-        input_ids=torch.tensor([ids], device=device),
-        position_ids=torch.tensor([pos], device=device),
-        mask=mask[None, None],
-        predict_at=torch.tensor(predict_at, device=device, dtype=torch.long),
-        targets=torch.tensor(targets, device=device, dtype=torch.long),
-        behaviour=torch.tensor(behaviour, device=device, dtype=torch.float32),
-        advantages=torch.tensor(adv, device=device, dtype=torch.float32),
-    )

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from learner.objective import chunked_logprobs, policy_gradient_loss
+from learner.packing import pack
 from learner.samples import Sample
-from learner.train import pack
 
 
 def test_truncated_policy_gradient_matches_the_hand_computation() -> None:
@@ -77,6 +77,7 @@ def test_pack_predicts_each_loss_token_from_the_previous_position() -> None:
     assert mb.targets.tolist() == [3, 5]
     assert mb.behaviour.tolist() == pytest.approx([-0.3, -0.7])
     assert mb.advantages.tolist() == [2.0, -1.0]
+    assert mb.mask is not None
     mask = mb.mask[0, 0]
     assert mask[3].tolist() == [False, False, False, True, False]  # b's first token sees only itself
     assert mask[2].tolist() == [True, True, True, False, False]

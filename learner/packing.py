@@ -1,0 +1,79 @@
+"""Packing samples without padding: back to back in one row, a block-diagonal causal mask.
+
+Each micro-batch is one row of at most `max_tokens` tokens; `position_ids` restart at 0 for
+every sample, and the mask keeps each sample's tokens from attending to another's. A row
+holding one sample needs no mask (plain causal attention, the fused kernels' fast path).
+Imports only torch (the benchmark runs it on machines without the rest of the project).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from learner.samples import Sample
+
+
+@dataclass
+class MicroBatch:
+    input_ids: Tensor  # (1, T) samples back to back
+    position_ids: Tensor  # (1, T) restarting at 0 for each sample
+    mask: Tensor | None  # (1, 1, T, T) bool, block-diagonal causal; None for a single sample
+    predict_at: Tensor  # (N,) index of the position whose output predicts each loss token
+    targets: Tensor  # (N,) the loss tokens
+    behaviour: Tensor  # (N,) their behaviour log-probs
+    advantages: Tensor  # (N,)
+
+
+def pack(samples: Sequence[Sample], max_tokens: int, device: torch.device) -> list[MicroBatch]:
+    """Greedy packing in order: samples back to back until `max_tokens` (a longer one goes alone)."""
+    groups: list[list[Sample]] = []
+    size = 0
+    for s in samples:
+        if groups and size + len(s.tokens) <= max_tokens:
+            groups[-1].append(s)
+            size += len(s.tokens)
+        else:
+            groups.append([s])
+            size = len(s.tokens)
+    return [_micro_batch(g, device) for g in groups]
+
+
+def _micro_batch(samples: Sequence[Sample], device: torch.device) -> MicroBatch:
+    ids: list[int] = []
+    pos: list[int] = []
+    seg: list[int] = []
+    predict_at: list[int] = []
+    targets: list[int] = []
+    behaviour: list[float] = []
+    adv: list[float] = []
+    for i, s in enumerate(samples):
+        offset = len(ids)
+        ids += s.tokens
+        pos += range(len(s.tokens))
+        seg += [i] * len(s.tokens)
+        for j in range(1, len(s.tokens)):  # token j is predicted by the output at j - 1
+            if s.loss_mask[j]:
+                predict_at.append(offset + j - 1)
+                targets.append(s.tokens[j])
+                behaviour.append(s.behaviour_logprobs[j])
+                adv.append(s.advantage)
+    mask = None  # one sample: plain causal attention (the fused kernels' fast path)
+    if len(samples) > 1:
+        segments = torch.tensor(seg, device=device)
+        causal = torch.ones(len(ids), len(ids), dtype=torch.bool, device=device).tril()
+        mask = ((segments[:, None] == segments[None, :]) & causal)[None, None]  # (1, 1, T, T)
+    return MicroBatch(
+        input_ids=torch.tensor([ids], device=device),
+        position_ids=torch.tensor([pos], device=device),
+        mask=mask,
+        predict_at=torch.tensor(predict_at, device=device, dtype=torch.long),
+        targets=torch.tensor(targets, device=device, dtype=torch.long),
+        behaviour=torch.tensor(behaviour, device=device, dtype=torch.float32),
+        advantages=torch.tensor(adv, device=device, dtype=torch.float32),
+    )
