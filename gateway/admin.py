@@ -28,9 +28,14 @@ class ActionIn(BaseModel):
 def add_version_routes(app: FastAPI, controller: VersionController, auth: Any, read_json: Any) -> None:
     reg = controller.registry
 
-    async def admin(request: Request) -> Principal:
+    async def admin(request: Request, changes: bool = False) -> Principal:
         principal: Principal = auth(request)
         require_admin(principal)
+        if changes and not reg.cfg.control:
+            raise InvalidRequest(
+                "this gateway follows the controlling gateway's versions: send changes there",
+                code="not_controlling_gateway",
+            )
         return principal
 
     async def reason_of(request: Request) -> str:
@@ -43,7 +48,7 @@ def add_version_routes(app: FastAPI, controller: VersionController, auth: Any, r
 
     @app.post("/admin/versions")
     async def register(request: Request) -> dict[str, Any]:
-        await admin(request)
+        await admin(request, changes=True)
         try:
             body = VersionIn.model_validate(await read_json(request))
         except ValidationError as exc:
@@ -69,28 +74,28 @@ def add_version_routes(app: FastAPI, controller: VersionController, auth: Any, r
 
     @app.post("/admin/versions/{vid}/promote")
     async def promote(vid: str, request: Request) -> dict[str, Any]:
-        await admin(request)
+        await admin(request, changes=True)
         v = reg.promote(vid, await reason_of(request))
         return {"version": v.id, "status": v.status}
 
     @app.post("/admin/versions/{vid}/rollback")
     async def rollback(vid: str, request: Request) -> dict[str, Any]:
-        await admin(request)
+        await admin(request, changes=True)
         v = reg.rollback(vid, await reason_of(request))
         return {"version": v.id, "status": v.status, "serving": reg.serving}
 
     @app.post("/admin/rollback")
     async def rollback_current(request: Request) -> dict[str, Any]:
-        await admin(request)
+        await admin(request, changes=True)
         v = reg.rollback(None, await reason_of(request))
         return {"version": v.id, "status": v.status, "serving": reg.serving}
 
     @app.post("/admin/versions/{vid}/pin")
     async def pin(vid: str, request: Request) -> dict[str, Any]:
-        await admin(request)
+        await admin(request, changes=True)
         return {"version": vid, "pinned": reg.pin(vid, True).pinned}
 
     @app.post("/admin/versions/{vid}/unpin")
     async def unpin(vid: str, request: Request) -> dict[str, Any]:
-        await admin(request)
+        await admin(request, changes=True)
         return {"version": vid, "pinned": reg.pin(vid, False).pinned}

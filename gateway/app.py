@@ -22,10 +22,10 @@ from gateway.controller import VersionController
 from gateway.dashboard import add_dashboard_routes
 from gateway.episodes import resolve_episode
 from gateway.errors import APIError, InvalidRequest, NoReplica, NotFound, PayloadTooLarge, error_response
+from gateway.feeds import Feed, ScoreFeed, VersionFeed
 from gateway.metrics import Metrics
 from gateway.pool import Pool
 from gateway.routing import Router
-from gateway.scorefeed import ScoreFeed
 from gateway.tracing import setup_tracing
 from gateway.versions import VersionRegistry
 from ledger.bus import Bus
@@ -205,10 +205,13 @@ def create_fastapi(svc: Services) -> FastAPI:
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         svc.loop = asyncio.get_running_loop()
         await svc.pool.start()
-        svc.controller.start()
-        feed = None
+        control = svc.settings.versions.control
+        if control:
+            svc.controller.start()
+        feed: Feed | None = None
         if svc.bus is not None:
-            feed = ScoreFeed(svc.bus, svc.versions, svc.settings.ledger.topic_prefix).start()
+            kind = ScoreFeed if control else VersionFeed
+            feed = kind(svc.bus, svc.versions, svc.settings.ledger.topic_prefix).start()
         try:
             yield
         finally:

@@ -47,7 +47,7 @@ class VersionController:
                 reg.base_adapter = name
                 base = reg.versions[BASE_VERSION]
                 base.adapter_path, base.replicas = adapter_path, outcome
-                reg.event(base, "base_adapter", f"base served through zero adapter {name}")
+                reg.event(base, "base_adapter", f"base served through zero adapter {name}", {"adapter": name})
                 return base
             v = reg.register(vid, adapter_path, parent, data_window)
             v.replicas = await self.loader.load_everywhere(v.adapter_name, adapter_path)

@@ -210,6 +210,37 @@ class VersionRegistry:
             raise NotFound(f"version {vid} not found", param="version")
         return v
 
+    # ---- following another gateway ------------------------------------------------------
+    def apply(self, e: ModelVersion) -> None:
+        """Mirror a version event made by the controlling gateway (routing state only)."""
+        if e.event == "base_adapter":
+            self.base_adapter = e.figures.get("adapter")
+            return
+        v = self.versions.get(e.version)
+        if v is None:
+            v = self.versions[e.version] = Version(e.version, e.parent, e.adapter_path, e.status)
+        v.status, v.pinned = e.status, e.pinned
+        if e.status == "canary":
+            self.canary, v.canary_since = v.id, e.created_at
+        elif e.status == "serving":
+            for other in self.versions.values():
+                if other.id != v.id and other.status == "serving":
+                    other.status = "retired"
+            self.serving = v.id
+            if self.canary == v.id:
+                self.canary = None
+        elif e.status == "rolled_back":
+            if self.canary == v.id:
+                self.canary = None
+            elif self.serving == v.id:
+                self.serving = v.parent or BASE_VERSION
+                self.versions.setdefault(
+                    self.serving, Version(self.serving, None, None, "serving")
+                ).status = "serving"
+        elif e.status == "retired" and self.canary == v.id:
+            self.canary = None
+        self.events.append(e)
+
     # ---- live figures ----------------------------------------------------------------------
     def observe_request(self, version: str, ok: bool, latency_ms: float) -> None:
         self.stats.requests[version].append((time.time(), ok, latency_ms))

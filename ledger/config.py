@@ -192,6 +192,9 @@ class LearnerConfig(Section):
 
 
 class VersionsConfig(Section):
+    control: bool = True
+    """This gateway loads versions into the pool and makes canary decisions. With several
+    gateways, exactly one controls; the others (False) follow its events on the versions topic."""
     canary_share: float = 0.2
     """Share of new episodes sent to a canary version."""
     min_episodes: int = 30

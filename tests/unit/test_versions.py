@@ -184,3 +184,34 @@ def test_versions_arriving_during_a_canary_wait_and_the_newest_goes_next(two_rep
         reg.observe_score("base", f"b{i}", 0.0 if i % 3 else 1.0)
     asyncio.run_coroutine_threadsafe(gw.services.controller.tick(), _loop_of(gw)).result(10)
     assert reg.serving == "v1" and reg.canary == "v3" and reg.versions["v2"].status == "retired"
+
+
+def test_a_following_gateway_mirrors_the_controlling_one(tmp_path: Path) -> None:
+    import time
+
+    from ledger.bus import MemoryBus
+
+    up = start_fake()
+    bus = MemoryBus()
+    control = start_gateway(gateway_settings(tmp_path / "a", [up.url]), bus)
+    follower_settings = gateway_settings(tmp_path / "b", [up.url])
+    follower_settings.versions.control = False
+    follower = start_gateway(follower_settings, bus)
+    try:
+        admin(control, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/v1"})
+        admin(control, "/admin/versions/v1/promote")
+        deadline = time.monotonic() + 10
+        while follower.services.versions.serving != "v1":
+            assert time.monotonic() < deadline, "the follower never saw the promotion"
+            time.sleep(0.05)
+        c = openai.OpenAI(base_url=follower.url, api_key="x", max_retries=0)
+        raw = c.chat.completions.with_raw_response.create(model="rlgw", messages=MSG)  # type: ignore[arg-type]
+        assert raw.headers["x-model-version"] == "v1" and "rlgw-v1" in (
+            raw.parse().choices[0].message.content or ""
+        )
+        refused = admin(follower, "/admin/versions", {"version": "v2", "adapter_path": "/tmp/v2"})
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "not_controlling_gateway"
+    finally:
+        stop_gateway(control)
+        stop_gateway(follower)
+        up.stop.set()
