@@ -105,7 +105,7 @@ class RubricWorker:
                     self.metrics.bad_records.inc()
                 continue
             st = self.book.apply(record, now)
-            if st is not None and (st.due or (st.closed and not st.turns)):
+            if st is not None and (st.due or (not st.turns and not st.recovered)):
                 self.pending[st.episode.episode_id] = st
         ends = self.book.idle(now, self.idle_timeout_s)
         for st in ends:
@@ -136,17 +136,19 @@ class RubricWorker:
         return len(scores)
 
     def _recover(self, states: list[EpisodeState]) -> None:
-        """Closed episodes seen only by their end or feedback: take the turns from the store."""
+        """Episodes seen only by their end or feedback (their turns went to a worker that died,
+        or were forgotten): take the turns from the store, once."""
         for st in states:
-            if self.source is None or st.recovered or not st.closed:
+            if self.source is None or st.recovered:
                 continue
             st.recovered = True
             stored = self.source.episode(st.episode.episode_id, st.episode.tenant)
             if stored is None:
                 continue
+            closed = st.closed or stored.ended
             for rec in [*stored.turns, *stored.feedback]:
                 self.book.apply(rec, st.touched)
-            st.closed = True
+            st.closed = closed
 
     async def _score(self, due: list[EpisodeState]) -> list[Score]:
         jobs: list[Coroutine[Any, Any, Score]] = []

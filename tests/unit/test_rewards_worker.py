@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from ledger.bus import MemoryBus
 from ledger.config import load_settings
+from ledger.memstore import MemoryStore
 from ledger.records import EpisodeEnd, Feedback, Record, Score, Turn, TurnChoice, parse_record
 from rewards import EpisodeView, Rubric, metric, reward
 from rewards.metrics import WorkerMetrics
@@ -177,3 +178,17 @@ def test_run_worker_in_a_thread_until_stopped() -> None:
 def test_run_worker_needs_rubrics() -> None:
     with pytest.raises(ValueError, match="no rubrics"):
         run_worker(load_settings(), MemoryBus(), threading.Event())
+
+
+async def test_feedback_for_an_episode_it_never_saw_is_scored_from_the_store() -> None:
+    """After a crash or an eviction, late feedback finds the episode's turns in the store."""
+    store = MemoryStore()
+    store.write([turn("gone"), EpisodeEnd(episode_id="gone")])
+    bus = MemoryBus()
+    publish(bus, Feedback(episode_id="gone", name="thumbs", value=True))
+    w = worker(bus, source=store)
+    assert await w.step(timeout_s=0) == 2
+    geo = next(s for s in scores(bus) if s.rubric == "geo")
+    assert geo.feedback_seq == 1 and geo.total == 1.5
+    publish(bus, Feedback(episode_id="never", name="thumbs", value=True, done=True))
+    assert await w.step(timeout_s=0) == 0  # nothing anywhere to score: no crash either
