@@ -6,7 +6,9 @@ The canary is promoted when the lower
 confidence bound of (canary − parent) mean reward exceeds the margin, and rolled back when
 the upper bound is below zero, or its error rate or latency breaks the SLO. Both need
 `min_episodes` scored episodes on each side. The interval is a normal approximation of the
-difference of two means (Welch's standard error), one-sided at `confidence`.
+difference of two means, one-sided at `confidence`; its standard error is the larger of
+Welch's and the pooled one, so an arm whose few rewards happen to be all equal (a rare
+success, zero variance) cannot make a noise-free-looking difference.
 """
 
 from __future__ import annotations
@@ -84,7 +86,9 @@ def decide(canary: Arm, parent: Arm, cfg: VersionsConfig) -> Decision | None:
     if canary.n < cfg.min_episodes or parent.n < cfg.min_episodes:
         return None
     diff = canary.mean - parent.mean
-    se = math.sqrt(_nz(canary.var) / canary.n + _nz(parent.var) / parent.n)
+    welch = math.sqrt(_nz(canary.var) / canary.n + _nz(parent.var) / parent.n)
+    pooled = math.sqrt(_nz(Arm(canary.rewards + parent.rewards).var) * (1 / canary.n + 1 / parent.n))
+    se = max(welch, pooled)
     z = NormalDist().inv_cdf(cfg.confidence)
     low, high = diff - z * se, diff + z * se
     figures |= {"diff": _round(diff), "diff_low": _round(low), "diff_high": _round(high)}

@@ -215,3 +215,10 @@ def test_a_following_gateway_mirrors_the_controlling_one(tmp_path: Path) -> None
         stop_gateway(control)
         stop_gateway(follower)
         up.stop.set()
+
+
+def test_decide_does_not_trust_zero_variance_of_a_rare_reward() -> None:
+    cfg = VersionsConfig(min_episodes=20, confidence=0.9)
+    no_hits = Arm(tuple([0.0] * 20))  # a 5% reward often scores 0 twenty times in a row
+    base = Arm(tuple([1.0] * 5 + [0.0] * 95))
+    assert decide(no_hits, base, cfg) is None
