@@ -97,6 +97,25 @@ def save_version(
     return state
 
 
+def save_zero_adapter(root: Path, trainer: Trainer, name: str) -> Path:
+    """Save the trainer's adapter while it is still all zeros (before any step or resume) as
+    `<root>/base-adapters/<name>/adapter`: the base model's outputs, served as an adapter."""
+    bdir = Path(root) / "base-adapters"
+    bdir.mkdir(parents=True, exist_ok=True)
+    final = bdir / name
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-", dir=bdir))
+    try:
+        trainer.model.save_pretrained(tmp / "adapter", save_embedding_layers=False)
+        _fsync_tree(tmp)
+        tmp.chmod(0o755)
+        os.rename(tmp, final)
+        _fsync_dir(bdir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final / "adapter"
+
+
 def complete_versions(root: Path) -> list[VersionState]:
     """Every complete version, oldest first (by seq). Temp and marker-less dirs are ignored."""
     out = []

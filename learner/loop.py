@@ -1,5 +1,7 @@
 """The learner process: read scored episodes, train, save a version, publish it; repeat.
 
+    LoRA: save the still-zero adapter and publish it as the base model's stand-in
+          (`base_equivalent`: the gateway serves the base through it, SERVICES.md's mixed-batch bug)
     resume the last complete version (weights, optimizer, baselines, ledger position)
     re-publish it (idempotent: a crash may have come between save and publish)
     loop until stop_event:
@@ -11,6 +13,10 @@
 The read side is a small protocol, `ScoredEpisodes.scored(after, limit=...)`, returning items
 with `.position` (resumes a read), `.score` and `.episode` — the ledger store's `scored` read
 has this shape; `MemoryScoredEpisodes` is the in-memory one for tests and demos.
+
+Publishing is a boundary: any exception from the publisher is logged and the version stays
+pending, to be published (in order) before the next one — the learner keeps training while
+the gateway is away, and never publishes a version that is not completely saved.
 """
 
 from __future__ import annotations
@@ -71,6 +77,17 @@ class MemoryScoredEpisodes:
             return self.items[start : start + limit]
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A saved version (or the zero base adapter) not yet accepted by the gateway."""
+
+    version: str
+    adapter_path: str
+    parent: str | None
+    data_window: dict[str, Any]
+    base_equivalent: bool = False
+
+
 @dataclass
 class LearnerReport:
     steps: list[Any] = field(default_factory=list)  # StepStats, one per step
@@ -90,8 +107,7 @@ def run_learner(
     max_versions: int | None = None,
 ) -> LearnerReport:
     """Train and publish versions until `stop_event` is set (or `max_versions` were saved)."""
-    from learner.checkpoint import prune, resume, save_version
-    from learner.publish import PublishError
+    from learner.checkpoint import prune, resume, save_version, save_zero_adapter
     from learner.samples import build_samples
     from learner.train import Trainer
 
@@ -101,18 +117,24 @@ def run_learner(
     trainer = Trainer(cfg, base, registry=registry)
     report = LearnerReport()
 
+    pending: list[Pending] = []
+    if not cfg.full_finetune:
+        zero = f"zero-{new_id()[-6:]}"
+        path = save_zero_adapter(root, trainer, zero)
+        pending.append(Pending(zero, str(path), None, {}, base_equivalent=True))
     last = resume(root, trainer)
     position: str | None = last.data_window.get("until") if last else None
     seq = last.seq if last else 0
     parent = last.version if last else cfg.base_version
-    pending = [last] if last else []
+    if last:
+        pending.append(Pending(last.version, str(last.adapter_path), last.parent, last.data_window))
     if last:
         log.info(
             "learner resumed from %s (seq %d, step %d, position %s)", last.version, seq, last.step, position
         )
 
     while not stop_event.is_set():
-        pending = _publish_pending(pending, publisher, report, PublishError)
+        pending = _publish_pending(pending, publisher, report)
         if max_versions is not None and len(report.versions) >= max_versions:
             break
         window_start, episodes = position, 0
@@ -145,9 +167,9 @@ def run_learner(
         report.versions.append(version)
         log.info("learner saved %s (parent %s) window %s", version, parent, window)
         parent = version
-        pending.append(state)
+        pending.append(Pending(version, str(state.adapter_path), state.parent, window))
         prune(root, cfg.keep_versions)
-    _publish_pending(pending, publisher, report, PublishError)
+    _publish_pending(pending, publisher, report)
     return report
 
 
@@ -174,17 +196,18 @@ def _latest_scores(batch: Sequence[Any]) -> list[Any]:
     return list(latest.values())
 
 
-def _publish_pending(
-    pending: list[Any], publisher: Any, report: LearnerReport, error: type[Exception]
-) -> list[Any]:
+def _publish_pending(pending: list[Pending], publisher: Any, report: LearnerReport) -> list[Pending]:
     """Publish saved versions in order; stop at the first failure and keep the rest pending."""
-    for i, state in enumerate(pending):
+    for i, p in enumerate(pending):
         try:
-            publisher.publish(state.version, str(state.adapter_path), state.parent, state.data_window)
-        except error as exc:
-            log.error("learner could not publish %s (will retry): %s", state.version, exc)
+            publisher.publish(
+                p.version, p.adapter_path, p.parent, p.data_window, base_equivalent=p.base_equivalent
+            )
+        except Exception as exc:  # the boundary: whatever the gateway says, retry before the next
+            log.error("learner could not publish %s (will retry): %s", p.version, exc)
             return pending[i:]
-        report.published.append(state.version)
+        if not p.base_equivalent:
+            report.published.append(p.version)
     return []
 
 

@@ -1,10 +1,13 @@
 """Publishing a version: the learner tells the gateway, which loads it into the pool.
 
-One seam, one method: `publish(version_id, adapter_path, parent, data_window)`.
+One seam, one method: `publish(version_id, adapter_path, parent, data_window, base_equivalent)`.
 `HttpPublisher` POSTs `{gateway}/admin/versions` with JSON
-`{"version", "adapter_path", "parent", "data_window"}` and the admin bearer key; the gateway
-registers the version, loads it into every replica and starts its canary. Publishing the same
-version twice must be harmless on the gateway's side (a retry after a lost reply does that).
+`{"version", "adapter_path", "parent", "data_window", "base_equivalent"}` and the admin bearer
+key; the gateway registers the version, loads it into every replica and starts its canary.
+`base_equivalent=True` marks an all-zero adapter the gateway serves the base model through
+(vLLM's mixed-batch base-model bug, SERVICES.md); the learner publishes one when it starts.
+Publishing the same version twice must be harmless on the gateway's side (a retry after a
+lost reply does that).
 Only transient failures are retried (connection errors, timeouts, 429, 502, 503, 504), with
 exponential backoff; any other answer raises `PublishError` at once. `FakePublisher` keeps the
 calls in memory for tests and can be told to fail its first calls.
@@ -27,8 +30,13 @@ class PublishError(RuntimeError):
 
 class Publisher(Protocol):
     def publish(
-        self, version_id: str, adapter_path: str, parent: str | None, data_window: dict[str, Any]
-    ) -> None: ...
+        self,
+        version_id: str,
+        adapter_path: str,
+        parent: str | None,
+        data_window: dict[str, Any],
+        base_equivalent: bool = False,
+    ) -> Any: ...
 
 
 class HttpPublisher:
@@ -49,13 +57,19 @@ class HttpPublisher:
         self.backoff_s = backoff_s
 
     def publish(
-        self, version_id: str, adapter_path: str, parent: str | None, data_window: dict[str, Any]
+        self,
+        version_id: str,
+        adapter_path: str,
+        parent: str | None,
+        data_window: dict[str, Any],
+        base_equivalent: bool = False,
     ) -> None:
         body = {
             "version": version_id,
             "adapter_path": adapter_path,
             "parent": parent,
             "data_window": data_window,
+            "base_equivalent": base_equivalent,
         }
         last = ""
         for attempt in range(self.retries):
@@ -82,20 +96,25 @@ class FakePublisher:
     """Records what would have been published; `fail_first` calls raise PublishError first."""
 
     fail_first: int = 0
-    published: list[dict[str, Any]] = field(default_factory=list)
+    published: list[dict[str, Any]] = field(default_factory=list)  # versions
+    base_adapters: list[dict[str, Any]] = field(default_factory=list)  # base_equivalent ones
     attempts: int = 0
 
     def publish(
-        self, version_id: str, adapter_path: str, parent: str | None, data_window: dict[str, Any]
+        self,
+        version_id: str,
+        adapter_path: str,
+        parent: str | None,
+        data_window: dict[str, Any],
+        base_equivalent: bool = False,
     ) -> None:
         self.attempts += 1
         if self.attempts <= self.fail_first:
             raise PublishError(f"fake failure {self.attempts}")
-        self.published.append(
-            {
-                "version": version_id,
-                "adapter_path": adapter_path,
-                "parent": parent,
-                "data_window": data_window,
-            }
-        )
+        call = {
+            "version": version_id,
+            "adapter_path": adapter_path,
+            "parent": parent,
+            "data_window": data_window,
+        }
+        (self.base_adapters if base_equivalent else self.published).append(call)

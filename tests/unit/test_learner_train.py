@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from learner.checkpoint import complete_versions, latest_version, resume, save_version
 from learner.loop import MemoryScoredEpisodes, run_learner
@@ -116,6 +117,7 @@ def test_http_publisher_retries_transient_errors_only() -> None:
         "adapter_path": "/ckpt/v1/adapter",
         "parent": "base",
         "data_window": {"until": "9"},
+        "base_equivalent": False,
     }
 
     refused = HttpPublisher(
@@ -152,7 +154,7 @@ def test_loop_saves_publishes_and_resumes(tiny_model_dir: Path, tmp_path: Path) 
         learner=config(batch_episodes=4, steps_per_version=2, poll_interval_s=0.01),
     )
     reader = scored_episodes(24)
-    publisher = FakePublisher(fail_first=1)  # the first publish fails: v1 stays pending, then goes out
+    publisher = FakePublisher(fail_first=1)  # the first publish fails: it stays pending, then goes out
     report = run_learner(
         settings, reader, publisher, threading.Event(), model_dir=tiny_model_dir, max_versions=2
     )
@@ -163,6 +165,11 @@ def test_loop_saves_publishes_and_resumes(tiny_model_dir: Path, tmp_path: Path) 
     assert publisher.published[1]["data_window"]["after"] == "000000000007"
     assert publisher.published[1]["data_window"]["until"] == "000000000015"
     assert Path(publisher.published[1]["adapter_path"], "adapter_config.json").is_file()
+    # the base model's stand-in: the adapter before any step, all zeros
+    (zero,) = publisher.base_adapters
+    weights = load_file(Path(zero["adapter_path"], "adapter_model.safetensors"))
+    assert any("lora_B" in k for k in weights)
+    assert all(not w.any() for k, w in weights.items() if "lora_B" in k)
 
     # a restarted learner resumes after v2: re-publishes it (idempotent), trains v3 on what follows
     again = FakePublisher()
