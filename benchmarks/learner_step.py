@@ -46,8 +46,9 @@ class BenchSample:  # the fields learner.packing reads from a learner.samples.Sa
 
 
 def build_model(kind: str, device: torch.device, dtype: torch.dtype):  # -> PreTrainedModel
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
+    from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen3Config
 
+    config: PretrainedConfig
     if kind == "tiny":
         config = LlamaConfig(
             vocab_size=1024,
@@ -70,7 +71,7 @@ def build_model(kind: str, device: torch.device, dtype: torch.dtype):  # -> PreT
             num_key_value_heads=8,
             head_dim=128,
             max_position_embeddings=40960,
-            rope_theta=1_000_000.0,
+            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
             tie_word_embeddings=True,
         )
     config._attn_implementation = "sdpa"

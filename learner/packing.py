@@ -10,13 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from learner.samples import Sample
+
+class Sample(Protocol):
+    """What packing reads of a learner.samples.Sample."""
+
+    tokens: list[int]
+    loss_mask: list[bool]
+    behaviour_logprobs: list[float]
+    advantage: float
 
 
 @dataclass
