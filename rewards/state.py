@@ -4,7 +4,7 @@ An episode is due for scoring once it is closed (EpisodeEnd, feedback with done=
 and has turns, and its (feedback count, turn count) differs from what was last scored: so late
 feedback re-scores it, and a replayed record changes nothing. A turn after a scored close
 reopens the episode (it is scored again when it closes again).
-Scored episodes stay `keep_scored_s` for late feedback (packed as bytes), then are forgotten.
+Scored episodes stay `keep_scored_s` for late feedback (as their records' bytes), then are forgotten.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from ledger.records import Episode, EpisodeEnd, Feedback, Record, Turn, TurnChoice
+from ledger.records import Episode, EpisodeEnd, Feedback, Record, Turn, TurnChoice, parse_record
 
 
 @dataclass
@@ -25,19 +25,22 @@ class EpisodeState:
     recovered: bool = False  # merged with the store's copy
     turns: int = 0
     feedback: int = 0
-    packed: bytes | None = None  # a scored episode, kept as one object until late feedback
+    raw: list[bytes] = field(default_factory=list)  # the records as they came, for `pack`
+    episode_id: str = ""
+    tenant: str = "default"
 
     @property
     def episode(self) -> Episode:
-        if self.live is None:
-            assert self.packed is not None
-            self.live, self.packed = Episode.model_validate_json(self.packed), None
+        if self.live is None:  # unpack: parse the records again (late feedback, rarely)
+            self.live = Episode(episode_id=self.episode_id, tenant=self.tenant)
+            for data in self.raw:
+                _add(self.live, parse_record(data))
         return self.live
 
     def pack(self) -> None:
-        """Hold a scored episode as bytes: a million small objects slow every GC pass."""
-        if self.live is not None:
-            self.packed, self.live = self.live.model_dump_json().encode(), None
+        """Hold a scored episode as its records' bytes: many small objects slow every GC pass."""
+        if self.raw:
+            self.live = None
 
     @property
     def signature(self) -> tuple[int, int]:
@@ -58,6 +61,13 @@ def _slim(turn: Turn) -> Turn:
     return turn.model_copy(update={"prompt_token_ids": None, "choices": choices})
 
 
+def _add(episode: Episode, record: Record) -> None:
+    if isinstance(record, Turn):
+        episode.turns.append(_slim(record))
+    elif isinstance(record, Feedback):
+        episode.feedback.append(record)
+
+
 class EpisodeBook:
     def __init__(self) -> None:
         self._states: OrderedDict[str, EpisodeState] = OrderedDict()  # least recently touched first
@@ -68,14 +78,14 @@ class EpisodeBook:
     def get(self, episode_id: str) -> EpisodeState | None:
         return self._states.get(episode_id)
 
-    def apply(self, record: Record, now: float) -> EpisodeState | None:
+    def apply(self, record: Record, now: float, raw: bytes | None = None) -> EpisodeState | None:
         """Add one record; returns the episode's state (None for records about no episode)."""
         eid = getattr(record, "episode_id", None)
         if eid is None:
             return None
         st = self._states.get(eid)
         if st is None:
-            st = EpisodeState(Episode(episode_id=eid, tenant=record.tenant), now)
+            st = EpisodeState(None, now, episode_id=eid, tenant=record.tenant)
             self._states[eid] = st
         else:
             self._states.move_to_end(eid)
@@ -83,13 +93,15 @@ class EpisodeBook:
         if record.id in st.seen:
             return st
         st.seen.add(record.id)
+        if isinstance(record, Turn | Feedback):
+            episode = st.episode
+            st.raw.append(raw if raw is not None else record.to_bytes())
+            _add(episode, record)
         if isinstance(record, Turn):
-            st.episode.turns.append(_slim(record))
             st.turns += 1
             if st.scored is not None:  # a turn after the scored close reopens the episode
                 st.closed = False
         elif isinstance(record, Feedback):
-            st.episode.feedback.append(record)
             st.feedback += 1
             st.closed = st.closed or record.done
         elif isinstance(record, EpisodeEnd):

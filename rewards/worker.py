@@ -104,12 +104,12 @@ class RubricWorker:
                 if self.metrics:
                     self.metrics.bad_records.inc()
                 continue
-            st = self.book.apply(record, now)
+            st = self.book.apply(record, now, msg.value)
             if st is not None and (st.due or (not st.turns and not st.recovered)):
-                self.pending[st.episode.episode_id] = st
+                self.pending[st.episode_id] = st
         ends = self.book.idle(now, self.idle_timeout_s)
         for st in ends:
-            self.pending[st.episode.episode_id] = st
+            self.pending[st.episode_id] = st
         self._recover([st for st in self.pending.values() if not st.turns])
         due = [st for st in self.pending.values() if st.due]
         scores = await self._score(due)
@@ -121,7 +121,7 @@ class RubricWorker:
         except BusUnavailable as exc:
             log.warning("cannot publish %d scores yet: %s", len(scores), exc)
             return 0
-        rescored = {st.episode.episode_id for st in due if st.scored is not None}
+        rescored = {st.episode_id for st in due if st.scored is not None}
         for st in due:
             st.scored = st.signature
             st.pack()
@@ -142,7 +142,7 @@ class RubricWorker:
             if self.source is None or st.recovered:
                 continue
             st.recovered = True
-            stored = self.source.episode(st.episode.episode_id, st.episode.tenant)
+            stored = self.source.episode(st.episode_id, st.tenant)
             if stored is None:
                 continue
             closed = st.closed or stored.ended
@@ -189,9 +189,9 @@ class RubricWorker:
 
 
 def _idle_end(st: EpisodeState) -> tuple[str, bytes]:
-    eid = st.episode.episode_id
+    eid = st.episode_id
     rid = str(uuid.uuid5(SCORE_NAMESPACE, f"idle-end\x1f{eid}\x1f{st.turns}"))
-    return eid, EpisodeEnd(id=rid, episode_id=eid, tenant=st.episode.tenant, reason="idle").to_bytes()
+    return eid, EpisodeEnd(id=rid, episode_id=eid, tenant=st.tenant, reason="idle").to_bytes()
 
 
 def run_worker(
