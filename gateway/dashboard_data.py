@@ -57,7 +57,9 @@ class StoreFigures:
                 if hasattr(self.store, "version_metrics"):
                     out["windows"] = self.store.version_metrics(window_s=bucket_s, since=since)
                 if hasattr(self.store, "scored"):
-                    out["rubric"] = rubric_breakdown(self.store.scored(since=since, limit=RUBRIC_SCORES))
+                    out["rubric"] = rubric_breakdown(
+                        self.store.scored(since=since, limit=RUBRIC_SCORES, settle_s=0)
+                    )
                 if hasattr(self.store, "episodes"):
                     newest = self.store.episodes(limit=1)
                     turns = [t.created_at for ep in newest for t in ep.turns]

@@ -13,12 +13,15 @@ from ledger.records import Episode, EpisodeEnd, Feedback, ModelVersion, Record, 
 class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, Record] = {}  # by id: a replay overwrites, never doubles
+        self._seq: dict[str, int] = {}  # score id -> insertion order (the read position)
         self._lock = threading.Lock()
 
     def write(self, records: Sequence[Record], bodies: Sequence[bytes] | None = None) -> None:
         with self._lock:
             for r in records:
                 self._records[r.id] = r
+                if isinstance(r, Score):
+                    self._seq[r.id] = len(self._seq) if r.id not in self._seq else self._seq[r.id]
 
     def _all(self, tenant: str | None) -> list[Record]:
         with self._lock:
@@ -54,25 +57,27 @@ class MemoryStore:
         rubric: str | None = None,
         version: str | None = None,
         limit: int = 1000,
+        settle_s: float = 0.0,
     ) -> list[ScoredEpisode]:
+        start = -1 if after is None else int(after)
         scores = sorted(
             (
                 r
                 for r in self._all(tenant)
                 if isinstance(r, Score)
-                and (after is None or r.id > after)
+                and self._seq[r.id] > start
                 and (since is None or r.created_at >= since)
                 and (rubric is None or r.rubric == rubric)
                 and (version is None or r.version == version)
             ),
-            key=lambda s: s.id,
+            key=lambda s: self._seq[s.id],
         )[:limit]
         by_episode = self._episode_records(tenant)
         out = []
         for s in scores:
             ep = assemble(s.episode_id, by_episode.get(s.episode_id, []))
             if ep is not None:
-                out.append(ScoredEpisode(s.id, s, ep))
+                out.append(ScoredEpisode(f"{self._seq[s.id]:020d}", s, ep))
         return out
 
     def version_metrics(

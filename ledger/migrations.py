@@ -62,4 +62,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             GROUP BY version, minute""",
         ],
     ),
+    (
+        3,
+        "scores.inserted_at: the learner resumes reads by insertion order, not by (random) score id",
+        [
+            "ALTER TABLE {db}.scores ADD COLUMN IF NOT EXISTS "
+            "inserted_at DateTime64(6, 'UTC') DEFAULT now64(6)"
+        ],
+    ),
 ]

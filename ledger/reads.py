@@ -19,7 +19,8 @@ from ledger.records import Episode, EpisodeEnd, Feedback, ModelVersion, Record, 
 
 @dataclass(frozen=True, slots=True)
 class ScoredEpisode:
-    """One score with the episode it judged. `position` (the score id, time-ordered) resumes a read."""
+    """One score with the episode it judged. `position` resumes a read: it orders scores by
+    when the store received them (score ids are deterministic, not time-ordered)."""
 
     position: str
     score: Score
@@ -59,6 +60,7 @@ class Store(Protocol):
         rubric: str | None = None,
         version: str | None = None,
         limit: int = 1000,
+        settle_s: float = 1.0,
     ) -> list[ScoredEpisode]: ...
 
     def version_metrics(

@@ -160,15 +160,34 @@ class ClickHouseStore:
         rubric: str | None = None,
         version: str | None = None,
         limit: int = 1000,
+        settle_s: float = 1.0,
     ) -> list[ScoredEpisode]:
-        where, params = self._filters(tenant=tenant, since=since, after=after, rubric=rubric, version=version)
+        """Scores after `after`, in the order the store received them. Only rows older than
+        `settle_s` are read (a concurrent writer's insert may land a moment "in the past"), so a
+        reader that resumes from a position never skips one; one-off reads may pass 0."""
+        where, params = self._filters(tenant=tenant, since=since, rubric=rubric, version=version)
+        conds = [where.removeprefix("WHERE ")] if where else []
+        if after:
+            at, _, after_id = after.partition(":")
+            conds.append("(toUnixTimestamp64Micro(inserted_at), id) > ({after_at:Int64}, {after_id:String})")
+            params |= {"after_at": int(at), "after_id": after_id}
+        if settle_s > 0:
+            conds.append("inserted_at < now64(6) - toIntervalMillisecond({settle_ms:UInt32})")
+            params["settle_ms"] = int(settle_s * 1000)
+        where = "WHERE " + " AND ".join(conds) if conds else ""
         rows = self._query(
-            f"SELECT body FROM {self.db}.scores FINAL {where} ORDER BY id LIMIT {{limit:UInt32}}",
+            f"SELECT body, toUnixTimestamp64Micro(inserted_at) FROM {self.db}.scores FINAL "
+            f"{where} ORDER BY inserted_at, id LIMIT {{limit:UInt32}}",
             {**params, "limit": limit},
         )
-        scores = [s for s in (self._parse(r[0]) for r in rows) if isinstance(s, Score)]
-        episodes = self._episodes_by_id(sorted({s.episode_id for s in scores}), tenant)
-        return [ScoredEpisode(s.id, s, episodes[s.episode_id]) for s in scores if s.episode_id in episodes]
+        parsed = [(self._parse(r[0]), int(r[1])) for r in rows]
+        scores = [(s, at) for s, at in parsed if isinstance(s, Score)]
+        episodes = self._episodes_by_id(sorted({s.episode_id for s, _ in scores}), tenant)
+        return [
+            ScoredEpisode(f"{at:020d}:{s.id}", s, episodes[s.episode_id])
+            for s, at in scores
+            if s.episode_id in episodes
+        ]
 
     def version_metrics(
         self,

@@ -70,14 +70,31 @@ def test_scored_reads_resume_from_a_position_and_filter(any_store: Any) -> None:
         for i, t in enumerate(turns)
     ]
     any_store.write(turns + scores)
-    first = any_store.scored(limit=3)
+    first = any_store.scored(limit=3, settle_s=0)
     assert [s.episode.episode_id for s in first] == ["e0", "e1", "e2"]
     assert first[0].episode.turns[0].id == turns[0].id
-    rest = any_store.scored(after=first[-1].position)
+    rest = any_store.scored(after=first[-1].position, settle_s=0)
     assert [s.episode.episode_id for s in rest] == ["e3", "e4", "e5"]
-    assert [s.score.episode_id for s in any_store.scored(rubric="s")] == ["e4", "e5"]
-    assert [s.score.episode_id for s in any_store.scored(version="v1")] == ["e1", "e3", "e5"]
-    assert any_store.scored(tenant="other") == []
+    assert [s.score.episode_id for s in any_store.scored(rubric="s", settle_s=0)] == ["e4", "e5"]
+    assert [s.score.episode_id for s in any_store.scored(version="v1", settle_s=0)] == ["e1", "e3", "e5"]
+    assert any_store.scored(tenant="other", settle_s=0) == []
+
+
+def test_scored_positions_follow_arrival_not_score_ids(any_store: Any) -> None:
+    """Score ids are deterministic (uuid5), so a later score may sort before an earlier one."""
+    seen: list[str] = []
+    position = None
+    for i, sid in enumerate(["ffff", "aaaa", "cccc"]):  # arrival order is not id order
+        any_store.write(
+            [
+                turn(f"e{i}", float(i)),
+                Score(id=sid, episode_id=f"e{i}", tenant="a", rubric="r", rubric_version="1", total=1.0),
+            ]
+        )
+        got = any_store.scored(after=position, settle_s=0)
+        seen += [s.score.id for s in got]
+        position = got[-1].position if got else position
+    assert seen == ["ffff", "aaaa", "cccc"]
 
 
 def test_version_metrics_per_window(any_store: Any) -> None:
@@ -116,7 +133,9 @@ def test_version_events(any_store: Any) -> None:
 def test_migrations_are_forward_only_and_run_once(store: Any) -> None:
     assert store.migrate() == []
     rows = store._query(f"SELECT number FROM {store.db}.schema_migrations ORDER BY number")
-    assert [r[0] for r in rows] == [1, 2]
+    from ledger.migrations import MIGRATIONS
+
+    assert [r[0] for r in rows] == [number for number, _, _ in MIGRATIONS]
     store.write([turn("e1", 30.0)])
     minute = store._query(f"SELECT version, turns FROM {store.db}.version_minute")
     assert minute == [("v1", 1)]
