@@ -79,18 +79,16 @@ def policy_gradient_loss(
     weight = ratio.clamp(max=clip)  # (N,) truncated importance weight, no gradient
     pg = -(weight * advantages * logprobs).sum() / normaliser
     loss = pg
-    stats = {
-        "pg_loss": pg.item(),
-        "ratio_sum": ratio.sum().item(),
-        "ratio_max": ratio.max().item() if ratio.numel() else 0.0,
-        "clipped": (ratio > clip).sum().item(),
-        "tokens": float(logprobs.numel()),
-    }
+    kl = torch.zeros((), device=logprobs.device)
     if ref_logprobs is not None and kl_coef > 0.0:
         d = ref_logprobs - logprobs  # (N,)
         k3 = torch.exp(d) - d - 1.0  # (N,) >= 0
         kl = k3.sum() / normaliser
         loss = loss + kl_coef * kl
-        stats["kl"] = kl.item()
-    stats["loss"] = loss.item()
+    ratio_max = ratio.max() if ratio.numel() else torch.zeros((), device=ratio.device)
+    figures = torch.stack(
+        [loss.detach(), pg.detach(), kl.detach(), ratio.sum(), ratio_max, (ratio > clip).sum().float()]
+    ).tolist()  # one device sync for all the statistics
+    stats = dict(zip(("loss", "pg_loss", "kl", "ratio_sum", "ratio_max", "clipped"), figures, strict=True))
+    stats["tokens"] = float(logprobs.numel())
     return loss, stats
