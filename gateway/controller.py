@@ -39,8 +39,13 @@ class VersionController:
         """Register, load into every replica, then start its canary (or serve it as the base)."""
         reg = self.registry
         async with self._lock:
+            known = reg.versions.get(vid)
+            if known is not None and known.adapter_path == adapter_path and known.status != "failed":
+                return known  # a learner that restarted re-publishes its last version: harmless
             if base_equivalent:
                 name = f"rlgw-base-{vid}"
+                if reg.base_adapter == name:
+                    return reg.versions[BASE_VERSION]
                 outcome = await self.loader.load_everywhere(name, adapter_path)
                 if not outcome or any(s != "loaded" for s in outcome.values()):
                     raise AdapterError(f"base adapter not loaded everywhere: {outcome}")

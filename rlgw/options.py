@@ -34,4 +34,6 @@ def settings_from(config: Path | None, **flags: Any) -> Settings:
     logging.basicConfig(
         level=settings.telemetry.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for chatty in ("httpx", "httpcore", "openai"):  # a line per HTTP request drowns what matters
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     return settings

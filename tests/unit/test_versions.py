@@ -72,7 +72,9 @@ def test_register_loads_everywhere_and_canaries_sticky_episodes(two_replicas) ->
     assert all(len(v) == 1 for v in served.values())
     versions = [next(iter(v)) for v in served.values()]
     assert 5 <= versions.count("v1") <= 35  # canary share 0.5 of 40 episodes
-    dup = admin(gw, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/v1"})
+    again = admin(gw, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/v1"})  # a learner's re-publish
+    assert again.status_code == 200 and again.json()["status"] == "canary"
+    dup = admin(gw, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/other"})
     assert dup.status_code == 400 and dup.json()["error"]["code"] == "version_exists"
 
 
