@@ -92,7 +92,9 @@ class RubricWorker:
 
     async def step(self, timeout_s: float = 0.5) -> int:
         """One poll-score-publish-commit round; returns the number of Scores published."""
-        messages = await asyncio.to_thread(self.consumer.poll, self.batch, timeout_s)
+        # polled on this thread: consumers (kafka-python's included) are not thread-safe, and
+        # nothing else runs on this loop between steps
+        messages = self.consumer.poll(self.batch, timeout_s)
         now = self.clock()
         for msg in messages:
             try:

@@ -67,7 +67,7 @@ def start_worker(data_dir: Path, rubrics: Path, env: dict[str, str]) -> subproce
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_for(cond: Callable[[], bool], what: str, deadline_s: float = 90.0) -> None:
+def wait_for(cond: Callable[[], bool], what: str, deadline_s: float = 180.0) -> None:
     deadline = time.monotonic() + deadline_s
     while not cond():
         if time.monotonic() > deadline:
@@ -159,7 +159,13 @@ def test_two_worker_processes_on_kafka(data_dir: Path, broker: object) -> None:
     bus = KafkaBus(LedgerConfig(bootstrap_servers=[bootstrap], partitions=4))
     try:
         bus.ensure_topics()
-        env = {"RLGW_LEDGER__BUS": "kafka", "RLGW_LEDGER__BOOTSTRAP_SERVERS": f'["{bootstrap}"]'}
+        env = {
+            "RLGW_LEDGER__BUS": "kafka",
+            "RLGW_LEDGER__BOOTSTRAP_SERVERS": f'["{bootstrap}"]',
+            # the dead member's partitions move to the survivor once its session expires
+            "RLGW_LEDGER__SESSION_TIMEOUT_MS": "6000",
+            "RLGW_LEDGER__HEARTBEAT_INTERVAL_MS": "1000",
+        }
         run_scenario(bus, data_dir, env)
     finally:
         bus.close()
