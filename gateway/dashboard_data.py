@@ -135,12 +135,12 @@ def snapshot(
     versions, last_request = [], None
     for vid, row in listing.items():
         rewards: list[list[float]] = [[] for _ in buckets]
-        for at, r in list(reg.stats.rewards.get(vid, {}).values()):
+        for at, r in reg.stats.rewards_of(vid):
             if (i := slot(at)) is not None:
                 rewards[i].append(r)
         reqs, errs = [0] * n_buckets, [0] * n_buckets
         latencies: list[float] = []
-        for at, ok, ms in list(reg.stats.requests.get(vid, ())):
+        for at, ok, ms in reg.stats.requests_of(vid):
             last_request = at if last_request is None else max(last_request, at)
             if (i := slot(at)) is None:
                 continue

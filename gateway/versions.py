@@ -57,10 +57,28 @@ class LiveStats:
     requests: dict[str, deque[tuple[float, bool, float]]] = field(
         default_factory=lambda: defaultdict(lambda: deque(maxlen=5000))
     )  # version -> (at, ok, latency_ms)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # feeds, server and readers race
+
+    def add_request(self, version: str, ok: bool, latency_ms: float) -> None:
+        with self.lock:
+            self.requests[version].append((time.time(), ok, latency_ms))
+
+    def add_reward(self, version: str, key: str, total: float) -> None:
+        with self.lock:
+            self.rewards[version][key] = (time.time(), total)
+
+    def rewards_of(self, version: str) -> list[tuple[float, float]]:
+        """(scored_at, reward) of a version's episodes, a copy safe to read from any thread."""
+        with self.lock:
+            return list(self.rewards.get(version, {}).values())
+
+    def requests_of(self, version: str) -> list[tuple[float, bool, float]]:
+        with self.lock:
+            return list(self.requests.get(version, ()))
 
     def arm(self, version: str, since: float) -> Arm:
-        rewards = tuple(r for at, r in self.rewards.get(version, {}).values() if at >= since)
-        reqs = [x for x in self.requests.get(version, ()) if x[0] >= since]
+        rewards = tuple(r for at, r in self.rewards_of(version) if at >= since)
+        reqs = [x for x in self.requests_of(version) if x[0] >= since]
         lat = sorted(x[2] for x in reqs if x[1])
         return Arm(
             rewards=rewards,
@@ -243,12 +261,12 @@ class VersionRegistry:
 
     # ---- live figures ----------------------------------------------------------------------
     def observe_request(self, version: str, ok: bool, latency_ms: float) -> None:
-        self.stats.requests[version].append((time.time(), ok, latency_ms))
+        self.stats.add_request(version, ok, latency_ms)
 
     def observe_score(self, version: str | None, episode_id: str, total: float | None) -> None:
         if version is None or total is None or version not in self.versions:
             return
-        self.stats.rewards[version][episode_id] = (time.time(), total)
+        self.stats.add_reward(version, episode_id, total)
 
     def listing(self) -> list[dict[str, Any]]:
         out = []
