@@ -186,6 +186,7 @@ class ChatService:
         choices = choices_from_reply(data)
         prompt_ids = data.get("prompt_token_ids")
         strip_reply(data, wants)
+        data["model"] = self.public_model  # the client named the public model, not an adapter
         latency = time.perf_counter() - t0
         self._record(
             body, ctx, route, replica, started, latency, None, False, choices, data.get("usage"), prompt_ids
@@ -227,7 +228,7 @@ class ChatService:
                         if cut < 0:
                             break
                         event, buf = buf[:cut], buf[cut + 2 :]
-                        out = self._relay_event(event, tap, wants)
+                        out = self._relay_event(event, tap, wants, self.public_model)
                         if out is None:
                             continue
                         if ttft is None:
@@ -264,7 +265,7 @@ class ChatService:
         return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
 
     @staticmethod
-    def _relay_event(event: bytes, tap: StreamTap, wants: Wants) -> bytes | None:
+    def _relay_event(event: bytes, tap: StreamTap, wants: Wants, model: str) -> bytes | None:
         if not event.startswith(b"data:"):
             return event + b"\n\n" if event.strip() else None
         payload = event[5:].strip()
@@ -276,6 +277,8 @@ class ChatService:
             return event + b"\n\n"
         if not isinstance(chunk, dict) or not tap.feed(chunk, wants):
             return None
+        if "model" in chunk:
+            chunk["model"] = model
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     def _observe(

@@ -26,6 +26,7 @@ def test_non_streaming_reply_and_token_exact_record(gateway: GatewayServer) -> N
     completion = reply.parse()
     text = completion.choices[0].message.content
     assert text == "echo[fake-base#0]: héllo"
+    assert completion.model == "rlgw"  # the public name, not the upstream's
     assert completion.choices[0].logprobs is None  # the client did not ask for them
     assert "prompt_token_ids" not in (completion.model_extra or {})
     episode = reply.headers["x-episode-id"]
@@ -47,6 +48,7 @@ def test_streaming_passes_chunks_and_records_the_whole_reply(gateway: GatewaySer
         extra_headers={"X-Episode-Id": "ep-stream"},
     )
     chunks = list(stream)
+    assert {c.model for c in chunks} == {"rlgw"}
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "echo[fake-base#0]: stream me"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == len(text.encode())
@@ -156,3 +158,11 @@ def test_bad_requests_get_openai_errors(
     assert info.value.status_code == status
     body = info.value.body
     assert isinstance(body, dict) and body["param"] == param and body["message"]
+
+
+def test_response_format_passes_through(gateway: GatewayServer, fake_upstream) -> None:  # type: ignore[no-untyped-def]
+    completion = client(gateway).chat.completions.create(
+        model="rlgw", messages=[{"role": "user", "content": "x"}], response_format={"type": "json_object"}
+    )
+    assert completion.choices[0].message.content == '{"answer":"x"}'
+    assert fake_upstream.state.requests[-1]["response_format"] == {"type": "json_object"}
