@@ -38,7 +38,7 @@ def zero_adapter(model_dir: Path, out: Path) -> Path:
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
-    get_peft_model(model, lora).save_pretrained(out)
+    get_peft_model(model, lora).save_pretrained(str(out))
     return out
 
 

@@ -101,7 +101,12 @@ async def late_thumbs(
     await asyncio.sleep(delay)
     answers = " ".join(m["content"] for m in messages if m["role"] == "assistant").lower().split()
     up = any(w.strip(".,") in COLOURS for w in answers)
-    resp = await http.post("/feedback", json={"episode_id": episode_id, "name": "thumbs", "value": up})
+    try:
+        resp = await http.post("/feedback", json={"episode_id": episode_id, "name": "thumbs", "value": up})
+    except httpx.HTTPError as exc:
+        traffic.errors += 1
+        traffic.last_error = f"feedback: {type(exc).__name__}: {exc}"[:200]
+        return
     if resp.status_code == 200:
         traffic.feedback += 1
 

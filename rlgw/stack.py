@@ -62,6 +62,7 @@ def uvicorn_config(app: Any, host: str, port: int) -> Any:
         access_log=False,
         log_level="warning",
         proxy_headers=False,
+        timeout_keep_alive=75,  # longer than clients' idle pools, so they never reuse a closed socket
     )
 
 
