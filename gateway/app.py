@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel, ValidationError, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from gateway.admin import add_version_routes
@@ -111,7 +112,12 @@ class Services:
         )
 
 
+WRITABLE_DEPTH = 250  # orjson and pydantic write ~255 levels of nesting
+
+
 async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON: bounded in size (Content-Length or chunked), and in nesting so that
+    every accepted body can be forwarded and recorded; any content type (curl -d sends a form's)."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(f"request body over {limit} bytes", code="body_too_large")
@@ -121,10 +127,19 @@ async def read_json(request: Request, limit: int) -> Any:
         if size > limit:
             raise PayloadTooLarge(f"request body over {limit} bytes", code="body_too_large")
         chunks.append(chunk)
+    data = b"".join(chunks)
     try:
-        return orjson.loads(b"".join(chunks))
+        value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from exc
+    if len(data) > 2 * WRITABLE_DEPTH:  # only a body this long can nest this deep
+        try:  # the parser takes 1024 levels, but records are written with ~255 at most
+            orjson.dumps([[value]])  # records hold the body up to two levels down
+        except TypeError as exc:
+            raise InvalidRequest(
+                f"the body nests deeper than {WRITABLE_DEPTH} levels", code="too_deeply_nested"
+            ) from exc
+    return value
 
 
 def _validation_message(exc: ValidationError | RequestValidationError) -> tuple[str, str | None]:
@@ -234,6 +249,15 @@ def create_fastapi(svc: Services) -> FastAPI:
         message, param = _validation_message(exc)
         return InvalidRequest(message, param=param).response()
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Unknown routes (404) and methods (405), in OpenAI's shape like every other error."""
+        err: APIError = (
+            NotFound(str(exc.detail)) if exc.status_code == 404 else InvalidRequest(str(exc.detail))
+        )
+        err.status = exc.status_code
+        return err.response(dict(exc.headers) if exc.headers else None)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
@@ -315,9 +339,11 @@ def create_fastapi(svc: Services) -> FastAPI:
         return read_episode(episode_id, auth(request).tenant)
 
     @app.get("/admin/episodes/{episode_id}")
-    async def admin_episode(episode_id: str, request: Request) -> dict[str, Any]:
+    async def admin_episode(episode_id: str, request: Request, tenant: str | None = None) -> dict[str, Any]:
+        """Any tenant's episode; clients choose episode ids, so name the tenant where several
+        use one (without it: the tenant that used it first)."""
         require_admin(auth(request))
-        return read_episode(episode_id, None)
+        return read_episode(episode_id, tenant)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -18,7 +18,7 @@ from gateway.routing import BASE_VERSION
 from gateway.versions import Version, VersionRegistry
 
 log = logging.getLogger(__name__)
-KEEP_LOADED = 3  # retired versions kept loaded for instant rollback
+KEEP_LOADED = 1  # retired versions kept loaded for instant rollback (vLLM holds few adapters at once)
 
 
 class VersionController:
@@ -65,6 +65,11 @@ class VersionController:
             if reg.canary is None:
                 reg.start_canary(v)
             return v
+
+    async def canary_now(self, vid: str) -> None:
+        """Put a registered version into canary at once, ahead of any queued ones (drills)."""
+        async with self._lock:
+            self.registry.start_canary(self.registry.get(vid))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="rlgw-versions")

@@ -13,7 +13,7 @@ import logging
 import threading
 from typing import Any
 
-from ledger.bus import Bus, BusError
+from ledger.bus import Bus, BusError, Consumer
 from ledger.ids import new_id
 from ledger.records import (
     TOPIC_SCORES,
@@ -48,8 +48,21 @@ class Feed:
     def apply(self, record: Record) -> None:
         raise NotImplementedError
 
+    def _connect(self) -> Consumer | None:
+        """The feed's consumer; while the bus is down (a gateway started during an outage), retry."""
+        group = f"rlgw-gateway-{self.topic}-{new_id()}"
+        while not self._stop.is_set():
+            try:
+                return self._bus.consumer([self._topic], group)
+            except BusError as exc:
+                log.warning("%s feed: %s; retrying", self.topic, exc)
+                self._stop.wait(2.0)
+        return None
+
     def _run(self) -> None:
-        consumer = self._bus.consumer([self._topic], f"rlgw-gateway-{self.topic}-{new_id()}")
+        consumer = self._connect()
+        if consumer is None:
+            return
         try:
             while not self._stop.is_set():
                 try:

@@ -98,10 +98,22 @@ def live_table(stack: Stack, traffic: Traffic, started: float, note: str) -> Gro
     return Group(table, stats, log)
 
 
-def serving_reward(stack: Stack, last: int = 60) -> float | None:
+def serving_reward(stack: Stack, last: int = 60, at_least: int = 1) -> float | None:
+    """The serving version's mean reward over its last `last` scored episodes."""
     reg = stack.services.versions
     rewards = sorted(reg.stats.rewards_of(reg.serving))[-last:]
-    return sum(r for _, r in rewards) / len(rewards) if rewards else None
+    return sum(r for _, r in rewards) / len(rewards) if len(rewards) >= at_least else None
+
+
+def inject_broken(stack: Stack) -> None:
+    """Register a corrupted copy of the serving adapter and canary it at once."""
+    import asyncio
+
+    reg, services = stack.services.versions, stack.services
+    path = corrupt_adapter(str(reg.versions[reg.serving].adapter_path), stack.settings.data_dir / "broken")
+    InProcessPublisher(services).publish(BROKEN, str(path), reg.serving, {"injected": True})
+    if reg.canary != BROKEN:
+        asyncio.run_coroutine_threadsafe(services.controller.canary_now(BROKEN), services.loop).result(30)
 
 
 def run_demo(
@@ -118,37 +130,23 @@ def run_demo(
     )
     users_thread.start()
     reg = stack.services.versions
-    note, broken_at = "learning", None
+    note, broken_at, rolled_back_at = "learning", None, None
     deadline = started + minutes * 60
     try:
         with Live(live_table(stack, traffic, started, note), console=console, refresh_per_second=2) as live:
             while time.monotonic() < deadline:
                 time.sleep(0.5)
-                good = serving_reward(stack)
-                if (
-                    broken_at is None
-                    and reg.serving != "base"
-                    and reg.canary is None
-                    and good is not None
-                    and good >= 0.9
-                ):
-                    path = corrupt_adapter(
-                        str(reg.versions[reg.serving].adapter_path), settings.data_dir / "broken"
-                    )
-                    InProcessPublisher(stack.services).publish(
-                        BROKEN, str(path), reg.serving, {"injected": True}
-                    )
-                    broken_at, note = time.time(), "broken version injected as a canary"
-                if (
-                    broken_at is not None
-                    and reg.versions.get(BROKEN)
-                    and reg.versions[BROKEN].status == "rolled_back"
-                ):
-                    note = "broken version rolled back automatically"
-                    live.update(live_table(stack, traffic, started, note))
-                    time.sleep(3)
-                    break
                 live.update(live_table(stack, traffic, started, note))
+                good = serving_reward(stack, last=50, at_least=50)
+                late = time.monotonic() > started + 0.75 * minutes * 60
+                if broken_at is None and reg.serving != "base" and ((good or 0.0) >= 0.9 or late):
+                    inject_broken(stack)
+                    broken_at, note = time.time(), "broken version injected as a canary"
+                broken = reg.versions.get(BROKEN)
+                if rolled_back_at is None and broken is not None and broken.status == "rolled_back":
+                    rolled_back_at, note = time.monotonic(), "broken version rolled back automatically"
+                if rolled_back_at is not None and time.monotonic() - rolled_back_at > 20:
+                    break  # the serving version's live reward after the drill, then stop
     finally:
         stop_users.set()
         summary = summarise(stack, started, broken_at)

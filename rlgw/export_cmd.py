@@ -43,11 +43,11 @@ def collect(
     store: Any, *, since: float | None, tenant: str | None, rubric: str | None, min_reward: float | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """SFT rows and DPO pairs from every scored episode in the store."""
-    newest: dict[tuple[str, str], Any] = {}
+    newest: dict[tuple[str, str, str], Any] = {}
     after = None
     while batch := store.scored(after, since=since, tenant=tenant, rubric=rubric, limit=1000, settle_s=0):
         for s in batch:
-            key = (s.score.episode_id, s.score.rubric)
+            key = (s.score.tenant, s.score.episode_id, s.score.rubric)
             old = newest.get(key)
             if old is None or (s.score.feedback_seq, s.score.created_at) >= (
                 old.score.feedback_seq,

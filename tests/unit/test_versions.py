@@ -72,7 +72,9 @@ def test_register_loads_everywhere_and_canaries_sticky_episodes(two_replicas) ->
     assert all(len(v) == 1 for v in served.values())
     versions = [next(iter(v)) for v in served.values()]
     assert 5 <= versions.count("v1") <= 35  # canary share 0.5 of 40 episodes
-    again = admin(gw, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/v1"})  # a learner's re-publish
+    again = admin(
+        gw, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/v1"}
+    )  # a learner's re-publish
     assert again.status_code == 200 and again.json()["status"] == "canary"
     dup = admin(gw, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/other"})
     assert dup.status_code == 400 and dup.json()["error"]["code"] == "version_exists"
@@ -224,3 +226,15 @@ def test_decide_does_not_trust_zero_variance_of_a_rare_reward() -> None:
     no_hits = Arm(tuple([0.0] * 20))  # a 5% reward often scores 0 twenty times in a row
     base = Arm(tuple([1.0] * 5 + [0.0] * 95))
     assert decide(no_hits, base, cfg) is None
+
+
+def test_retired_versions_are_unloaded_but_the_rollback_target_stays(two_replicas) -> None:  # type: ignore[no-untyped-def]
+    gw, a, b = two_replicas
+    for vid in ("v1", "v2", "v3"):
+        admin(gw, "/admin/versions", {"version": vid, "adapter_path": f"/tmp/{vid}"})
+        admin(gw, f"/admin/versions/{vid}/promote")
+    asyncio.run_coroutine_threadsafe(gw.services.controller.tick(), _loop_of(gw)).result(10)
+    for replica in (a, b):
+        assert set(replica.state.adapters) == {"rlgw-v2", "rlgw-v3"}  # serving + its rollback target
+    back = admin(gw, "/admin/rollback", {"reason": "test"})
+    assert back.json()["serving"] == "v2"  # instant: v2 was still loaded
