@@ -5,7 +5,8 @@ so it returns only once the records are durable on the broker, and raises `BusUn
 (the recorder spools meanwhile) when the broker is unreachable or slow. Records are keyed
 (episode id), so kafka-python's murmur2 partitioner keeps an episode on one partition.
 Topics are created on start with the configured partitions and replication; a publish that
-finds its topic missing (a broker that came back empty) creates it again.
+finds its topic missing (a broker that came back empty, or was down when this process
+started: a gateway starts during a Kafka outage and spools) creates it again.
 
 Consumers join a group with auto-commit off: `commit()` stores the positions handed out by
 `poll()`, which callers do after their work is durable (at-least-once).
@@ -40,8 +41,11 @@ class KafkaBus:
         self.topics = [cfg.topic_prefix + t for t in TOPICS]
         self._producer: KafkaProducer | None = None
         self._topics_ok = False
-        self.ensure_topics()
-        self._topics_ok = True
+        try:
+            self.ensure_topics()
+            self._topics_ok = True
+        except BusUnavailable as exc:  # start anyway: records spool, topics are made on recovery
+            log.warning("kafka unavailable at start (%s); records spool until it is back", exc)
 
     # -- topics --------------------------------------------------------------------------
     def ensure_topics(self, names: Sequence[str] | None = None) -> None:
@@ -51,6 +55,7 @@ class KafkaBus:
                 bootstrap_servers=self._servers,
                 client_id=self._client_id + "-admin",
                 request_timeout_ms=self.cfg.request_timeout_ms,
+                bootstrap_timeout_ms=self.cfg.request_timeout_ms,  # kafka-python waits 30 s by default
             )
         except KafkaError as exc:
             raise BusUnavailable(f"kafka at {self._servers} unreachable: {exc}") from exc
@@ -86,6 +91,7 @@ class KafkaBus:
                     linger_ms=c.linger_ms,
                     batch_size=c.batch_bytes,
                     max_block_ms=c.request_timeout_ms,
+                    bootstrap_timeout_ms=c.request_timeout_ms,
                     request_timeout_ms=c.request_timeout_ms,
                     delivery_timeout_ms=c.publish_timeout_ms,
                 )
@@ -140,6 +146,7 @@ class KafkaBusConsumer:
             session_timeout_ms=c.session_timeout_ms,
             heartbeat_interval_ms=c.heartbeat_interval_ms,
             request_timeout_ms=max(c.request_timeout_ms, c.session_timeout_ms + 5000),
+            bootstrap_timeout_ms=c.request_timeout_ms,
         )
         try:
             self._consumer = KafkaConsumer(*topics, **opts)
