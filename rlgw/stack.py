@@ -81,8 +81,8 @@ class InProcessPublisher:
         base_equivalent: bool = False,
     ) -> dict[str, Any]:
         loop = self.services.loop
-        if loop is None:
-            raise RuntimeError("the gateway is not running yet")
+        if loop is None or loop.is_closed() or not loop.is_running():
+            raise RuntimeError("the gateway is not running")
         coro = self.services.controller.register(version, adapter_path, parent, data_window, base_equivalent)
         v = asyncio.run_coroutine_threadsafe(coro, loop).result(300)
         return {"version": v.id, "status": v.status}
