@@ -190,9 +190,9 @@ def _read_batch(
 
 def _latest_scores(batch: Sequence[Any]) -> list[Any]:
     """Within one read, a re-score supersedes an earlier score of the same episode and rubric."""
-    latest: dict[tuple[str, str], Any] = {}
+    latest: dict[tuple[str, str, str], Any] = {}
     for item in batch:
-        latest[(item.episode.episode_id, item.score.rubric)] = item
+        latest[(item.score.tenant, item.episode.episode_id, item.score.rubric)] = item
     return list(latest.values())
 
 

@@ -27,25 +27,28 @@ class MemoryStore:
         with self._lock:
             return [r for r in self._records.values() if tenant is None or r.tenant == tenant]
 
-    def _episode_records(self, tenant: str | None) -> dict[str, list[Record]]:
-        out: dict[str, list[Record]] = {}
+    def _episode_records(self, tenant: str | None) -> dict[tuple[str, str], list[Record]]:
+        """Records by (tenant, episode id): clients choose episode ids, so tenants may share one."""
+        out: dict[tuple[str, str], list[Record]] = {}
         for r in self._all(tenant):
             if isinstance(r, Turn | EpisodeEnd | Feedback | Score):
-                out.setdefault(r.episode_id, []).append(r)
+                out.setdefault((r.tenant, r.episode_id), []).append(r)
         return out
 
     def episode(self, episode_id: str, tenant: str | None = None) -> Episode | None:
-        return assemble(episode_id, self._episode_records(tenant).get(episode_id, []))
+        found = [recs for (_, eid), recs in self._episode_records(tenant).items() if eid == episode_id]
+        first = min(found, key=lambda recs: min(r.created_at for r in recs), default=[])
+        return assemble(episode_id, first)
 
     def episodes(
         self, since: float | None = None, limit: int = 100, tenant: str | None = None
     ) -> list[Episode]:
         found = []
-        for episode_id, recs in self._episode_records(tenant).items():
+        for (_, episode_id), recs in self._episode_records(tenant).items():
             turns = [r.created_at for r in recs if isinstance(r, Turn | EpisodeEnd)]
             if turns and (since is None or min(turns) >= since):
                 found.append((min(turns), episode_id, recs))
-        found.sort(reverse=True)
+        found.sort(key=lambda f: (f[0], f[1]), reverse=True)
         return [ep for _, eid, recs in found[:limit] if (ep := assemble(eid, recs)) is not None]
 
     def scored(
@@ -75,7 +78,7 @@ class MemoryStore:
         by_episode = self._episode_records(tenant)
         out = []
         for s in scores:
-            ep = assemble(s.episode_id, by_episode.get(s.episode_id, []))
+            ep = assemble(s.episode_id, by_episode.get((s.tenant, s.episode_id), []))
             if ep is not None:
                 out.append(ScoredEpisode(f"{self._seq[s.id]:020d}", s, ep))
         return out

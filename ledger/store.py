@@ -67,6 +67,10 @@ def _client(dsn: str) -> Any:
         return _embedded[dsn]
 
 
+def _first_at(ep: Episode) -> float:
+    return min((r.created_at for r in [*ep.turns, *ep.feedback, *ep.scores]), default=0.0)
+
+
 def _num(value: Any) -> float | None:
     if isinstance(value, bool):
         return 1.0 if value else 0.0
@@ -135,21 +139,22 @@ class ClickHouseStore:
 
     # -- reads ---------------------------------------------------------------------------
     def episode(self, episode_id: str, tenant: str | None = None) -> Episode | None:
+        """With no tenant and an id that several tenants use, the one that used it first."""
         found = self._episodes_by_id([episode_id], tenant)
-        return found.get(episode_id)
+        return min(found.values(), key=_first_at, default=None)
 
     def episodes(
         self, since: float | None = None, limit: int = 100, tenant: str | None = None
     ) -> list[Episode]:
         where, params = self._filters(tenant=tenant, since=since)
         rows = self._query(
-            f"SELECT episode_id, min(created_at) AS first FROM {self.db}.turns FINAL {where} "
-            "GROUP BY episode_id ORDER BY first DESC LIMIT {limit:UInt32}",
+            f"SELECT tenant, episode_id, min(created_at) AS first FROM {self.db}.turns FINAL {where} "
+            "GROUP BY tenant, episode_id ORDER BY first DESC, episode_id DESC LIMIT {limit:UInt32}",
             {**params, "limit": limit},
         )
-        ids = [r[0] for r in rows]
-        found = self._episodes_by_id(ids, tenant)
-        return [found[i] for i in ids if i in found]
+        keys = [(r[0], r[1]) for r in rows]
+        found = self._episodes_by_id(sorted({k[1] for k in keys}), tenant)
+        return [found[k] for k in keys if k in found]
 
     def scored(
         self,
@@ -184,9 +189,9 @@ class ClickHouseStore:
         scores = [(s, at) for s, at in parsed if isinstance(s, Score)]
         episodes = self._episodes_by_id(sorted({s.episode_id for s, _ in scores}), tenant)
         return [
-            ScoredEpisode(f"{at:020d}:{s.id}", s, episodes[s.episode_id])
+            ScoredEpisode(f"{at:020d}:{s.id}", s, episodes[(s.tenant, s.episode_id)])
             for s, at in scores
-            if s.episode_id in episodes
+            if (s.tenant, s.episode_id) in episodes
         ]
 
     def version_metrics(
@@ -240,27 +245,28 @@ class ClickHouseStore:
             self._client.close()
 
     # -- internals -----------------------------------------------------------------------
-    def _episodes_by_id(self, ids: Sequence[str], tenant: str | None) -> dict[str, Episode]:
+    def _episodes_by_id(self, ids: Sequence[str], tenant: str | None) -> dict[tuple[str, str], Episode]:
+        """Episodes by (tenant, episode id): clients choose episode ids, so tenants may share one."""
         if not ids:
             return {}
         tenant_sql = " AND tenant = {tenant:String}" if tenant is not None else ""
         params: dict[str, Any] = {"ids": list(ids), "tenant": tenant or ""}
-        grouped: dict[str, list[Record]] = {}
+        grouped: dict[tuple[str, str], list[Record]] = {}
         for table in ("turns", "feedback", "scores"):
             rows = self._query(
-                f"SELECT episode_id, body FROM {self.db}.{table} FINAL "
+                f"SELECT tenant, episode_id, body FROM {self.db}.{table} FINAL "
                 f"WHERE episode_id IN {{ids:Array(String)}}{tenant_sql}",
                 params,
             )
-            for episode_id, body in rows:
+            for row_tenant, episode_id, body in rows:
                 rec = self._parse(body)
                 if rec is not None:
-                    grouped.setdefault(episode_id, []).append(rec)
+                    grouped.setdefault((row_tenant, episode_id), []).append(rec)
         out = {}
-        for episode_id, recs in grouped.items():
-            ep = assemble(episode_id, recs)
+        for key, recs in grouped.items():
+            ep = assemble(key[1], recs)
             if ep is not None:
-                out[episode_id] = ep
+                out[key] = ep
         return out
 
     @staticmethod

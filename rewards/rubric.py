@@ -142,11 +142,11 @@ class Match:
         return out
 
 
-def score_id(episode_id: str, rubric: str, version: str, feedback_seq: int, turns: int) -> str:
-    """Deterministic: a replay of the same episode state yields the same id."""
-    return str(
-        uuid.uuid5(SCORE_NAMESPACE, f"{episode_id}\x1f{rubric}\x1f{version}\x1f{feedback_seq}\x1f{turns}")
-    )
+def score_id(tenant: str, episode_id: str, rubric: str, version: str, feedback_seq: int, turns: int) -> str:
+    """Deterministic: a replay of the same episode state yields the same id. The tenant is part
+    of it: two tenants may use one episode id (clients choose them)."""
+    key = f"{tenant}\x1f{episode_id}\x1f{rubric}\x1f{version}\x1f{feedback_seq}\x1f{turns}"
+    return str(uuid.uuid5(SCORE_NAMESPACE, key))
 
 
 def _as_value(out: Any) -> float | None:
@@ -241,7 +241,7 @@ class Rubric:
         total = None if rewards and not counted else sum(f.weight * (values[f.name] or 0.0) for f in counted)
         seq = len(view.feedback)
         return Score(
-            id=score_id(view.episode_id, self.name, self.version, seq, len(view.turns)),
+            id=score_id(view.tenant, view.episode_id, self.name, self.version, seq, len(view.turns)),
             episode_id=view.episode_id,
             tenant=view.tenant,
             rubric=self.name,

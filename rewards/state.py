@@ -5,6 +5,8 @@ and has turns, and its (feedback count, turn count) differs from what was last s
 feedback re-scores it, and a replayed record changes nothing. A turn after a scored close
 reopens the episode (it is scored again when it closes again).
 Scored episodes stay `keep_scored_s` for late feedback (as their records' bytes), then are forgotten.
+Episodes are keyed by (tenant, episode id): ids are chosen by clients, so two tenants may use
+one id, and their records must never merge (nor may one tenant's feedback score another's turns).
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ class EpisodeState:
             self.live = None
 
     @property
+    def key(self) -> EpisodeKey:
+        return self.tenant, self.episode_id
+
+    @property
     def signature(self) -> tuple[int, int]:
         return self.feedback, self.turns
 
@@ -68,27 +74,31 @@ def _add(episode: Episode, record: Record) -> None:
         episode.feedback.append(record)
 
 
+EpisodeKey = tuple[str, str]  # (tenant, episode id)
+
+
 class EpisodeBook:
     def __init__(self) -> None:
-        self._states: OrderedDict[str, EpisodeState] = OrderedDict()  # least recently touched first
+        self._states: OrderedDict[EpisodeKey, EpisodeState] = OrderedDict()  # least recently touched first
 
     def __len__(self) -> int:
         return len(self._states)
 
-    def get(self, episode_id: str) -> EpisodeState | None:
-        return self._states.get(episode_id)
+    def get(self, episode_id: str, tenant: str = "default") -> EpisodeState | None:
+        return self._states.get((tenant, episode_id))
 
     def apply(self, record: Record, now: float, raw: bytes | None = None) -> EpisodeState | None:
         """Add one record; returns the episode's state (None for records about no episode)."""
         eid = getattr(record, "episode_id", None)
         if eid is None:
             return None
-        st = self._states.get(eid)
+        key = (record.tenant, eid)
+        st = self._states.get(key)
         if st is None:
             st = EpisodeState(None, now, episode_id=eid, tenant=record.tenant)
-            self._states[eid] = st
+            self._states[key] = st
         else:
-            self._states.move_to_end(eid)
+            self._states.move_to_end(key)
             st.touched = now
         if record.id in st.seen:
             return st
@@ -129,10 +139,10 @@ class EpisodeBook:
     def forget(self, now: float, keep_scored_s: float) -> int:
         """Drop scored episodes untouched for `keep_scored_s`; returns how many."""
         old = [
-            eid
-            for eid, st in self._states.items()
+            key
+            for key, st in self._states.items()
             if now - st.touched >= keep_scored_s and st.closed and not st.due
         ]
-        for eid in old:
-            del self._states[eid]
+        for key in old:
+            del self._states[key]
         return len(old)

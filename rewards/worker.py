@@ -35,7 +35,7 @@ from ledger.records import (
 from rewards.metrics import WorkerMetrics
 from rewards.rubric import SCORE_NAMESPACE, Rubric
 from rewards.source import EpisodeSource
-from rewards.state import EpisodeBook, EpisodeState
+from rewards.state import EpisodeBook, EpisodeKey, EpisodeState
 from rewards.view import EpisodeView
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class RubricWorker:
         self.metrics = metrics
         self.clock = clock
         self.batch = batch
-        self.pending: dict[str, EpisodeState] = {}  # due, not yet published
+        self.pending: dict[EpisodeKey, EpisodeState] = {}  # due, not yet published
         self.published = 0
         self._last_commit = clock()
         self._last_forget = clock()
@@ -108,10 +108,10 @@ class RubricWorker:
                 continue
             st = self.book.apply(record, now, msg.value)
             if st is not None and (st.due or (not st.turns and not st.recovered)):
-                self.pending[st.episode_id] = st
+                self.pending[st.key] = st
         ends = self.book.idle(now, self.idle_timeout_s)
         for st in ends:
-            self.pending[st.episode_id] = st
+            self.pending[st.key] = st
         self._recover([st for st in self.pending.values() if not st.turns])
         due = [st for st in self.pending.values() if st.due]
         scores = await self._score(due)
@@ -123,14 +123,14 @@ class RubricWorker:
         except BusUnavailable as exc:
             log.warning("cannot publish %d scores yet: %s", len(scores), exc)
             return 0
-        rescored = {st.episode_id for st in due if st.scored is not None}
+        rescored = {st.key for st in due if st.scored is not None}
         for st in due:
             st.scored = st.signature
             st.pack()
         if self.metrics:
             for s in scores:
                 self.metrics.scores.labels(s.rubric).inc()
-                if s.episode_id in rescored:
+                if (s.tenant, s.episode_id) in rescored:
                     self.metrics.rescores.labels(s.rubric).inc()
         self.pending = {k: st for k, st in self.pending.items() if st.due}
         self.published += len(scores)
@@ -192,7 +192,7 @@ class RubricWorker:
 
 def _idle_end(st: EpisodeState) -> tuple[str, bytes]:
     eid = st.episode_id
-    rid = str(uuid.uuid5(SCORE_NAMESPACE, f"idle-end\x1f{eid}\x1f{st.turns}"))
+    rid = str(uuid.uuid5(SCORE_NAMESPACE, f"idle-end\x1f{st.tenant}\x1f{eid}\x1f{st.turns}"))
     return eid, EpisodeEnd(id=rid, episode_id=eid, tenant=st.tenant, reason="idle").to_bytes()
 
 

@@ -56,6 +56,25 @@ def test_tenants_never_read_each_other(any_store: Any) -> None:
     assert [e.episode_id for e in any_store.episodes(since=1.5)] == ["e2"]
 
 
+def test_tenants_sharing_an_episode_id_never_merge(any_store: Any) -> None:
+    """Episode ids are chosen by clients: two tenants may use one, and reads keep them apart."""
+    a, b = turn("e1", 1.0, tenant="a"), turn("e1", 2.0, tenant="b")
+    fb = Feedback(episode_id="e1", tenant="b", name="thumbs", value=False, created_at=2.5)
+    scores = [
+        Score(episode_id="e1", tenant=t, rubric="r", rubric_version="1", total=x, version="v1")
+        for t, x in (("a", 1.0), ("b", 0.0))
+    ]
+    any_store.write([a, b, fb, *scores])
+    ep_a, ep_b = any_store.episode("e1", tenant="a"), any_store.episode("e1", tenant="b")
+    assert [t.id for t in ep_a.turns] == [a.id] and ep_a.feedback == [] and ep_a.tenant == "a"
+    assert [t.id for t in ep_b.turns] == [b.id] and len(ep_b.feedback) == 1
+    assert [t.id for t in any_store.episode("e1").turns] == [a.id]  # unscoped: the first user
+    assert sorted((e.tenant, len(e.turns)) for e in any_store.episodes()) == [("a", 1), ("b", 1)]
+    scored = {s.score.tenant: s.episode for s in any_store.scored(settle_s=0)}
+    assert [t.id for t in scored["a"].turns] == [a.id] and scored["a"].feedback == []
+    assert [t.id for t in scored["b"].turns] == [b.id]
+
+
 def test_scored_reads_resume_from_a_position_and_filter(any_store: Any) -> None:
     turns = [turn(f"e{i}", float(i), version="v1" if i % 2 else "v2") for i in range(6)]
     scores = [

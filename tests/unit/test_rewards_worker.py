@@ -192,3 +192,25 @@ async def test_feedback_for_an_episode_it_never_saw_is_scored_from_the_store() -
     assert geo.feedback_seq == 1 and geo.total == 1.5
     publish(bus, Feedback(episode_id="never", name="thumbs", value=True, done=True))
     assert await w.step(timeout_s=0) == 0  # nothing anywhere to score: no crash either
+
+
+async def test_tenants_sharing_an_episode_id_never_merge() -> None:
+    """Clients choose episode ids: two tenants may use one. Their episodes are scored apart,
+    and one tenant's feedback on that id never touches the other's episode."""
+    store = MemoryStore()
+    a_turn, b_turn = turn("shared"), turn("shared", "Lyon")
+    a_turn.tenant, b_turn.tenant = "a", "b"
+    store.write([a_turn, b_turn])
+    bus = MemoryBus()
+    publish(bus, a_turn, b_turn, EpisodeEnd(episode_id="shared", tenant="a"))
+    publish(bus, EpisodeEnd(episode_id="shared", tenant="b"))
+    w = worker(bus, source=store)
+    await w.step(timeout_s=0)
+    geo = {s.tenant: s for s in scores(bus) if s.rubric == "geo"}
+    assert set(geo) == {"a", "b"} and geo["a"].id != geo["b"].id
+    assert geo["a"].values["says_paris"] == 1.0 and geo["b"].values["says_paris"] == 0.0
+    # tenant c names tenant a's episode id: it lands in c's own (empty) episode
+    publish(bus, Feedback(episode_id="shared", tenant="c", name="thumbs", value=False, done=True))
+    assert await w.step(timeout_s=0) == 0
+    st = w.book.get("shared", "a")
+    assert st is not None and st.feedback == 0 and len(st.episode.turns) == 1
