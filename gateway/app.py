@@ -27,6 +27,7 @@ from gateway.feeds import Feed, ScoreFeed, VersionFeed
 from gateway.metrics import Metrics
 from gateway.pool import Pool
 from gateway.routing import Router
+from gateway.scrub import scrub_feedback
 from gateway.tracing import setup_tracing
 from gateway.versions import VersionRegistry
 from ledger.bus import Bus
@@ -109,6 +110,7 @@ class Services:
             max_n=cfg.max_n,
             max_tokens=cfg.max_tokens_limit,
             on_request=self.versions.observe_request,
+            scrub_pii=self.settings.ledger.scrub_pii,
         )
 
 
@@ -317,7 +319,9 @@ def create_fastapi(svc: Services) -> FastAPI:
             done=fb.done,
             tenant=principal.tenant,
         )
-        svc.recorder.record(TOPIC_FEEDBACK, record)
+        svc.recorder.record(
+            TOPIC_FEEDBACK, scrub_feedback(record) if svc.settings.ledger.scrub_pii else record
+        )
         return {"id": record.id, "episode_id": episode_id, "status": "accepted"}
 
     @app.post("/v1/episodes/{episode_id}/end")

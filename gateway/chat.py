@@ -22,6 +22,7 @@ from gateway.errors import APIError, InvalidRequest, NotFound, UpstreamError, Up
 from gateway.metrics import Metrics
 from gateway.pool import Pool, Replica
 from gateway.routing import Route, Router
+from gateway.scrub import scrub_turn
 from gateway.tap import StreamTap, Wants, choices_from_reply, strip_reply, tokens_complete
 from ledger.ids import new_id
 from ledger.recorder import Recorder
@@ -95,12 +96,14 @@ class ChatService:
         max_tokens: int,
         turns: TurnIndex | None = None,
         on_request: Callable[[str, bool, float], None] | None = None,
+        scrub_pii: bool = False,
     ) -> None:
         self.pool, self.router, self.recorder, self.metrics = pool, router, recorder, metrics
         self.public_model, self.max_n, self.max_tokens = public_model, max_n, max_tokens
         self.turns = turns or TurnIndex()
         self._on_request = on_request or (lambda version, ok, latency_ms: None)
         self._logged_unknown: set[str] = set()
+        self.scrub_pii = scrub_pii  # records only: the client's reply is untouched
         self._extensions = True  # False once the upstream rejects vLLM's extra request fields
 
     # ---- request -----------------------------------------------------------------------
@@ -326,7 +329,7 @@ class ChatService:
             metadata=meta,
             error=error,
         )
-        self.recorder.record(TOPIC_TURNS, turn)
+        self.recorder.record(TOPIC_TURNS, scrub_turn(turn) if self.scrub_pii else turn)
         self.turns.add(turn.id, turn.episode_id, ctx.tenant)
         if ctx.episode.end:
             self.end_episode(ctx.episode.episode_id, ctx.tenant, "client")

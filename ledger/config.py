@@ -96,6 +96,10 @@ class LedgerConfig(Section):
     """Partitions per topic of the embedded log (records go by key hash, so an episode stays ordered)."""
     local_synchronous: Literal["full", "normal"] = "full"
     """SQLite synchronous mode of the embedded log: full survives power loss, normal a process crash."""
+    scrub_pii: bool = False
+    """Replace emails, phone numbers and card numbers in recorded message contents with
+    placeholders before records leave the gateway; scrubbed turns drop their token ids and
+    log-probs (which would spell the original), so the learner skips them."""
     linger_ms: int = 20
     """Kafka producer: wait this long to fill a batch (chosen by benchmarks/ledger_throughput.py)."""
     batch_bytes: int = 512 * 1024
