@@ -87,16 +87,16 @@ class ScoreFeed(Feed):
 
     def __init__(self, bus: Bus, registry: Any, topic_prefix: str = "") -> None:
         super().__init__(bus, registry, topic_prefix)
-        self._seen: dict[tuple[str, str], int] = {}
+        self._seen: dict[tuple[str, str, str], int] = {}
 
     def apply(self, record: Record) -> None:
         if not isinstance(record, Score):
             return
-        key = (record.episode_id, record.rubric)
+        key = (record.tenant, record.episode_id, record.rubric)  # tenants may reuse an episode id
         if self._seen.get(key, -1) > record.feedback_seq:
             return  # older than a score already applied
         self._seen[key] = record.feedback_seq
-        self.registry.observe_score(record.version, f"{record.episode_id}|{record.rubric}", record.total)
+        self.registry.observe_score(record.version, "|".join(key), record.total)
 
 
 class VersionFeed(Feed):
