@@ -1,0 +1,99 @@
+"""Drill: the learner is SIGKILLed mid-save and mid-publish, then restarted.
+
+A learner process (tests/fixtures/drill_learner.py: `run_learner` on fixed scored episodes,
+the tiny model, publishing over HTTP) in front of an `rlgw gateway` process with a fake
+replica. Killed once just before a version's COMPLETE marker (everything else written) and
+once just before it publishes a saved version: neither a half-written version is listed by
+the checkpoint dir (`complete_versions`) nor anything unpublished registered in the gateway.
+The third start resumes the saved version, re-publishes it, trains and publishes the next.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from learner.checkpoint import TMP_PREFIX, complete_versions, versions_dir
+from tests.fixtures.drills import Gateway, Proc, fake_replica, gateway, stopping, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def learner(data_dir: Path, gw: Gateway, model: Path, *extra: str) -> Proc:
+    cmd = [sys.executable, "-m", "tests.fixtures.drill_learner", "--data-dir", str(data_dir)]
+    cmd += ["--gateway", gw.root, "--model", str(model), *extra]
+    env = {"PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return Proc("learner", cmd, data_dir.parent / "learner.log", env).start()
+
+
+def registered(gw: Gateway) -> list[str]:
+    body = httpx.get(gw.root + "/admin/versions", timeout=5).json()
+    return [v["id"] for v in body["versions"] if v["id"].startswith("v")]
+
+
+def killed_when_paused(proc: Proc, flag: Path) -> None:
+    wait_for(lambda: flag.exists() or not proc.alive, "the learner to reach the kill point", 120, 0.05)
+    assert proc.alive, proc.log_tail()
+    proc.kill()  # SIGKILL
+    flag.unlink()
+
+
+def test_learner_killed_mid_save_and_mid_publish_resumes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    data_dir = tmp_path / "learner-data"
+    data_dir.mkdir()
+    root = data_dir / "learner"
+    flag = data_dir / "paused"
+    with stopping([]) as procs:
+        replica, url = fake_replica(tmp_path)
+        procs.append(replica)
+        gw = gateway(tmp_path / "gw", [url], {"RLGW_LEDGER__BUS": "memory", "RLGW_LEDGER__STORE": "memory"})
+        procs.append(gw)
+        t0 = time.monotonic()
+
+        # 1. killed mid-save: the version's files are written, its marker is not
+        first = learner(data_dir, gw, tiny_model_dir, "--pause-at", "marker")
+        procs.append(first)
+        killed_when_paused(first, flag)
+        half = [d.name for d in versions_dir(root).iterdir() if d.name.startswith(TMP_PREFIX)]
+        after_save_kill = (len(half), [s.version for s in complete_versions(root)], registered(gw))
+
+        # 2. killed mid-publish: the version is saved completely, the gateway has not got it
+        second = learner(data_dir, gw, tiny_model_dir, "--pause-at", "publish")
+        procs.append(second)
+        killed_when_paused(second, flag)
+        saved = [s.version for s in complete_versions(root)]
+        after_publish_kill = (saved, registered(gw))
+
+        # 3. restarted: resumes the saved version, re-publishes it, trains and publishes the next
+        third = learner(data_dir, gw, tiny_model_dir, "--max-versions", "1")
+        procs.append(third)
+        assert third.popen is not None
+        assert third.popen.wait(180) == 0, third.log_tail()
+        report = json.loads(third.log_tail(2000).strip().splitlines()[-1])
+        states = complete_versions(root)
+        leftovers = [d.name for d in versions_dir(root).iterdir() if d.name.startswith(TMP_PREFIX)]
+        print(
+            f"\n[drill learner-sigkill] after the mid-save kill: temp dirs {after_save_kill[0]}, "
+            f"complete versions {after_save_kill[1]}, registered {after_save_kill[2]}; after the "
+            f"mid-publish kill: complete {after_publish_kill[0]}, registered {after_publish_kill[1]}; "
+            f"restart: saved {report['versions']}, published {report['published']}, "
+            f"registered {registered(gw)}, temp dirs left {len(leftovers)}; "
+            f"drill {time.monotonic() - t0:.1f} s"
+        )
+        assert after_save_kill == (1, [], [])  # the half-written save exists, invisible to all
+        (v1,) = after_publish_kill[0]
+        assert v1.startswith("v1-") and after_publish_kill[1] == []
+        (v2,) = report["versions"]
+        assert v2.startswith("v2-")
+        assert report["published"] == [v1, v2]
+        assert [s.version for s in states] == [v1, v2] and states[1].parent == v1
+        assert sorted(registered(gw)) == sorted([v1, v2])
+        assert leftovers == []
