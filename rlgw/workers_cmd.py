@@ -6,6 +6,7 @@ import signal
 import threading
 
 import typer
+from prometheus_client import CollectorRegistry, start_http_server
 
 from rlgw.options import ConfigOpt, DataDirOpt, settings_from
 
@@ -17,7 +18,20 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def store_writer(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+MetricsPortOpt = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port.")
+
+
+def _metrics_registry(port: int | None) -> CollectorRegistry | None:
+    if port is None:
+        return None
+    registry = CollectorRegistry()
+    start_http_server(port, registry=registry)
+    return registry
+
+
+def store_writer(
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, metrics_port: int | None = MetricsPortOpt
+) -> None:
     """Move records from the bus into the store, in batches, as one member of the writers' group."""
     from ledger.wiring import open_bus, open_store
     from ledger.writer import StoreWriter
@@ -26,14 +40,20 @@ def store_writer(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     cfg = settings.ledger
     bus, store = open_bus(settings), open_store(settings)
     writer = StoreWriter(
-        bus, store, topic_prefix=cfg.topic_prefix, batch=cfg.writer_batch, linger_s=cfg.writer_linger_s
+        bus,
+        store,
+        topic_prefix=cfg.topic_prefix,
+        batch=cfg.writer_batch,
+        linger_s=cfg.writer_linger_s,
+        registry=_metrics_registry(metrics_port),
     )
     stop = _stop_on_signals()
     typer.secho(f"store writer: {cfg.bus} → {cfg.store}", err=True)
+    writer.start()  # retries while the bus or the store is down; commits only after inserts
     try:
-        while not stop.is_set():
-            writer.step()
+        stop.wait()
     finally:
+        writer.close()
         bus.close()
         store.close()
 
@@ -42,6 +62,7 @@ def learner(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     gateway: str = typer.Option(None, "--gateway", help="Gateway root URL to publish versions to."),
+    metrics_port: int | None = MetricsPortOpt,
 ) -> None:
     """Train on scored traffic from the store and publish each version to the gateway."""
     from learner.loop import run_learner
@@ -57,7 +78,7 @@ def learner(
     publisher = HttpPublisher(url, settings.learner.admin_key, retries=settings.learner.publish_retries)
     stop = _stop_on_signals()
     try:
-        report = run_learner(settings, store, publisher, stop)
+        report = run_learner(settings, store, publisher, stop, registry=_metrics_registry(metrics_port))
         typer.secho(f"learner stopped after {len(report.steps)} steps, versions {report.versions}", err=True)
     finally:
         publisher.close()
