@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -14,7 +15,7 @@ from tests.fixtures.upstream import gateway_settings, start_gateway, stop_gatewa
 
 pytestmark = pytest.mark.integration
 
-MSG = [{"role": "user", "content": "Say a colour"}]
+MSG: Any = [{"role": "user", "content": "Say a colour"}]
 
 
 @pytest.fixture
@@ -46,10 +47,10 @@ def test_token_ids_decode_to_exactly_what_the_client_got(gw, vllm_server) -> Non
     turns = recorded(gw)
     assert len(turns) == 2 and all(t.tokens_recorded for t in turns)
     texts = [ch.message.content for ch in plain.choices] + [streamed]
-    got = [tok.decode(ch.token_ids, skip_special_tokens=True) for t in turns for ch in t.choices]
+    got = [tok.decode(ch.token_ids or [], skip_special_tokens=True) for t in turns for ch in t.choices]
     assert got == texts
     for t in turns:
-        assert tok.decode(t.prompt_token_ids) == tok.apply_chat_template(
+        assert tok.decode(t.prompt_token_ids or []) == tok.apply_chat_template(
             MSG, add_generation_prompt=True, tokenize=False
         )
         assert all(len(ch.logprobs or []) == len(ch.token_ids or []) for ch in t.choices)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import openai
 import pytest
 
@@ -113,7 +115,7 @@ async def test_async_client_episode_from_metadata_and_end_header(gateway: Gatewa
         extra_headers={"X-Episode-End": "true"},
     )
     await aclient.close()
-    recs = [parse_record(m.value) for m in gateway.bus.messages("turns")]
+    recs: list[Any] = [parse_record(m.value) for m in gateway.bus.messages("turns")]
     kinds = [(r.kind, getattr(r, "episode_id", None)) for r in recs]
     assert kinds == [("turn", "ep-meta"), ("turn", "ep-meta"), ("episode_end", "ep-meta")]
     assert (

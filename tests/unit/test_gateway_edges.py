@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -22,7 +23,7 @@ from tests.fixtures.upstream import (
     stop_gateway,
 )
 
-MSG = [{"role": "user", "content": "hi"}]
+MSG: Any = [{"role": "user", "content": "hi"}]
 
 
 def post(gw: GatewayServer, content: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -154,7 +155,7 @@ def test_feedback_by_episode_and_by_turn(gateway: GatewayServer) -> None:
         resp = httpx.post(gateway.url + "/feedback", json=body)
         assert resp.status_code == 200, resp.text
     gateway.services.recorder.flush(5)
-    fbs = [parse_record(m.value) for m in gateway.bus.messages("feedback")]
+    fbs: list[Any] = [parse_record(m.value) for m in gateway.bus.messages("feedback")]
     assert all(isinstance(f, Feedback) and f.episode_id == episode for f in fbs)
     assert [f.value for f in fbs] == [True, 0.5, "too long", [{"role": "assistant", "content": "better"}]]
     bad = httpx.post(gateway.url + "/feedback", json={"name": "x", "value": 1})

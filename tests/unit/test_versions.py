@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -14,7 +15,7 @@ from ledger.config import VersionsConfig
 from ledger.records import ModelVersion, parse_record
 from tests.fixtures.upstream import GatewayServer, gateway_settings, start_fake, start_gateway, stop_gateway
 
-MSG = [{"role": "user", "content": "hi"}]
+MSG: Any = [{"role": "user", "content": "hi"}]
 
 
 def test_decide_promotes_only_on_a_confident_gain() -> None:
