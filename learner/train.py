@@ -80,6 +80,8 @@ class Trainer:
         self.cfg = cfg
         self.model_dir = Path(model_dir)
         self.device = pick_device(cfg.device)
+        if self.device.type == "cpu" and cfg.cpu_threads > 0:
+            torch.set_num_threads(cfg.cpu_threads)
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(cfg.dtype)
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32

@@ -163,6 +163,9 @@ class LearnerConfig(Section):
     """Samples served more than this many versions ago are skipped."""
     device: str = "auto"
     """auto | cpu | cuda."""
+    cpu_threads: int = 0
+    """Torch threads when training on the CPU (0: torch's default). Beside a vLLM-CPU engine on
+    the same machine, 1 keeps training off the engine's core (the embedded stack sets it)."""
     logprob_chunk: int = 1024
     """Tokens per chunk when computing log-probs over the LM head."""
     lora_alpha: int = 16

@@ -112,7 +112,7 @@ def demo(
     data_dir: DataDirOpt = None,
     port: PortOpt = None,
     minutes: float = typer.Option(10.0, help="Stop after this long at most."),
-    users: int = typer.Option(8, help="Simulated users calling the gateway at once."),
+    users: int = typer.Option(4, help="Simulated users calling the gateway at once."),
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write a summary here (and a PNG plot beside it).")
     ] = None,

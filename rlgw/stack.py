@@ -149,6 +149,8 @@ def start_engine(stack: Stack, model: Path | None, say: Callable[[str], None]) -
     stack.engine = start_vllm(model_dir, port, log_path=log_path)
     url = f"http://127.0.0.1:{port}/v1"
     wait_ready(url, 600, proc=stack.engine, log_path=log_path)
+    if settings.learner.cpu_threads == 0:
+        settings.learner.cpu_threads = 1  # the engine holds a core of its own; share the rest
     settings.gateway.upstreams = [url]
     settings.learner.model = str(model_dir)
 

@@ -17,6 +17,7 @@ MARGIN = 0.3  # a promoted version's live reward must beat the base's by this mu
 BROKEN = "broken"
 
 
+@pytest.mark.timeout(960)
 def test_train_canary_promote_and_roll_back_a_broken_version(tmp_path: Path) -> None:
     out = tmp_path / "summary.json"
     cmd = [
