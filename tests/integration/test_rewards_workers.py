@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,7 +40,7 @@ name = "short"
 use = "length_penalty"
 max_chars = 20
 """
-PREFIX = "rlgw."
+PREFIX = f"rw{uuid.uuid4().hex[:8]}."  # topics of its own: the session broker holds other tests' records
 WORKER = "import typer; from rlgw.rubric_cmd import rubric_worker; typer.run(rubric_worker)"
 
 
@@ -147,7 +148,12 @@ def test_two_worker_processes_on_the_local_bus(data_dir: Path) -> None:
 
     bus = LocalBus(data_dir / "ledger" / "log.sqlite", partitions=4)
     try:
-        run_scenario(bus, data_dir, {"RLGW_LEDGER__BUS": "local", "RLGW_LEDGER__LOCAL_PARTITIONS": "4"})
+        env = {
+            "RLGW_LEDGER__BUS": "local",
+            "RLGW_LEDGER__LOCAL_PARTITIONS": "4",
+            "RLGW_LEDGER__TOPIC_PREFIX": PREFIX,
+        }
+        run_scenario(bus, data_dir, env)
     finally:
         bus.close()
 
@@ -156,11 +162,20 @@ def test_two_worker_processes_on_kafka(data_dir: Path, broker: object) -> None:
     from ledger.kafkabus import KafkaBus
 
     bootstrap = broker.bootstrap  # type: ignore[attr-defined]
-    bus = KafkaBus(LedgerConfig(bootstrap_servers=[bootstrap], partitions=4))
+    # the test's own reader joins its group quickly too (a join waits about half the session timeout)
+    cfg = LedgerConfig(
+        bootstrap_servers=[bootstrap],
+        partitions=4,
+        topic_prefix=PREFIX,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
+    bus = KafkaBus(cfg)
     try:
         bus.ensure_topics()
         env = {
             "RLGW_LEDGER__BUS": "kafka",
+            "RLGW_LEDGER__TOPIC_PREFIX": PREFIX,
             "RLGW_LEDGER__BOOTSTRAP_SERVERS": f'["{bootstrap}"]',
             # the dead member's partitions move to the survivor once its session expires
             "RLGW_LEDGER__SESSION_TIMEOUT_MS": "6000",
