@@ -115,6 +115,7 @@ async def test_async_client_episode_from_metadata_and_end_header(gateway: Gatewa
         extra_headers={"X-Episode-End": "true"},
     )
     await aclient.close()
+    assert gateway.services.recorder.flush(5)
     recs: list[Any] = [parse_record(m.value) for m in gateway.bus.messages("turns")]
     kinds = [(r.kind, getattr(r, "episode_id", None)) for r in recs]
     assert kinds == [("turn", "ep-meta"), ("turn", "ep-meta"), ("episode_end", "ep-meta")]
