@@ -114,7 +114,11 @@ def main() -> None:
         async with httpx.AsyncClient(timeout=60) as http:
             while not stop.is_set():
                 before = set(live)
-                r = await http.post(root + "/v1/chat/completions", json=body)
+                try:
+                    r = await http.post(root + "/v1/chat/completions", json=body)
+                except httpx.HTTPError:
+                    counts["failed"] += 1
+                    continue
                 if r.status_code != 200:
                     counts["failed"] += 1
                 elif r.headers["x-model-version"] not in before | live:

@@ -23,6 +23,7 @@ from gateway.errors import NoReplica, UpstreamError, UpstreamTimeout
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {502, 503}
+SLOW_PROBES_DOWN = 3  # consecutive timed-out probes that mark a replica unhealthy
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Replica:
     models: list[str] = field(default_factory=list)
     last_error: str = ""
     checked_at: float = 0.0
+    slow_probes: int = 0  # consecutive probes that timed out
 
     @property
     def root(self) -> str:
@@ -146,8 +148,13 @@ class Pool:
             replica.models = [m["id"] for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
             if not replica.healthy:
                 log.info("replica %s is healthy again", replica.url)
-            replica.healthy, replica.last_error = True, ""
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            replica.healthy, replica.last_error, replica.slow_probes = True, "", 0
+        except TimeoutError as exc:
+            # A busy engine may answer a probe late; a dead one refuses connections (below).
+            replica.slow_probes += 1
+            if replica.slow_probes >= SLOW_PROBES_DOWN:
+                self._mark_down(replica, f"health: {replica.slow_probes} probes timed out ({exc!r})")
+        except (aiohttp.ClientError, ValueError) as exc:
             self._mark_down(replica, f"health: {exc!r}")
         replica.checked_at = time.time()
         return replica.healthy
