@@ -4,8 +4,7 @@
 the rubric worker, the learner), then `--requests` chat requests from `--concurrency` clients
 (one-turn episodes, ended by header), stopping at the count or after `--seconds`. Prints
 sustained requests/s, p50/p99 latency, and the ledger's lag at the end: records not yet
-published, turns not yet in the store, episodes not yet scored (then how long they took to
-catch up).
+published, episodes not yet scored in the store (then how long they took to catch up).
 
     python benchmarks/load.py [--requests 2000] [--concurrency 16] [--seconds 300]
 """
