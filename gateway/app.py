@@ -23,6 +23,7 @@ from gateway.controller import VersionController
 from gateway.dashboard import add_dashboard_routes
 from gateway.episodes import resolve_episode
 from gateway.errors import APIError, InvalidRequest, NoReplica, NotFound, PayloadTooLarge, error_response
+from gateway.explore import Exploration
 from gateway.feeds import Feed, ScoreFeed, VersionFeed
 from gateway.metrics import Metrics
 from gateway.pool import Pool
@@ -110,6 +111,7 @@ class Services:
             max_n=cfg.max_n,
             max_tokens=cfg.max_tokens_limit,
             on_request=self.versions.observe_request,
+            explore=Exploration(cfg.exploration_share, cfg.exploration_k, cfg.exploration_tasks),
             scrub_pii=self.settings.ledger.scrub_pii,
         )
 

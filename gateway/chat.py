@@ -19,6 +19,7 @@ from starlette.responses import Response, StreamingResponse
 
 from gateway.episodes import EpisodeRef, TurnIndex
 from gateway.errors import APIError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout, error_sse
+from gateway.explore import Exploration
 from gateway.metrics import Metrics
 from gateway.pool import Pool, Replica
 from gateway.routing import Route, Router
@@ -96,12 +97,14 @@ class ChatService:
         max_tokens: int,
         turns: TurnIndex | None = None,
         on_request: Callable[[str, bool, float], None] | None = None,
+        explore: Exploration | None = None,
         scrub_pii: bool = False,
     ) -> None:
         self.pool, self.router, self.recorder, self.metrics = pool, router, recorder, metrics
         self.public_model, self.max_n, self.max_tokens = public_model, max_n, max_tokens
         self.turns = turns or TurnIndex()
         self._on_request = on_request or (lambda version, ok, latency_ms: None)
+        self.explore = explore
         self._logged_unknown: set[str] = set()
         self.scrub_pii = scrub_pii  # records only: the client's reply is untouched
         self._extensions = True  # False once the upstream rejects vLLM's extra request fields
@@ -140,7 +143,9 @@ class ChatService:
                 self._logged_unknown.add(key)
                 log.info("passing unknown request field %r through to the upstream", key)
 
-    def upstream_body(self, body: dict[str, Any], route: Route, tokens: bool) -> tuple[bytes, Wants]:
+    def upstream_body(
+        self, body: dict[str, Any], route: Route, tokens: bool, n: int = 1
+    ) -> tuple[bytes, Wants]:
         stream = bool(body.get("stream"))
         raw_opts = body.get("stream_options")
         opts: dict[str, Any] = raw_opts if isinstance(raw_opts, dict) else {}
@@ -151,6 +156,8 @@ class ChatService:
         )
         up = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
         up["model"] = route.upstream_model
+        if n > 1:
+            up["n"] = n  # an exploration group
         if tokens:
             up["logprobs"] = True
             if not wants.logprobs:
@@ -173,8 +180,9 @@ class ChatService:
         t0 = time.perf_counter()
         if body.get("stream"):
             return await self._stream(body, ctx, route, headers, started, t0)
+        k = self.explore.pick(body, ctx.episode.task) if self.explore is not None else 1
         for tokens in (True, False) if self._extensions else (False,):
-            up, wants = self.upstream_body(body, route, tokens)
+            up, wants = self.upstream_body(body, route, tokens, k)
             async with self.pool.post("/chat/completions", up) as (replica, resp):
                 raw = await _read(resp)
             if resp.status == 400 and tokens and _rejects_extensions(raw):
@@ -188,12 +196,31 @@ class ChatService:
         data = orjson.loads(raw)
         choices = choices_from_reply(data)
         prompt_ids = data.get("prompt_token_ids")
+        group = Exploration.group_id() if k > 1 and len(choices) > 1 else None
+        if group is not None:
+            Exploration.answer_only_first(data)
         strip_reply(data, wants)
         data["model"] = self.public_model  # the client named the public model, not an adapter
         latency = time.perf_counter() - t0
+        mine = choices[:1] if group is not None else choices
         self._record(
-            body, ctx, route, replica, started, latency, None, False, choices, data.get("usage"), prompt_ids
+            body,
+            ctx,
+            route,
+            replica,
+            started,
+            latency,
+            None,
+            False,
+            mine,
+            data.get("usage"),
+            prompt_ids,
+            group_id=group,
         )
+        if group is not None:
+            self._record_alternatives(
+                body, ctx, route, replica, started, latency, choices[1:], prompt_ids, group
+            )
         self._observe(route.version, 200, False, latency)
         return Response(orjson.dumps(data), media_type="application/json", headers=headers)
 
@@ -305,13 +332,20 @@ class ChatService:
         usage: dict[str, Any] | None,
         prompt_ids: list[int] | None,
         error: str | None = None,
+        *,
+        group_id: str | None = None,
+        episode_id: str | None = None,
+        extra_meta: dict[str, Any] | None = None,
     ) -> None:
         raw_meta = body.get("metadata")
         meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+        if extra_meta:
+            meta = {**meta, **extra_meta}
         complete = tokens_complete(prompt_ids, choices)
+        alternative = episode_id is not None
         turn = Turn(
-            id=ctx.turn_id,
-            episode_id=ctx.episode.episode_id,
+            id=new_id() if alternative else ctx.turn_id,
+            episode_id=episode_id or ctx.episode.episode_id,
             tenant=ctx.tenant,
             model=self.public_model,
             version=route.version,
@@ -328,11 +362,48 @@ class ChatService:
             task=ctx.episode.task,
             metadata=meta,
             error=error,
+            group_id=group_id,
         )
         self.recorder.record(TOPIC_TURNS, scrub_turn(turn) if self.scrub_pii else turn)
+        if alternative:
+            self.end_episode(turn.episode_id, ctx.tenant, "exploration")
+            return
         self.turns.add(turn.id, turn.episode_id, ctx.tenant)
         if ctx.episode.end:
             self.end_episode(ctx.episode.episode_id, ctx.tenant, "client")
+
+    def _record_alternatives(
+        self,
+        body: dict[str, Any],
+        ctx: CallContext,
+        route: Route,
+        replica: Replica,
+        started: float,
+        latency: float,
+        alternatives: list[Any],
+        prompt_ids: list[int] | None,
+        group_id: str,
+    ) -> None:
+        """The completions the client did not get: each in an episode of its own, ended at once."""
+        eid = ctx.episode.episode_id
+        for i, alt in enumerate(alternatives, 1):
+            alt.index = 0
+            self._record(
+                body,
+                ctx,
+                route,
+                replica,
+                started,
+                latency,
+                None,
+                False,
+                [alt],
+                None,
+                prompt_ids,
+                group_id=group_id,
+                episode_id=Exploration.alternative_episode(eid, i),
+                extra_meta={"exploration_of": eid},
+            )
 
     def end_episode(self, episode_id: str, tenant: str, reason: str) -> None:
         self.recorder.record(TOPIC_TURNS, EpisodeEnd(episode_id=episode_id, tenant=tenant, reason=reason))

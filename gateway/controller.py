@@ -136,12 +136,14 @@ class VersionController:
         canary = reg.versions[reg.canary]
         if canary.pinned or canary.canary_since is None:
             return
-        decision = decide(
-            reg.stats.arm(canary.id, canary.canary_since),
-            reg.stats.arm(reg.serving, canary.canary_since),
-            reg.cfg,
-        )
+        arm = reg.stats.arm(canary.id, canary.canary_since)
+        decision = decide(arm, reg.stats.arm(reg.serving, canary.canary_since), reg.cfg)
         if decision is None:
+            if arm.n >= reg.cfg.max_canary_episodes:  # neither better nor worse: make way
+                canary.status = "retired"
+                reg.canary = None
+                reg.event(canary, "inconclusive", f"no decision after {arm.n} episodes", {"canary_n": arm.n})
+                self._next_canary()
             return
         log.info("version %s: %s (%s)", canary.id, decision.action, decision.reason)
         if decision.action == "promote":

@@ -61,6 +61,9 @@ class GatewayConfig(Section):
     """Share of eligible requests answered with k completions recorded as a group (0: off)."""
     exploration_k: int = 4
     """Completions per exploration group."""
+    exploration_tasks: list[str] | None = None
+    """Tasks eligible for exploration groups: those whose rubrics need no user feedback (the
+    alternatives never reach a user). None: every task."""
 
 
 class LedgerConfig(Section):
@@ -212,6 +215,9 @@ class VersionsConfig(Section):
     """Confidence level of the reward interval used for decisions."""
     max_error_rate: float = 0.05
     """A canary with a higher error rate is rolled back."""
+    max_canary_episodes: int = 300
+    """A canary still undecided after this many scored episodes is retired as inconclusive,
+    so newer versions waiting behind it get their turn."""
     max_latency_ratio: float = 2.0
     """A canary whose p50 latency exceeds its parent's by this factor is rolled back."""
 

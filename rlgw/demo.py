@@ -35,6 +35,7 @@ def demo_settings(settings: Settings) -> Settings:
     s.versions.canary_share = 0.3
     s.versions.min_episodes = 20
     s.versions.confidence = 0.9
+    s.versions.max_canary_episodes = 120  # an undecided canary makes way for newer versions soon
     # Measured on the tiny random model: LoRA learns only when it also adapts lm_head, at lr 1e-2.
     if "lm_head" not in s.learner.lora_targets:
         s.learner.lora_targets = [*s.learner.lora_targets, "lm_head"]

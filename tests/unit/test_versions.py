@@ -239,3 +239,17 @@ def test_retired_versions_are_unloaded_but_the_rollback_target_stays(two_replica
         assert set(replica.state.adapters) == {"rlgw-v2", "rlgw-v3"}  # serving + its rollback target
     back = admin(gw, "/admin/rollback", {"reason": "test"})
     assert back.json()["serving"] == "v2"  # instant: v2 was still loaded
+
+
+def test_an_inconclusive_canary_makes_way_for_the_next(two_replicas) -> None:  # type: ignore[no-untyped-def]
+    gw, _, _ = two_replicas
+    gw.services.settings.versions.max_canary_episodes = 40
+    for vid in ("v1", "v2"):
+        admin(gw, "/admin/versions", {"version": vid, "adapter_path": f"/tmp/{vid}"})
+    reg = gw.services.versions
+    for i in range(40):  # the same reward on both sides: never significant
+        reg.observe_score("v1", f"c{i}", float(i % 2))
+        reg.observe_score("base", f"b{i}", float(i % 2))
+    asyncio.run_coroutine_threadsafe(gw.services.controller.tick(), _loop_of(gw)).result(10)
+    assert reg.serving == "base" and reg.canary == "v2" and reg.versions["v1"].status == "retired"
+    assert any(e.event == "inconclusive" and e.version == "v1" for e in reg.events)
