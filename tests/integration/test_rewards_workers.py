@@ -158,10 +158,10 @@ def test_two_worker_processes_on_the_local_bus(data_dir: Path) -> None:
         bus.close()
 
 
-def test_two_worker_processes_on_kafka(data_dir: Path, broker: object) -> None:
+def test_two_worker_processes_on_kafka(data_dir: Path, fresh_broker: object) -> None:
     from ledger.kafkabus import KafkaBus
 
-    bootstrap = broker.bootstrap  # type: ignore[attr-defined]
+    bootstrap = fresh_broker.bootstrap  # type: ignore[attr-defined]
     # the test's own reader joins its group quickly too (a join waits about half the session timeout)
     cfg = LedgerConfig(
         bootstrap_servers=[bootstrap],
