@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,15 @@ def gw(tmp_path: Path, vllm_server):  # type: ignore[no-untyped-def]
     stop_gateway(gw)
 
 
-def recorded(gw) -> list[Turn]:  # type: ignore[no-untyped-def]
-    assert gw.services.recorder.flush(10)
-    return [r for m in gw.bus.messages("turns") if isinstance(r := parse_record(m.value), Turn)]
+def recorded(gw, want: int = 1) -> list[Turn]:  # type: ignore[no-untyped-def]
+    """The recorded turns once `want` are on the bus (a stream's turn lands as the stream closes)."""
+    deadline = time.monotonic() + 10
+    while True:
+        assert gw.services.recorder.flush(10)
+        got = [r for m in gw.bus.messages("turns") if isinstance(r := parse_record(m.value), Turn)]
+        if len(got) >= want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.01)
 
 
 def test_token_ids_decode_to_exactly_what_the_client_got(gw, vllm_server) -> None:  # type: ignore[no-untyped-def]
@@ -44,7 +51,7 @@ def test_token_ids_decode_to_exactly_what_the_client_got(gw, vllm_server) -> Non
     )
     streamed = "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
     assert plain.choices[0].logprobs is None
-    turns = recorded(gw)
+    turns = recorded(gw, want=2)
     assert len(turns) == 2 and all(t.tokens_recorded for t in turns)
     texts = [ch.message.content for ch in plain.choices] + [streamed]
     got = [tok.decode(ch.token_ids or [], skip_special_tokens=True) for t in turns for ch in t.choices]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import openai
@@ -12,9 +13,16 @@ from ledger.records import Turn, parse_record
 from tests.fixtures.upstream import GatewayServer
 
 
-def turns(gw: GatewayServer) -> list[Turn]:
-    assert gw.services.recorder.flush(5)
-    return [r for m in gw.bus.messages("turns") if isinstance(r := parse_record(m.value), Turn)]
+def turns(gw: GatewayServer, want: int = 1) -> list[Turn]:
+    """The recorded turns, once `want` of them are on the bus (a stream's turn is recorded
+    when the server closes the stream, which may be just after the client read its end)."""
+    deadline = time.monotonic() + 10
+    while True:
+        assert gw.services.recorder.flush(5)
+        got = [r for m in gw.bus.messages("turns") if isinstance(r := parse_record(m.value), Turn)]
+        if len(got) >= want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.01)
 
 
 def client(gw: GatewayServer) -> openai.OpenAI:
