@@ -18,10 +18,10 @@ from starlette.responses import Response
 
 from gateway.admin import add_version_routes
 from gateway.auth import KeyStore, Principal, require_admin
-from gateway.chat import CallContext, ChatService
+from gateway.chat import ChatService
 from gateway.controller import VersionController
 from gateway.dashboard import add_dashboard_routes
-from gateway.episodes import resolve_episode
+from gateway.episodes import CallContext, resolve_episode
 from gateway.errors import APIError, InvalidRequest, NoReplica, NotFound, PayloadTooLarge, error_response
 from gateway.explore import Exploration
 from gateway.feeds import Feed, ScoreFeed, VersionFeed
@@ -30,6 +30,7 @@ from gateway.pool import Pool
 from gateway.routing import Router
 from gateway.scrub import scrub_feedback
 from gateway.tracing import setup_tracing
+from gateway.turns import TurnWriter
 from gateway.versions import VersionRegistry
 from ledger.bus import Bus
 from ledger.config import Settings
@@ -93,6 +94,7 @@ class Services:
     loop: asyncio.AbstractEventLoop | None = None  # the server's loop, once it runs
     versions: VersionRegistry = field(init=False)
     controller: VersionController = field(init=False)
+    turns: TurnWriter = field(init=False)
     chat: ChatService = field(init=False)
 
     def __post_init__(self) -> None:
@@ -102,17 +104,16 @@ class Services:
         )
         self.controller = VersionController(self.versions, self.pool)
         router: Router = self.versions
+        self.turns = TurnWriter(self.recorder, cfg.model, scrub_pii=self.settings.ledger.scrub_pii)
         self.chat = ChatService(
             self.pool,
             router,
-            self.recorder,
+            self.turns,
             self.metrics,
-            public_model=cfg.model,
             max_n=cfg.max_n,
             max_tokens=cfg.max_tokens_limit,
             on_request=self.versions.observe_request,
             explore=Exploration(cfg.exploration_share, cfg.exploration_k, cfg.exploration_tasks),
-            scrub_pii=self.settings.ledger.scrub_pii,
         )
 
 
@@ -305,7 +306,7 @@ def create_fastapi(svc: Services) -> FastAPI:
             raise InvalidRequest(message, param=param) from exc
         episode_id = fb.episode_id
         if fb.turn_id:
-            known = svc.chat.turns.get(fb.turn_id)
+            known = svc.turns.index.get(fb.turn_id)
             if known is None and episode_id is None:
                 raise NotFound(f"unknown turn {fb.turn_id}; give its episode_id too", param="turn_id")
             if known is not None:
@@ -329,7 +330,7 @@ def create_fastapi(svc: Services) -> FastAPI:
     @app.post("/v1/episodes/{episode_id}/end")
     async def end_episode(episode_id: str, request: Request) -> dict[str, Any]:
         principal = auth(request)
-        svc.chat.end_episode(episode_id, principal.tenant, "client")
+        svc.turns.end_episode(episode_id, principal.tenant, "client")
         return {"episode_id": episode_id, "status": "ended"}
 
     def read_episode(episode_id: str, tenant: str | None) -> dict[str, Any]:

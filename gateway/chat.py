@@ -10,24 +10,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from gateway.episodes import EpisodeRef, TurnIndex
+from gateway.episodes import CallContext
 from gateway.errors import APIError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout, error_sse
 from gateway.explore import Exploration
 from gateway.metrics import Metrics
-from gateway.pool import Pool, Replica
+from gateway.pool import Pool
 from gateway.routing import Route, Router
-from gateway.scrub import scrub_turn
-from gateway.tap import StreamTap, Wants, choices_from_reply, strip_reply, tokens_complete
-from ledger.ids import new_id
-from ledger.recorder import Recorder
-from ledger.records import TOPIC_TURNS, EpisodeEnd, Turn
+from gateway.tap import StreamTap, Wants, choices_from_reply, strip_reply
+from gateway.turns import Call, TurnWriter
 
 log = logging.getLogger(__name__)
 
@@ -77,36 +73,24 @@ GATEWAY_FIELDS = ("metadata",)  # consumed here, not forwarded
 MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
 
 
-@dataclass(frozen=True, slots=True)
-class CallContext:
-    tenant: str
-    episode: EpisodeRef
-    turn_id: str = field(default_factory=new_id)  # minted here, returned as X-Turn-Id
-
-
 class ChatService:
     def __init__(
         self,
         pool: Pool,
         router: Router,
-        recorder: Recorder,
+        writer: TurnWriter,
         metrics: Metrics,
         *,
-        public_model: str,
         max_n: int,
         max_tokens: int,
-        turns: TurnIndex | None = None,
         on_request: Callable[[str, bool, float], None] | None = None,
         explore: Exploration | None = None,
-        scrub_pii: bool = False,
     ) -> None:
-        self.pool, self.router, self.recorder, self.metrics = pool, router, recorder, metrics
-        self.public_model, self.max_n, self.max_tokens = public_model, max_n, max_tokens
-        self.turns = turns or TurnIndex()
+        self.pool, self.router, self.writer, self.metrics = pool, router, writer, metrics
+        self.public_model, self.max_n, self.max_tokens = writer.public_model, max_n, max_tokens
         self._on_request = on_request or (lambda version, ok, latency_ms: None)
         self.explore = explore
         self._logged_unknown: set[str] = set()
-        self.scrub_pii = scrub_pii  # records only: the client's reply is untouched
         self._extensions = True  # False once the upstream rejects vLLM's extra request fields
 
     # ---- request -----------------------------------------------------------------------
@@ -202,25 +186,12 @@ class ChatService:
         strip_reply(data, wants)
         data["model"] = self.public_model  # the client named the public model, not an adapter
         latency = time.perf_counter() - t0
-        mine = choices[:1] if group is not None else choices
-        self._record(
-            body,
-            ctx,
-            route,
-            replica,
-            started,
-            latency,
-            None,
-            False,
-            mine,
-            data.get("usage"),
-            prompt_ids,
-            group_id=group,
+        call = Call(body, ctx, route, replica, started, stream=False)
+        self.writer.served(
+            call, latency, choices[:1] if group else choices, data.get("usage"), prompt_ids, group_id=group
         )
         if group is not None:
-            self._record_alternatives(
-                body, ctx, route, replica, started, latency, choices[1:], prompt_ids, group
-            )
+            self.writer.alternatives(call, latency, choices[1:], prompt_ids, group)
         self._observe(route.version, 200, False, latency)
         return Response(orjson.dumps(data), media_type="application/json", headers=headers)
 
@@ -275,20 +246,9 @@ class ChatService:
             finally:
                 await cm.__aexit__(None, None, None)
                 latency = time.perf_counter() - t0
-                choices = tap.choices()
-                self._record(
-                    body,
-                    ctx,
-                    route,
-                    replica,
-                    started,
-                    latency,
-                    ttft,
-                    True,
-                    choices,
-                    tap.usage,
-                    tap.prompt_token_ids,
-                    error,
+                call = Call(body, ctx, route, replica, started, stream=True)
+                self.writer.served(
+                    call, latency, tap.choices(), tap.usage, tap.prompt_token_ids, ttft=ttft, error=error
                 )
                 self._observe(route.version, 200 if error is None else 599, True, latency, ttft)
 
@@ -316,97 +276,6 @@ class ChatService:
     ) -> None:
         self.metrics.request(version, status, stream, latency, ttft)
         self._on_request(version, status < 500, latency * 1000.0)
-
-    # ---- the record --------------------------------------------------------------------
-    def _record(
-        self,
-        body: dict[str, Any],
-        ctx: CallContext,
-        route: Route,
-        replica: Replica,
-        started: float,
-        latency: float,
-        ttft: float | None,
-        stream: bool,
-        choices: list[Any],
-        usage: dict[str, Any] | None,
-        prompt_ids: list[int] | None,
-        error: str | None = None,
-        *,
-        group_id: str | None = None,
-        episode_id: str | None = None,
-        extra_meta: dict[str, Any] | None = None,
-    ) -> None:
-        raw_meta = body.get("metadata")
-        meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
-        if extra_meta:
-            meta = {**meta, **extra_meta}
-        complete = tokens_complete(prompt_ids, choices)
-        alternative = episode_id is not None
-        turn = Turn(
-            id=new_id() if alternative else ctx.turn_id,
-            episode_id=episode_id or ctx.episode.episode_id,
-            tenant=ctx.tenant,
-            model=self.public_model,
-            version=route.version,
-            upstream=replica.url,
-            started_at=started,
-            latency_ms=latency * 1000.0,
-            ttft_ms=None if ttft is None else ttft * 1000.0,
-            stream=stream,
-            request={k: v for k, v in body.items() if k != "metadata"},
-            choices=choices,
-            usage=usage,
-            prompt_token_ids=prompt_ids if complete else None,
-            tokens_recorded=complete,
-            task=ctx.episode.task,
-            metadata=meta,
-            error=error,
-            group_id=group_id,
-        )
-        self.recorder.record(TOPIC_TURNS, scrub_turn(turn) if self.scrub_pii else turn)
-        if alternative:
-            self.end_episode(turn.episode_id, ctx.tenant, "exploration")
-            return
-        self.turns.add(turn.id, turn.episode_id, ctx.tenant)
-        if ctx.episode.end:
-            self.end_episode(ctx.episode.episode_id, ctx.tenant, "client")
-
-    def _record_alternatives(
-        self,
-        body: dict[str, Any],
-        ctx: CallContext,
-        route: Route,
-        replica: Replica,
-        started: float,
-        latency: float,
-        alternatives: list[Any],
-        prompt_ids: list[int] | None,
-        group_id: str,
-    ) -> None:
-        """The completions the client did not get: each in an episode of its own, ended at once."""
-        eid = ctx.episode.episode_id
-        for i, alt in enumerate(alternatives, 1):
-            alt.index = 0
-            self._record(
-                body,
-                ctx,
-                route,
-                replica,
-                started,
-                latency,
-                None,
-                False,
-                [alt],
-                None,
-                prompt_ids,
-                group_id=group_id,
-                episode_id=Exploration.alternative_episode(eid, i),
-                extra_meta={"exploration_of": eid},
-            )
-
-    def end_episode(self, episode_id: str, tenant: str, reason: str) -> None:
-        self.recorder.record(TOPIC_TURNS, EpisodeEnd(episode_id=episode_id, tenant=tenant, reason=reason))
 
 
 async def _read(resp: aiohttp.ClientResponse) -> bytes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.ids import new_id
@@ -31,6 +31,15 @@ def resolve_episode(headers: Any, body: dict[str, Any]) -> EpisodeRef:
     end = (headers.get("x-episode-end") or "").strip().lower() in ("1", "true", "yes")
     task = headers.get("x-task") or meta.get("task")
     return EpisodeRef(eid, generated, end, task if isinstance(task, str) else None)
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who made a call and in which episode; the turn id is minted here, returned as X-Turn-Id."""
+
+    tenant: str
+    episode: EpisodeRef
+    turn_id: str = field(default_factory=new_id)
 
 
 class TurnIndex:
