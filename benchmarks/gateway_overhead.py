@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,15 +23,11 @@ from pathlib import Path
 
 import aiohttp
 
+from rlgw.stack import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 BODY = {"model": "rlgw", "messages": [{"role": "user", "content": "benchmark me, please"}], "max_tokens": 32}
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,7 @@ from ledger.config import LedgerConfig
 from ledger.recorder import Recorder
 from ledger.records import TOPIC_TURNS, Turn, TurnChoice
 from ledger.spool import Spool
+from rlgw.stack import free_port
 
 
 def turn(i: int) -> Turn:
@@ -45,12 +45,6 @@ def turn(i: int) -> Turn:
         prompt_token_ids=list(range(40)),
         tokens_recorded=True,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def bench_kafka(turns: list[Turn], tmp: Path) -> None:
