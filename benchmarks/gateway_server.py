@@ -47,7 +47,8 @@ def main() -> None:
         recorder = open_ledger(settings).recorder
     else:
         cls = NullRecorder if a.record == "off" else Recorder
-        recorder = cls(MemoryBus(), capacity=settings.gateway.record_queue).start()
+        linger_s = settings.ledger.record_linger_ms / 1000.0
+        recorder = cls(MemoryBus(), capacity=settings.gateway.record_queue, linger_s=linger_s).start()
     pool = Pool(settings.gateway.upstreams)
     svc = Services(settings=settings, pool=pool, recorder=recorder, keys=KeyStore(settings.keys_path))
     uvicorn.run(

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
+import orjson
 
 from gateway.pool import Pool, Replica
+from gateway.upstream import UpstreamIOError
 
 log = logging.getLogger(__name__)
 TRANSIENT = {502, 503, 504}
@@ -27,16 +28,15 @@ class AdapterLoader:
         self.pool, self.attempts, self.backoff_s = pool, attempts, backoff_s
 
     async def _post(self, replica: Replica, route: str, body: dict[str, object]) -> tuple[int, str]:
-        timeout = aiohttp.ClientTimeout(total=60)
-        async with self.pool.session.post(replica.root + route, json=body, timeout=timeout) as resp:
-            return resp.status, (await resp.text())[:500]
+        resp = await replica.endpoint.request("POST", route, orjson.dumps(body), timeout_s=60)
+        return resp.status, (await resp.read())[:500].decode(errors="replace")
 
     async def load(self, replica: Replica, name: str, path: str) -> None:
         body: dict[str, object] = {"lora_name": name, "lora_path": path}
         for attempt in range(self.attempts):
             try:
-                status, text = await self._post(replica, "/v1/load_lora_adapter", body)
-            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                status, text = await self._post(replica, "/load_lora_adapter", body)
+            except (UpstreamIOError, TimeoutError) as exc:
                 status, text = 0, repr(exc)
             if status == 200 or (status == 400 and "already" in text.lower()):
                 if name not in replica.models:
@@ -49,8 +49,8 @@ class AdapterLoader:
 
     async def unload(self, replica: Replica, name: str) -> None:
         try:
-            status, _ = await self._post(replica, "/v1/unload_lora_adapter", {"lora_name": name})
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            status, _ = await self._post(replica, "/unload_lora_adapter", {"lora_name": name})
+        except (UpstreamIOError, TimeoutError) as exc:
             log.warning("unloading %s from %s failed: %r", name, replica.url, exc)
             return
         if status == 200 and name in replica.models:

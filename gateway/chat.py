@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 import orjson
 from starlette.responses import Response, StreamingResponse
 
@@ -24,6 +23,8 @@ from gateway.pool import Pool
 from gateway.routing import Route, Router
 from gateway.tap import StreamTap, Wants, choices_from_reply, strip_reply
 from gateway.turns import Call, TurnWriter
+from gateway.upstream import Response as UpstreamResponse
+from gateway.upstream import UpstreamIOError
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ class ChatService:
         replica, resp = await cm.__aenter__()
         if resp.status != 200:
             try:
-                raw = await resp.read()
+                raw = await _read(resp)
             finally:
                 await cm.__aexit__(None, None, None)
             self._observe(route.version, resp.status, True, time.perf_counter() - t0)
@@ -222,7 +223,7 @@ class ChatService:
             error: str | None = None
             buf = b""
             try:
-                async for piece in resp.content.iter_any():
+                async for piece in resp.iter_chunks():
                     buf += piece
                     while True:
                         cut = buf.find(b"\n\n")
@@ -235,7 +236,7 @@ class ChatService:
                         if ttft is None:
                             ttft = time.perf_counter() - t0
                         yield out
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (UpstreamIOError, TimeoutError) as exc:
                 error = f"upstream stream broke: {exc!r}"
                 yield error_sse(
                     UpstreamError("the upstream stream ended early", code="upstream_stream_broken")
@@ -278,12 +279,12 @@ class ChatService:
         self._on_request(version, status < 500, latency * 1000.0)
 
 
-async def _read(resp: aiohttp.ClientResponse) -> bytes:
+async def _read(resp: UpstreamResponse) -> bytes:
     try:
         return await resp.read()
     except TimeoutError as exc:
         raise UpstreamTimeout("upstream did not answer in time", code="upstream_timeout") from exc
-    except aiohttp.ClientError as exc:
+    except UpstreamIOError as exc:
         raise UpstreamError(f"upstream failed mid-reply: {exc}", code="upstream_error") from exc
 
 

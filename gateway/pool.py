@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import aiohttp
+import orjson
 
 from gateway.errors import NoReplica, UpstreamError, UpstreamTimeout
+from gateway.upstream import ConnectFailed, Endpoint, Response, UpstreamIOError
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,10 @@ class Replica:
     last_error: str = ""
     checked_at: float = 0.0
     slow_probes: int = 0  # consecutive probes that timed out
+    endpoint: Endpoint = field(init=False, repr=False)
 
-    @property
-    def root(self) -> str:
-        """The server root (vLLM's admin routes such as /v1/load_lora_adapter hang off it)."""
-        return self.url[: -len("/v1")] if self.url.endswith("/v1") else self.url
+    def __post_init__(self) -> None:
+        self.endpoint = Endpoint(self.url)
 
 
 def normalise(url: str) -> str:
@@ -59,19 +59,13 @@ class Pool:
         if not urls:
             raise ValueError("the pool needs at least one upstream URL")
         self.replicas = [Replica(normalise(u)) for u in urls]
+        for r in self.replicas:
+            r.endpoint.connect_timeout_s = connect_timeout_s
         self._connect_timeout = connect_timeout_s
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout_s, sock_connect=connect_timeout_s)
+        self._request_timeout = request_timeout_s
         self._health_interval = health_interval_s
         self._rr = itertools.count()
-        self._session: aiohttp.ClientSession | None = None
         self._health_task: asyncio.Task[None] | None = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
-        return self._session
 
     async def start(self) -> None:
         await self.check_all()
@@ -80,8 +74,8 @@ class Pool:
     async def close(self) -> None:
         if self._health_task is not None:
             self._health_task.cancel()
-        if self._session is not None:
-            await self._session.close()
+        for r in self.replicas:
+            await r.endpoint.close()
 
     def healthy(self) -> list[Replica]:
         return [r for r in self.replicas if r.healthy]
@@ -98,7 +92,7 @@ class Pool:
         return best[next(self._rr) % len(best)]
 
     @asynccontextmanager
-    async def post(self, path: str, body: bytes) -> AsyncIterator[tuple[Replica, aiohttp.ClientResponse]]:
+    async def post(self, path: str, body: bytes) -> AsyncIterator[tuple[Replica, Response]]:
         """POST to the least-loaded healthy replica, failing over on connect errors / 503."""
         tried: set[str] = set()
         while True:
@@ -107,10 +101,8 @@ class Pool:
             replica.outstanding += 1
             try:
                 try:
-                    resp = await self.session.post(
-                        replica.url + path, data=body, headers={"Content-Type": "application/json"}
-                    )
-                except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
+                    resp = await replica.endpoint.request("POST", path, body, timeout_s=self._request_timeout)
+                except ConnectFailed as exc:
                     self._mark_down(replica, f"connect: {exc}")
                     if len(tried) >= len(self.replicas):
                         raise UpstreamError(
@@ -119,7 +111,7 @@ class Pool:
                     continue
                 except TimeoutError as exc:
                     raise UpstreamTimeout("upstream did not answer in time", code="upstream_timeout") from exc
-                except aiohttp.ClientError as exc:
+                except UpstreamIOError as exc:
                     raise UpstreamError(f"upstream failed: {exc}", code="upstream_error") from exc
                 if resp.status in RETRYABLE_STATUS and len(tried) < len(self.replicas):
                     resp.release()
@@ -140,11 +132,12 @@ class Pool:
 
     async def check(self, replica: Replica) -> bool:
         try:
-            timeout = aiohttp.ClientTimeout(total=max(self._connect_timeout, 1.0) * 2)
-            async with self.session.get(replica.url + "/models", timeout=timeout) as resp:
-                if resp.status != 200:
-                    raise aiohttp.ClientError(f"status {resp.status}")
-                data = await resp.json(content_type=None)
+            timeout_s = max(self._connect_timeout, 1.0) * 2
+            resp = await replica.endpoint.request("GET", "/models", timeout_s=timeout_s)
+            raw = await resp.read()
+            if resp.status != 200:
+                raise UpstreamError(f"status {resp.status}")
+            data = orjson.loads(raw)
             replica.models = [m["id"] for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
             if not replica.healthy:
                 log.info("replica %s is healthy again", replica.url)
@@ -154,7 +147,7 @@ class Pool:
             replica.slow_probes += 1
             if replica.slow_probes >= SLOW_PROBES_DOWN:
                 self._mark_down(replica, f"health: {replica.slow_probes} probes timed out ({exc!r})")
-        except (aiohttp.ClientError, ValueError) as exc:
+        except (UpstreamIOError, UpstreamError, ValueError, AttributeError) as exc:
             self._mark_down(replica, f"health: {exc!r}")
         replica.checked_at = time.time()
         return replica.healthy

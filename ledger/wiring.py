@@ -92,6 +92,7 @@ def open_ledger(settings: Settings, registry: CollectorRegistry | None = None) -
         topic_prefix=cfg.topic_prefix,
         batch=cfg.record_batch,
         spool=spool,
+        linger_s=cfg.record_linger_ms / 1000.0,
     )
     store = open_store(settings)
     writer = None
