@@ -178,7 +178,11 @@ class ChatService:
         if resp.status != 200:
             self._observe(route.version, resp.status, False, time.perf_counter() - t0)
             return _upstream_error(resp.status, raw, headers)
-        data = orjson.loads(raw)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            self._observe(route.version, 502, False, time.perf_counter() - t0)
+            raise UpstreamError(f"the replica's reply is not JSON: {exc}", code="upstream_error") from exc
         choices = choices_from_reply(data)
         prompt_ids = data.get("prompt_token_ids")
         group = Exploration.group_id() if k > 1 and len(choices) > 1 else None

@@ -155,6 +155,7 @@ class Response:
 
     def __init__(self, endpoint: Endpoint, conn: _Conn, deadline: asyncio.TimerHandle | None) -> None:
         self._endpoint, self._conn, self._deadline = endpoint, conn, deadline
+        self._released = False
         self.status = conn.status
         self.headers = conn.headers  # lower-case names
 
@@ -178,10 +179,13 @@ class Response:
                 await conn.wait()
 
     def release(self) -> None:
-        """Done with the reply: a finished one's connection is kept, an unfinished one closed."""
+        """Done with the reply: a finished one's connection is kept, an unfinished one closed.
+        Releasing twice is harmless (the connection must not be pooled twice)."""
+        if self._released:
+            return
+        self._released = True
         if self._deadline is not None:
             self._deadline.cancel()
-            self._deadline = None
         self._endpoint._put_back(self._conn)
 
 

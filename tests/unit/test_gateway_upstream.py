@@ -175,3 +175,25 @@ async def check_stream(ep: Endpoint, go_on: asyncio.Event) -> None:
     assert len(rest) == 3 * len(b"data: 0\n\n") + 3 * MAX_BUFFERED
     resp.release()
     assert len(ep._idle) == 1  # read to the end: the connection is kept
+
+
+async def test_concurrent_requests_each_get_their_own_reply() -> None:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            request = await read_request(reader)
+            body = request.split(b"\r\n\r\n", 1)[1]
+            await asyncio.sleep(0.001 * (body[-1] % 5))  # replies finish out of order
+            writer.write(reply(body))
+
+    async def one(ep: Endpoint, i: int) -> bytes:
+        resp = await ep.request("POST", "/chat/completions", b"request %d" % i, timeout_s=5)
+        body = await resp.read()
+        resp.release()  # as the pool does after reading: must not pool the connection twice
+        return body
+
+    server = RawServer(echo)
+    async with server as ep:
+        for _ in range(3):
+            got = await asyncio.wait_for(asyncio.gather(*(one(ep, i) for i in range(16))), 10)
+            assert got == [b"request %d" % i for i in range(16)]
+    assert server.connections == 16
