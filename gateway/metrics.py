@@ -35,14 +35,25 @@ class Metrics:
         self.replica_outstanding = Gauge(
             "rlgw_replica_outstanding", "Requests in flight per replica", ["replica"], registry=r
         )
+        self._children: dict[tuple[str, int, bool], tuple[Counter, Histogram, Histogram]] = {}
 
     def request(
         self, version: str, status: int, stream: bool, seconds: float, ttft: float | None = None
     ) -> None:
-        self.requests.labels(version, str(status), "true" if stream else "false").inc()
-        self.latency.labels(version).observe(seconds)
+        key = (version, status, stream)
+        children = self._children.get(key)
+        if children is None:  # labels() costs more than the update itself: look it up once
+            children = (
+                self.requests.labels(version, str(status), "true" if stream else "false"),
+                self.latency.labels(version),
+                self.ttft.labels(version),
+            )
+            self._children[key] = children
+        count, latency, first = children
+        count.inc()
+        latency.observe(seconds)
         if ttft is not None:
-            self.ttft.labels(version).observe(ttft)
+            first.observe(ttft)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
