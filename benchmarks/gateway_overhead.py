@@ -172,6 +172,14 @@ async def main() -> None:
                         "rps_ratio": round(rps / drps, 3),
                         "cpu_ms_per_req": None if name == "direct" else round(cpu_ms, 3),
                     }
+        print("stream rows: p50/p99 are whole-stream times (so +p50 is the total stream time added)")
+        for conc in (1, 16):
+            off = summary.get(f"c={conc} plain|gw:off", {}).get("cpu_ms_per_req")
+            for mode in ("memory", "local"):
+                on = summary.get(f"c={conc} plain|gw:{mode}", {}).get("cpu_ms_per_req")
+                if off and on:
+                    share = (on - off) / on * 100
+                    print(f"c={conc} plain: recording into {mode} costs {share:.0f}% of the gateway's CPU")
         print(json.dumps(summary))
     finally:
         for p in procs:
