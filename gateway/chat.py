@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gateway.episodes import CallContext
 from gateway.errors import APIError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout, error_sse
@@ -21,6 +21,7 @@ from gateway.explore import Exploration
 from gateway.metrics import Metrics
 from gateway.pool import Pool
 from gateway.routing import Route, Router
+from gateway.sse import EventStream
 from gateway.tap import StreamTap, Wants, choices_from_reply, strip_reply
 from gateway.turns import Call, TurnWriter
 from gateway.upstream import Response as UpstreamResponse
@@ -257,7 +258,7 @@ class ChatService:
                 )
                 self._observe(route.version, 200 if error is None else 599, True, latency, ttft)
 
-        return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
+        return EventStream(relay(), headers)
 
     @staticmethod
     def _relay_event(event: bytes, tap: StreamTap, wants: Wants, model: str) -> bytes | None:

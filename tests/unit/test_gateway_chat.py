@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
 from gateway.fake_upstream import decode
 from ledger.records import Turn, parse_record
-from tests.fixtures.upstream import GatewayServer
+from tests.fixtures.upstream import FakeServer, GatewayServer
 
 
 def turns(gw: GatewayServer, want: int = 1) -> list[Turn]:
@@ -177,3 +178,25 @@ def test_response_format_passes_through(gateway: GatewayServer, fake_upstream) -
     )
     assert completion.choices[0].message.content == '{"answer":"x"}'
     assert fake_upstream.state.requests[-1]["response_format"] == {"type": "json_object"}
+
+
+def test_a_client_leaving_mid_stream_stops_the_relay_and_is_recorded(
+    gateway: GatewayServer, fake_upstream: FakeServer
+) -> None:
+    fake_upstream.state.delay_s = 0.3  # between chunks: the stream lasts for seconds
+    body = {"model": "rlgw", "messages": [{"role": "user", "content": "a long answer"}], "stream": True}
+    with (
+        httpx.Client(timeout=10) as http,
+        http.stream("POST", gateway.url + "/chat/completions", json=body) as resp,
+    ):
+        first = next(resp.iter_raw())
+        assert first.startswith(b"data: ")
+    # the client hung up after one event: the relay ends and the turn says why
+    [turn] = turns(gateway)
+    assert turn.error is not None and "client disconnected" in turn.error
+    content = turn.choices[0].message["content"] if turn.choices else ""
+    assert len(content or "") < len("echo[fake-base#0]: a long answer")  # the rest never came
+    deadline = time.monotonic() + 5
+    while gateway.services.pool.replicas[0].outstanding and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gateway.services.pool.replicas[0].outstanding == 0
