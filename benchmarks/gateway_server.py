@@ -17,13 +17,13 @@ from gateway.pool import Pool
 from ledger.bus import MemoryBus
 from ledger.config import Settings
 from ledger.recorder import Recorder
-from ledger.records import Record
+from ledger.records import Encoded, Record
 
 
 class NullRecorder(Recorder):
     """Recording off: records are dropped at the door (benchmarks only)."""
 
-    def record(self, topic: str, record: Record) -> None:
+    def record(self, topic: str, record: Record | Encoded) -> None:
         pass
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.records import TurnChoice
-
 
 @dataclass(frozen=True, slots=True)
 class Wants:
@@ -29,19 +27,36 @@ def token_logprobs(lp: Any) -> list[float] | None:
     return [c["logprob"] for c in content]
 
 
-def choices_from_reply(data: dict[str, Any]) -> list[TurnChoice]:
-    out = []
-    for ch in data.get("choices") or []:
-        out.append(
-            TurnChoice(
-                index=ch.get("index", 0),
-                message=ch.get("message") or {},
-                finish_reason=ch.get("finish_reason"),
-                token_ids=ch.get("token_ids"),
-                logprobs=token_logprobs(ch.get("logprobs")),
-            )
+Choice = dict[str, Any]  # shaped like ledger.records.TurnChoice (turns are written as plain data)
+
+
+def choice(
+    index: int,
+    message: dict[str, Any],
+    finish_reason: str | None,
+    token_ids: list[int] | None,
+    logprobs: list[float] | None,
+) -> Choice:
+    return {
+        "index": index,
+        "message": message,
+        "finish_reason": finish_reason,
+        "token_ids": token_ids,
+        "logprobs": logprobs,
+    }
+
+
+def choices_from_reply(data: dict[str, Any]) -> list[Choice]:
+    return [
+        choice(
+            ch.get("index", 0),
+            ch.get("message") or {},
+            ch.get("finish_reason"),
+            ch.get("token_ids"),
+            token_logprobs(ch.get("logprobs")),
         )
-    return out
+        for ch in data.get("choices") or []
+    ]
 
 
 def strip_reply(data: dict[str, Any], wants: Wants) -> None:
@@ -55,11 +70,12 @@ def strip_reply(data: dict[str, Any], wants: Wants) -> None:
             ch["logprobs"] = None
 
 
-def tokens_complete(prompt_ids: list[int] | None, choices: list[TurnChoice]) -> bool:
+def tokens_complete(prompt_ids: list[int] | None, choices: list[Choice]) -> bool:
     if not prompt_ids or not choices:
         return False
     for c in choices:
-        if c.token_ids is None or c.logprobs is None or len(c.token_ids) != len(c.logprobs):
+        ids, lps = c["token_ids"], c["logprobs"]
+        if ids is None or lps is None or len(ids) != len(lps):
             return False
     return True
 
@@ -130,7 +146,7 @@ class StreamTap:
                 chunk["usage"] = None
         return True
 
-    def choices(self) -> list[TurnChoice]:
+    def choices(self) -> list[Choice]:
         out = []
         for index in sorted(self._acc):
             acc = self._acc[index]
@@ -138,12 +154,12 @@ class StreamTap:
             if acc.tool_calls:
                 message["tool_calls"] = [acc.tool_calls[k] for k in sorted(acc.tool_calls)]
             out.append(
-                TurnChoice(
-                    index=index,
-                    message=message,
-                    finish_reason=acc.finish_reason,
-                    token_ids=acc.token_ids if acc.has_ids else None,
-                    logprobs=acc.logprobs if acc.has_lp else None,
+                choice(
+                    index,
+                    message,
+                    acc.finish_reason,
+                    acc.token_ids if acc.has_ids else None,
+                    acc.logprobs if acc.has_lp else None,
                 )
             )
         return out

@@ -2,22 +2,27 @@
 
 One `Call` carries what every record of a call shares (the request, who asked, the route and
 the replica, when it started); `TurnWriter` builds Turns from it and hands them to the ledger.
+A turn is built as plain data shaped like `ledger.records.Turn` and serialised with orjson
+(`Encoded`): the request path never builds the pydantic model (see `Encoded` for the figures).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from gateway.episodes import CallContext, TurnIndex
 from gateway.explore import Exploration
 from gateway.pool import Replica
 from gateway.routing import Route
 from gateway.scrub import scrub_turn
-from gateway.tap import tokens_complete
+from gateway.tap import Choice, tokens_complete
 from ledger.ids import new_id
 from ledger.recorder import Recorder
-from ledger.records import TOPIC_TURNS, EpisodeEnd, Turn, TurnChoice
+from ledger.records import SCHEMA_VERSION, TOPIC_TURNS, Encoded, EpisodeEnd, Turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +47,7 @@ class TurnWriter:
         self,
         call: Call,
         latency: float,
-        choices: list[TurnChoice],
+        choices: list[Choice],
         usage: dict[str, Any] | None,
         prompt_ids: list[int] | None,
         *,
@@ -65,7 +70,7 @@ class TurnWriter:
             group_id=group_id,
         )
         self._write(turn)
-        self.index.add(turn.id, turn.episode_id, ctx.tenant)
+        self.index.add(ctx.turn_id, ctx.episode.episode_id, ctx.tenant)
         if ctx.episode.end:
             self.end_episode(ctx.episode.episode_id, ctx.tenant, "client")
 
@@ -73,7 +78,7 @@ class TurnWriter:
         self,
         call: Call,
         latency: float,
-        choices: list[TurnChoice],
+        choices: list[Choice],
         prompt_ids: list[int] | None,
         group_id: str,
     ) -> None:
@@ -81,7 +86,7 @@ class TurnWriter:
         its own, ended at once."""
         eid = call.ctx.episode.episode_id
         for i, alt in enumerate(choices, 1):
-            alt.index = 0
+            alt["index"] = 0
             turn = self._turn(
                 call,
                 new_id(),
@@ -94,13 +99,16 @@ class TurnWriter:
                 extra_meta={"exploration_of": eid},
             )
             self._write(turn)
-            self.end_episode(turn.episode_id, call.ctx.tenant, "exploration")
+            self.end_episode(turn["episode_id"], call.ctx.tenant, "exploration")
 
     def end_episode(self, episode_id: str, tenant: str, reason: str) -> None:
         self.recorder.record(TOPIC_TURNS, EpisodeEnd(episode_id=episode_id, tenant=tenant, reason=reason))
 
-    def _write(self, turn: Turn) -> None:
-        self.recorder.record(TOPIC_TURNS, scrub_turn(turn) if self.scrub_pii else turn)
+    def _write(self, turn: dict[str, Any]) -> None:
+        if self.scrub_pii:
+            self.recorder.record(TOPIC_TURNS, scrub_turn(Turn.model_validate(turn)))
+        else:
+            self.recorder.record(TOPIC_TURNS, Encoded(turn["episode_id"], orjson.dumps(turn)))
 
     def _turn(
         self,
@@ -108,7 +116,7 @@ class TurnWriter:
         turn_id: str,
         episode_id: str,
         latency: float,
-        choices: list[TurnChoice],
+        choices: list[Choice],
         usage: dict[str, Any] | None,
         prompt_ids: list[int] | None,
         *,
@@ -116,31 +124,36 @@ class TurnWriter:
         error: str | None = None,
         group_id: str | None = None,
         extra_meta: dict[str, Any] | None = None,
-    ) -> Turn:
+    ) -> dict[str, Any]:
         body = call.body
         raw_meta = body.get("metadata")
         meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
         if extra_meta:
             meta = {**meta, **extra_meta}
         complete = tokens_complete(prompt_ids, choices)
-        return Turn(
-            id=turn_id,
-            episode_id=episode_id,
-            tenant=call.ctx.tenant,
-            model=self.public_model,
-            version=call.route.version,
-            upstream=call.replica.url,
-            started_at=call.started,
-            latency_ms=latency * 1000.0,
-            ttft_ms=None if ttft is None else ttft * 1000.0,
-            stream=call.stream,
-            request={k: v for k, v in body.items() if k != "metadata"},
-            choices=choices,
-            usage=usage,
-            prompt_token_ids=prompt_ids if complete else None,
-            tokens_recorded=complete,
-            task=call.ctx.episode.task,
-            metadata=meta,
-            error=error,
-            group_id=group_id,
-        )
+        return {  # every field of ledger.records.Turn, by alias (a unit test keeps them in step)
+            "schema": SCHEMA_VERSION,
+            "id": turn_id,
+            "created_at": time.time(),
+            "tenant": call.ctx.tenant,
+            "kind": "turn",
+            "episode_id": episode_id,
+            "model": self.public_model,
+            "version": call.route.version,
+            "upstream": call.replica.url,
+            "started_at": call.started,
+            "latency_ms": latency * 1000.0,
+            "ttft_ms": None if ttft is None else ttft * 1000.0,
+            "stream": call.stream,
+            "request": {k: v for k, v in body.items() if k != "metadata"},
+            "choices": choices,
+            "usage": usage,
+            "prompt_token_ids": prompt_ids if complete else None,
+            "tokens_recorded": complete,
+            "task": call.ctx.episode.task,
+            "tags": {},
+            "metadata": meta,
+            "group_id": group_id,
+            "status": 200,
+            "error": error,
+        }

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ledger.bus import Bus, BusUnavailable
-from ledger.records import Record
+from ledger.records import Encoded, Record
 from ledger.spool import Spool, SpoolItem
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class Recorder:
         self._on_published = on_published  # called with what the bus acknowledged
         self._linger_s = linger_s
         self._asleep = False  # the publisher waits for `_wake` (guarded by `_lock`)
-        self._queue: deque[tuple[str, Record]] = deque()
+        self._queue: deque[tuple[str, Record | Encoded]] = deque()
         self._overflow: deque[SpoolItem] = deque()  # newer than the queue, on its way to disk
         self._spool_wake = threading.Event()
         self._spooler: threading.Thread | None = None
@@ -71,7 +71,7 @@ class Recorder:
         self.published = 0
         self.spilled = 0
 
-    def record(self, topic: str, record: Record) -> None:
+    def record(self, topic: str, record: Record | Encoded) -> None:
         """Hand a record to the ledger. Never blocks on the bus (a full queue spills to disk)."""
         with self._lock:
             if not self._spilling and (self._spool is None or len(self._queue) < self._capacity):

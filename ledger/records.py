@@ -49,6 +49,21 @@ class Record(BaseModel):
         return self.__pydantic_serializer__.to_json(self, by_alias=True)
 
 
+class Encoded:
+    """A record serialised where it was born, for the recorder (which needs only its key and
+    bytes). The gateway builds each turn as plain data and writes it with orjson: building and
+    dumping the pydantic model instead cost ~30 µs a turn, a sixth of the gateway's CPU per
+    request. Readers parse it like any record (a test keeps the two in step)."""
+
+    __slots__ = ("body", "key")
+
+    def __init__(self, key: str, body: bytes) -> None:
+        self.key, self.body = key, body
+
+    def to_bytes(self) -> bytes:
+        return self.body
+
+
 class TurnChoice(BaseModel):
     """One completion of a turn (a turn has `n` of them)."""
 
