@@ -62,6 +62,7 @@ def learner(
     bus, with a writer in this process: the store writer's store cannot be opened here."""
     from learner.loop import run_learner
     from learner.publish import HttpPublisher
+    from ledger.tracing import setup_tracing
     from ledger.wiring import open_bus, open_store, open_writer, runs_writer
 
     settings = settings_from(config, data_dir=data_dir, **{"learner.admin_url": gateway})
@@ -76,7 +77,8 @@ def learner(
     publisher = HttpPublisher(url, settings.learner.admin_key, retries=settings.learner.publish_retries)
     stop = _stop_on_signals()
     try:
-        report = run_learner(settings, store, publisher, stop, registry=registry)
+        tracer = setup_tracing(settings.telemetry, "rlgw-learner")
+        report = run_learner(settings, store, publisher, stop, registry=registry, tracer=tracer)
         typer.secho(f"learner stopped after {len(report.steps)} steps, versions {report.versions}", err=True)
     finally:
         publisher.close()
