@@ -19,6 +19,7 @@ class VersionIn(BaseModel):
     parent: str | None = None
     data_window: dict[str, Any] = Field(default_factory=dict)
     base_equivalent: bool = False
+    traceparent: str | None = None  # the learner's span for this version (ledger.tracing)
 
 
 class ActionIn(BaseModel):
@@ -56,7 +57,12 @@ def add_version_routes(app: FastAPI, controller: VersionController, auth: Any, r
             raise InvalidRequest(f"{first['msg']} (at {'.'.join(map(str, first['loc']))})") from exc
         try:
             v = await controller.register(
-                body.version, body.adapter_path, body.parent, body.data_window, body.base_equivalent
+                body.version,
+                body.adapter_path,
+                body.parent,
+                body.data_window,
+                body.base_equivalent,
+                traceparent=body.traceparent,
             )
         except AdapterError as exc:
             raise UpstreamError(str(exc), code="adapter_load_failed") from exc

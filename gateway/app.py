@@ -29,13 +29,13 @@ from gateway.metrics import Metrics
 from gateway.pool import Pool
 from gateway.routing import Router
 from gateway.scrub import scrub_feedback
-from gateway.tracing import setup_tracing
 from gateway.turns import TurnWriter
 from gateway.versions import VersionRegistry
 from ledger.bus import Bus
 from ledger.config import Settings
 from ledger.recorder import Recorder
 from ledger.records import TOPIC_FEEDBACK, Episode, Feedback, FeedbackValue
+from ledger.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +215,10 @@ def _document_chat_route(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(svc: Services) -> HotPath:
-    """The gateway's ASGI app (the FastAPI app is at `.app`)."""
-    return HotPath(create_fastapi(svc), setup_tracing(svc.settings.telemetry))
+def create_app(svc: Services, tracer: Tracer | None = None) -> HotPath:
+    """The gateway's ASGI app (the FastAPI app is at `.app`); traced by `tracer`, else as
+    `telemetry` configures."""
+    return HotPath(create_fastapi(svc), tracer or setup_tracing(svc.settings.telemetry, "rlgw-gateway"))
 
 
 def create_fastapi(svc: Services) -> FastAPI:

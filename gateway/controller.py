@@ -35,6 +35,7 @@ class VersionController:
         parent: str | None,
         data_window: dict[str, Any],
         base_equivalent: bool,
+        traceparent: str | None = None,
     ) -> Version:
         """Register, load into every replica, then start its canary (or serve it as the base)."""
         reg = self.registry
@@ -54,7 +55,7 @@ class VersionController:
                 base.adapter_path, base.replicas = adapter_path, outcome
                 reg.event(base, "base_adapter", f"base served through zero adapter {name}", {"adapter": name})
                 return base
-            v = reg.register(vid, adapter_path, parent, data_window)
+            v = reg.register(vid, adapter_path, parent, data_window, traceparent)
             v.replicas = await self.loader.load_everywhere(v.adapter_name, adapter_path)
             if not v.replicas or any(s != "loaded" for s in v.replicas.values()):
                 v.status = "failed"

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.ids import new_id
+from ledger.tracing import traceparent
 
 MAX_ID_CHARS = 200
 
@@ -35,11 +36,14 @@ def resolve_episode(headers: Any, body: dict[str, Any]) -> EpisodeRef:
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
-    """Who made a call and in which episode; the turn id is minted here, returned as X-Turn-Id."""
+    """Who made a call and in which episode; the turn id is minted here, returned as X-Turn-Id.
+    `traceparent` is the request's span, taken when the call starts (a stream's turn is
+    recorded after the span has ended)."""
 
     tenant: str
     episode: EpisodeRef
     turn_id: str = field(default_factory=new_id)
+    traceparent: str | None = field(default_factory=traceparent)
 
 
 class TurnIndex:

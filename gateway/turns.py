@@ -142,6 +142,7 @@ class TurnWriter:
             "version": call.route.version,
             "upstream": call.replica.url,
             "started_at": call.started,
+            "traceparent": call.ctx.traceparent,
             "latency_ms": latency * 1000.0,
             "ttft_ms": None if ttft is None else ttft * 1000.0,
             "stream": call.stream,

@@ -42,6 +42,7 @@ class Version:
     replicas: dict[str, str] = field(default_factory=dict)  # replica url -> loaded | error: ...
     episodes_started: int = 0
     unloaded: bool = False  # retired and taken out of the replicas (reloaded if promoted again)
+    traceparent: str | None = None  # the learner's span that made it: on every event of the version
 
     @property
     def adapter_name(self) -> str:
@@ -154,12 +155,18 @@ class VersionRegistry:
             adapter_path=version.adapter_path,
             data_window=version.data_window,
             pinned=version.pinned,
+            traceparent=version.traceparent,
         )
         self.events.append(rec)
         self.recorder.record(TOPIC_VERSIONS, rec)
 
     def register(
-        self, vid: str, adapter_path: str, parent: str | None, data_window: dict[str, Any]
+        self,
+        vid: str,
+        adapter_path: str,
+        parent: str | None,
+        data_window: dict[str, Any],
+        traceparent: str | None = None,
     ) -> Version:
         if not vid or vid == BASE_VERSION or "/" in vid:
             raise InvalidRequest(f"invalid version id {vid!r}", param="version")
@@ -170,7 +177,7 @@ class VersionRegistry:
         parent = parent or self.serving
         if parent not in self.versions:
             raise InvalidRequest(f"unknown parent version {parent}", param="parent")
-        v = Version(vid, parent, adapter_path, "registered", data_window=data_window)
+        v = Version(vid, parent, adapter_path, "registered", data_window=data_window, traceparent=traceparent)
         self.versions[vid] = v
         self.event(v, "registered")
         return v

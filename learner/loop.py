@@ -14,6 +14,11 @@ The read side is a small protocol, `ScoredEpisodes.scored(after, limit=...)`, re
 with `.position` (resumes a read), `.score` and `.episode` — the ledger store's `scored` read
 has this shape; `MemoryScoredEpisodes` is the in-memory one for tests and demos.
 
+Traces (ledger.tracing): each version is a `learner.version` span, the parent of its steps'
+`learner.step` spans, which link to the scores they trained on and to those scores' turns;
+the version is published with the version span's trace context, so its ModelVersion events
+carry the steps' trace id.
+
 Publishing is a boundary: any exception from the publisher is logged and the version stays
 pending, to be published (in order) before the next one — the learner keeps training while
 the gateway is away, and never publishes a version that is not completely saved.
@@ -29,11 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from ledger.config import Settings
 from ledger.ids import new_id
 from ledger.records import Episode, Score
+from ledger.tracing import links, traceparent
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +93,7 @@ class Pending:
     parent: str | None
     data_window: dict[str, Any]
     base_equivalent: bool = False
+    traceparent: str | None = None  # the version's span
 
 
 @dataclass
@@ -105,13 +113,14 @@ def run_learner(
     model_dir: str | Path | None = None,
     registry: CollectorRegistry | None = None,
     max_versions: int | None = None,
+    tracer: trace.Tracer | None = None,
 ) -> LearnerReport:
     """Train and publish versions until `stop_event` is set (or `max_versions` were saved)."""
     from learner.checkpoint import prune, resume, save_version, save_zero_adapter
-    from learner.samples import build_samples
     from learner.train import Trainer
 
     cfg = settings.learner
+    tracer = tracer or trace.NoOpTracer()
     root = Path(cfg.checkpoint_dir or settings.data_dir / "learner").resolve()
     base = Path(model_dir or cfg.model or _tiny_model(settings.data_dir))
     trainer = Trainer(cfg, base, registry=registry)
@@ -138,39 +147,53 @@ def run_learner(
         if max_versions is not None and len(report.versions) >= max_versions:
             break
         window_start, episodes = position, 0
-        for _ in range(cfg.steps_per_version):
-            batch = _read_batch(read_samples, position, cfg.batch_episodes, cfg.poll_interval_s, stop_event)
-            if not batch:
-                break  # stopping
-            position = batch[-1].position
-            episodes += len(batch)
-            samples = []
-            skipped: Counter[str] = Counter()
-            for item in _latest_scores(batch):
-                built, stats = build_samples(item.score, item.episode, max_tokens=cfg.max_sample_tokens)
-                samples += built
-                skipped.update(
-                    {k: v for k, v in stats.counts.items() if k not in ("samples", "turns_continued")}
+        with tracer.start_as_current_span("learner.version") as version_span:
+            for _ in range(cfg.steps_per_version):
+                batch = _read_batch(
+                    read_samples, position, cfg.batch_episodes, cfg.poll_interval_s, stop_event
                 )
-            report.skipped.update(skipped)
-            trainer.metrics.observe_skips(dict(skipped))
-            step = trainer.step(samples)
-            step.skipped.update(skipped)
-            report.steps.append(step)
-        if stop_event.is_set() and episodes == 0:
-            break
-        seq += 1
-        version = f"v{seq}-{new_id()[-6:]}"
-        window = {"after": window_start, "until": position, "episodes": episodes, "steps": trainer.steps}
-        state = save_version(root, trainer, version=version, parent=parent, seq=seq, data_window=window)
+                if not batch:
+                    break  # stopping
+                position = batch[-1].position
+                episodes += len(batch)
+                report.steps.append(_step(trainer, batch, cfg.max_sample_tokens, report, tracer))
+            if stop_event.is_set() and episodes == 0:
+                break
+            seq += 1
+            version = f"v{seq}-{new_id()[-6:]}"
+            window = {"after": window_start, "until": position, "episodes": episodes, "steps": trainer.steps}
+            state = save_version(root, trainer, version=version, parent=parent, seq=seq, data_window=window)
+            version_span.set_attributes(
+                {"rlgw.version": version, "rlgw.parent": parent, "rlgw.steps": trainer.steps}
+            )
         trainer.metrics.observe_version()
         report.versions.append(version)
         log.info("learner saved %s (parent %s) window %s", version, parent, window)
+        traced = traceparent(version_span)
+        pending.append(Pending(version, str(state.adapter_path), state.parent, window, traceparent=traced))
         parent = version
-        pending.append(Pending(version, str(state.adapter_path), state.parent, window))
         prune(root, cfg.keep_versions)
     _publish_pending(pending, publisher, report)
     return report
+
+
+def _step(trainer: Any, batch: Sequence[Any], max_tokens: int, report: LearnerReport, tracer: Any) -> Any:
+    """One training step on a batch of scored episodes, in a span linked to what it trains on."""
+    from learner.samples import build_samples
+
+    samples = []
+    skipped: Counter[str] = Counter()
+    for item in _latest_scores(batch):
+        built, stats = build_samples(item.score, item.episode, max_tokens=max_tokens)
+        samples += built
+        skipped.update({k: v for k, v in stats.counts.items() if k not in ("samples", "turns_continued")})
+    report.skipped.update(skipped)
+    trainer.metrics.observe_skips(dict(skipped))
+    with tracer.start_as_current_span("learner.step", links=_trained_on(batch)) as span:
+        step = trainer.step(samples)
+        span.set_attributes({"rlgw.step": step.step, "rlgw.samples": step.samples, "rlgw.scores": len(batch)})
+    step.skipped.update(skipped)
+    return step
 
 
 def _read_batch(
@@ -196,12 +219,26 @@ def _latest_scores(batch: Sequence[Any]) -> list[Any]:
     return list(latest.values())
 
 
+def _trained_on(batch: Sequence[Any]) -> list[Any]:
+    """Links to the spans of the scores in a batch, each followed by its turns' (bounded)."""
+    targets: list[tuple[str | None, dict[str, str]]] = []
+    for item in batch:
+        targets.append((item.score.traceparent, {"rlgw.score_id": item.score.id}))
+        targets += [(t.traceparent, {"rlgw.turn_id": t.id}) for t in item.episode.turns]
+    return links(targets)
+
+
 def _publish_pending(pending: list[Pending], publisher: Any, report: LearnerReport) -> list[Pending]:
     """Publish saved versions in order; stop at the first failure and keep the rest pending."""
     for i, p in enumerate(pending):
         try:
             publisher.publish(
-                p.version, p.adapter_path, p.parent, p.data_window, base_equivalent=p.base_equivalent
+                p.version,
+                p.adapter_path,
+                p.parent,
+                p.data_window,
+                base_equivalent=p.base_equivalent,
+                traceparent=p.traceparent,
             )
         except Exception as exc:  # the boundary: whatever the gateway says, retry before the next
             log.error("learner could not publish %s (will retry): %s", p.version, exc)

@@ -1,9 +1,9 @@
 """Publishing a version: the learner tells the gateway, which loads it into the pool.
 
-One seam, one method: `publish(version_id, adapter_path, parent, data_window, base_equivalent)`.
-`HttpPublisher` POSTs `{gateway}/admin/versions` with JSON
-`{"version", "adapter_path", "parent", "data_window", "base_equivalent"}` and the admin bearer
-key; the gateway registers the version, loads it into every replica and starts its canary.
+One seam, one method: `publish(version_id, adapter_path, parent, data_window, base_equivalent,
+traceparent)`. `HttpPublisher` POSTs `{gateway}/admin/versions` with JSON
+`{"version", "adapter_path", "parent", "data_window", "base_equivalent", "traceparent"}` and the
+admin bearer key; the gateway registers the version, loads it into every replica and starts its canary.
 `base_equivalent=True` marks an all-zero adapter the gateway serves the base model through
 (vLLM's mixed-batch base-model bug, SERVICES.md); the learner publishes one when it starts.
 Publishing the same version twice must be harmless on the gateway's side (a retry after a
@@ -36,6 +36,7 @@ class Publisher(Protocol):
         parent: str | None,
         data_window: dict[str, Any],
         base_equivalent: bool = False,
+        traceparent: str | None = None,
     ) -> Any: ...
 
 
@@ -63,6 +64,7 @@ class HttpPublisher:
         parent: str | None,
         data_window: dict[str, Any],
         base_equivalent: bool = False,
+        traceparent: str | None = None,
     ) -> None:
         body = {
             "version": version_id,
@@ -70,6 +72,7 @@ class HttpPublisher:
             "parent": parent,
             "data_window": data_window,
             "base_equivalent": base_equivalent,
+            "traceparent": traceparent,
         }
         last = ""
         for attempt in range(self.retries):
@@ -107,6 +110,7 @@ class FakePublisher:
         parent: str | None,
         data_window: dict[str, Any],
         base_equivalent: bool = False,
+        traceparent: str | None = None,
     ) -> None:
         self.attempts += 1
         if self.attempts <= self.fail_first:
@@ -116,5 +120,6 @@ class FakePublisher:
             "adapter_path": adapter_path,
             "parent": parent,
             "data_window": data_window,
+            "traceparent": traceparent,
         }
         (self.base_adapters if base_equivalent else self.published).append(call)

@@ -39,6 +39,7 @@ class Record(BaseModel):
     id: str = Field(default_factory=new_id)
     created_at: float = Field(default_factory=time.time)
     tenant: str = "default"
+    traceparent: str | None = None  # W3C trace context of the span that made it (ledger.tracing)
 
     @property
     def key(self) -> str:

@@ -10,11 +10,18 @@
 The spool lives in <data_dir>/spool (not for the memory bus). A store writer thread runs
 here when `ledger.store_writer` says so (default: only with the embedded store, which only
 this process may open). `Ledger.reader` is the store the gateway reads episodes from.
+
+Writers that fill one store share a consumer group, so each record reaches one of them: the
+`store-writer` group for a ClickHouse server. An embedded store is one process's own, so on
+Kafka its writer's group is named for the store's path: every embedded store (the store
+writer's, a learner's) receives every record.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -23,7 +30,7 @@ from ledger.bus import Bus, MemoryBus
 from ledger.config import Settings
 from ledger.recorder import Recorder
 from ledger.spool import Spool
-from ledger.writer import StoreWriter
+from ledger.writer import GROUP, StoreWriter
 
 
 @dataclass
@@ -59,6 +66,10 @@ def open_bus(settings: Settings) -> Bus:
     return KafkaBus(cfg)
 
 
+def _embedded_path(settings: Settings) -> Path:
+    return settings.data_dir.resolve() / "store"
+
+
 def open_store(settings: Settings) -> Any:
     cfg = settings.ledger
     if cfg.store == "memory":
@@ -68,11 +79,41 @@ def open_store(settings: Settings) -> Any:
     from ledger.store import ClickHouseStore
 
     if cfg.store == "embedded":
-        path = settings.data_dir.resolve() / "store"
+        path = _embedded_path(settings)
         path.mkdir(parents=True, exist_ok=True)
         return ClickHouseStore(f"chdb://{path}", database=cfg.database)
     assert cfg.dsn is not None  # checked by Settings
     return ClickHouseStore(cfg.dsn, database=cfg.database)
+
+
+def runs_writer(settings: Settings) -> bool:
+    """Whether a process that opens the store also fills it (`ledger.store_writer`)."""
+    cfg = settings.ledger
+    return cfg.store_writer if cfg.store_writer is not None else cfg.store == "embedded"
+
+
+def writer_group(settings: Settings) -> str:
+    cfg = settings.ledger
+    if cfg.store == "embedded" and cfg.bus == "kafka":
+        digest = hashlib.sha1(str(_embedded_path(settings)).encode()).hexdigest()[:12]
+        return f"{GROUP}-{digest}"
+    return GROUP
+
+
+def open_writer(
+    settings: Settings, bus: Bus, store: Any, registry: CollectorRegistry | None = None
+) -> StoreWriter:
+    """The store writer (not started) moving `bus` records into `store`."""
+    cfg = settings.ledger
+    return StoreWriter(
+        bus,
+        store,
+        topic_prefix=cfg.topic_prefix,
+        batch=cfg.writer_batch,
+        linger_s=cfg.writer_linger_s,
+        group=writer_group(settings),
+        registry=registry,
+    )
 
 
 def open_ledger(settings: Settings, registry: CollectorRegistry | None = None) -> Ledger:
@@ -95,15 +136,5 @@ def open_ledger(settings: Settings, registry: CollectorRegistry | None = None) -
         linger_s=cfg.record_linger_ms / 1000.0,
     )
     store = open_store(settings)
-    writer = None
-    run_writer = cfg.store_writer if cfg.store_writer is not None else cfg.store == "embedded"
-    if run_writer:
-        writer = StoreWriter(
-            bus,
-            store,
-            topic_prefix=cfg.topic_prefix,
-            batch=cfg.writer_batch,
-            linger_s=cfg.writer_linger_s,
-            registry=registry,
-        ).start()
+    writer = open_writer(settings, bus, store, registry).start() if runs_writer(settings) else None
     return Ledger(bus=bus, recorder=recorder.start(), reader=store, writer=writer)

@@ -5,6 +5,9 @@ that is due with every matching rubric → publish the Scores (key = episode id)
 
 Delivery is at-least-once and scoring is idempotent: a Score's id is derived from (episode,
 rubric name and version, feedback count, turn count), so a replay republishes the same ids.
+With a tracer, each Score gets a `rubric.score` span linked to its turns' request spans, and
+carries the span's trace context (ledger.tracing).
+
 Offsets are committed only after the step's scores are published, and only when no episode
 is open in memory, or at the latest every `commit_interval_s`: records of an episode still open
 at a crash are then replayed to whichever worker takes the partition. Past that bound, an
@@ -21,6 +24,8 @@ import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from opentelemetry.trace import Tracer
+
 from ledger.bus import Bus, BusUnavailable
 from ledger.config import Settings
 from ledger.records import (
@@ -32,6 +37,7 @@ from ledger.records import (
     Score,
     parse_record,
 )
+from ledger.tracing import links, traceparent
 from rewards.metrics import WorkerMetrics
 from rewards.rubric import SCORE_NAMESPACE, Rubric
 from rewards.source import EpisodeSource
@@ -56,6 +62,7 @@ class RubricWorker:
         metrics: WorkerMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         batch: int = 2000,
+        tracer: Tracer | None = None,
     ) -> None:
         self.rubrics = list(rubrics)
         self.bus = bus
@@ -69,6 +76,7 @@ class RubricWorker:
         self.metrics = metrics
         self.clock = clock
         self.batch = batch
+        self.tracer = tracer
         self.pending: dict[EpisodeKey, EpisodeState] = {}  # due, not yet published
         self.published = 0
         self._last_commit = clock()
@@ -160,13 +168,32 @@ class RubricWorker:
             for r in self.rubrics:
                 if not r.matches(view):
                     continue
-                if r.inline_only:  # built-ins: awaiting directly costs no task
+                if self.tracer is not None:
+                    jobs.append(self._traced(r, view, self.tracer))
+                elif r.inline_only:  # built-ins: awaiting directly costs no task
                     out.append(await r.score(view, self.metrics))
                 else:
                     jobs.append(r.score(view, self.metrics))
         for i in range(0, len(jobs), 512):  # bounded concurrency for slow (judge) functions
             out.extend(await asyncio.gather(*jobs[i : i + 512]))
         return out
+
+    async def _traced(self, rubric: Rubric, view: EpisodeView, tracer: Tracer) -> Score:
+        """Score in a span linked to the request spans of the episode's turns."""
+        turns = [(t.traceparent, {"rlgw.turn_id": t.id}) for t in view.turns]
+        with tracer.start_as_current_span("rubric.score", links=links(turns)) as span:
+            score = await rubric.score(view, self.metrics)
+            span.set_attributes(
+                {
+                    "rlgw.score_id": score.id,
+                    "rlgw.episode_id": score.episode_id,
+                    "rlgw.rubric": score.rubric,
+                    "rlgw.rubric_version": score.rubric_version,
+                    "rlgw.turn_ids": [t.id for t in view.turns],
+                }
+            )
+            score.traceparent = traceparent(span)
+            return score
 
     def _maybe_commit(self, now: float) -> None:
         if self.metrics:
@@ -204,6 +231,7 @@ def run_worker(
     rubrics: Sequence[Rubric] | None = None,
     source: EpisodeSource | None = None,
     metrics: WorkerMetrics | None = None,
+    tracer: Tracer | None = None,
 ) -> None:
     """Run a rubric worker until `stop` is set: in its own process, or in a thread of `rlgw up`."""
     from rewards.loader import load_rubrics
@@ -212,7 +240,7 @@ def run_worker(
         if settings.rewards.rubrics is None:
             raise ValueError("no rubrics: give --rubrics PATH or rewards.rubrics in the config")
         rubrics = load_rubrics(settings.rewards.rubrics, settings.rewards)
-    worker = RubricWorker.from_settings(settings, rubrics, bus, source=source, metrics=metrics)
+    worker = RubricWorker.from_settings(settings, rubrics, bus, source=source, metrics=metrics, tracer=tracer)
     log.info("rubric worker: %s", ", ".join(f"{r.name}@{r.version}" for r in worker.rubrics))
     loop = asyncio.new_event_loop()
     try:

@@ -35,6 +35,7 @@ def rubric_worker(
     """Score closed episodes with the rubrics, as one member of the workers' consumer group."""
     from prometheus_client import CollectorRegistry, start_http_server
 
+    from ledger.tracing import setup_tracing
     from ledger.wiring import open_bus, open_store
     from rewards.metrics import WorkerMetrics
     from rewards.worker import run_worker
@@ -51,7 +52,15 @@ def rubric_worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        run_worker(settings, bus, stop, rubrics=rubric_list, source=source, metrics=WorkerMetrics(registry))
+        run_worker(
+            settings,
+            bus,
+            stop,
+            rubrics=rubric_list,
+            source=source,
+            metrics=WorkerMetrics(registry),
+            tracer=setup_tracing(settings.telemetry, "rlgw-rubric-worker"),
+        )
     finally:
         bus.close()
         if source is not None:

@@ -79,11 +79,14 @@ class InProcessPublisher:
         parent: str | None,
         data_window: dict[str, Any],
         base_equivalent: bool = False,
+        traceparent: str | None = None,
     ) -> dict[str, Any]:
         loop = self.services.loop
         if loop is None or loop.is_closed() or not loop.is_running():
             raise RuntimeError("the gateway is not running")
-        coro = self.services.controller.register(version, adapter_path, parent, data_window, base_equivalent)
+        coro = self.services.controller.register(
+            version, adapter_path, parent, data_window, base_equivalent, traceparent=traceparent
+        )
         v = asyncio.run_coroutine_threadsafe(coro, loop).result(300)
         return {"version": v.id, "status": v.status}
 
@@ -199,21 +202,30 @@ def start_stack(
 
 
 def start_worker(stack: Stack, rubrics: list[Any] | None) -> None:
+    from ledger.tracing import setup_tracing
     from rewards.worker import run_worker
 
+    tracer = setup_tracing(stack.settings.telemetry, "rlgw-rubric-worker")
     stack.spawn(
         "rlgw-rubric-worker",
         lambda: run_worker(
-            stack.settings, stack.ledger.bus, stack.stop_event, rubrics=rubrics, source=stack.ledger.reader
+            stack.settings,
+            stack.ledger.bus,
+            stack.stop_event,
+            rubrics=rubrics,
+            source=stack.ledger.reader,
+            tracer=tracer,
         ),
     )
 
 
 def start_learner(stack: Stack) -> None:
     from learner.loop import run_learner
+    from ledger.tracing import setup_tracing
 
     publisher = InProcessPublisher(stack.services)
+    tracer = setup_tracing(stack.settings.telemetry, "rlgw-learner")
     stack.spawn(
         "rlgw-learner",
-        lambda: run_learner(stack.settings, stack.ledger.reader, publisher, stack.stop_event),
+        lambda: run_learner(stack.settings, stack.ledger.reader, publisher, stack.stop_event, tracer=tracer),
     )

@@ -33,20 +33,12 @@ def store_writer(
     config: ConfigOpt = None, data_dir: DataDirOpt = None, metrics_port: int | None = MetricsPortOpt
 ) -> None:
     """Move records from the bus into the store, in batches, as one member of the writers' group."""
-    from ledger.wiring import open_bus, open_store
-    from ledger.writer import StoreWriter
+    from ledger.wiring import open_bus, open_store, open_writer
 
     settings = settings_from(config, data_dir=data_dir)
     cfg = settings.ledger
     bus, store = open_bus(settings), open_store(settings)
-    writer = StoreWriter(
-        bus,
-        store,
-        topic_prefix=cfg.topic_prefix,
-        batch=cfg.writer_batch,
-        linger_s=cfg.writer_linger_s,
-        registry=_metrics_registry(metrics_port),
-    )
+    writer = open_writer(settings, bus, store, _metrics_registry(metrics_port))
     stop = _stop_on_signals()
     typer.secho(f"store writer: {cfg.bus} → {cfg.store}", err=True)
     writer.start()  # retries while the bus or the store is down; commits only after inserts
@@ -64,22 +56,34 @@ def learner(
     gateway: str = typer.Option(None, "--gateway", help="Gateway root URL to publish versions to."),
     metrics_port: int | None = MetricsPortOpt,
 ) -> None:
-    """Train on scored traffic from the store and publish each version to the gateway."""
+    """Train on scored traffic from the store and publish each version to the gateway.
+
+    On the embedded store (one process's own) the learner fills a store of its own from the
+    bus, with a writer in this process: the store writer's store cannot be opened here."""
     from learner.loop import run_learner
     from learner.publish import HttpPublisher
-    from ledger.wiring import open_store
+    from ledger.tracing import setup_tracing
+    from ledger.wiring import open_bus, open_store, open_writer, runs_writer
 
     settings = settings_from(config, data_dir=data_dir, **{"learner.admin_url": gateway})
     url = settings.learner.admin_url
     if not url:
         typer.secho("give --gateway URL (or learner.admin_url in the config)", fg="red", err=True)
         raise typer.Exit(2)
+    registry = _metrics_registry(metrics_port)
     store = open_store(settings)
+    bus = open_bus(settings) if runs_writer(settings) else None
+    writer = open_writer(settings, bus, store, registry).start() if bus is not None else None
     publisher = HttpPublisher(url, settings.learner.admin_key, retries=settings.learner.publish_retries)
     stop = _stop_on_signals()
     try:
-        report = run_learner(settings, store, publisher, stop, registry=_metrics_registry(metrics_port))
+        tracer = setup_tracing(settings.telemetry, "rlgw-learner")
+        report = run_learner(settings, store, publisher, stop, registry=registry, tracer=tracer)
         typer.secho(f"learner stopped after {len(report.steps)} steps, versions {report.versions}", err=True)
     finally:
         publisher.close()
+        if writer is not None:
+            writer.close()
+        if bus is not None:
+            bus.close()
         store.close()

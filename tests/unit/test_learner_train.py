@@ -108,7 +108,8 @@ def test_http_publisher_retries_transient_errors_only() -> None:
         return httpx.Response(answers[len(calls) - 1], json={})
 
     pub = HttpPublisher("http://gw", "sk-admin", backoff_s=0, transport=httpx.MockTransport(handler))
-    pub.publish("v1", "/ckpt/v1/adapter", "base", {"until": "9"})
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    pub.publish("v1", "/ckpt/v1/adapter", "base", {"until": "9"}, traceparent=tp)
     assert len(calls) == 3
     assert calls[0].url == "http://gw/admin/versions"
     assert calls[0].headers["authorization"] == "Bearer sk-admin"
@@ -118,6 +119,7 @@ def test_http_publisher_retries_transient_errors_only() -> None:
         "parent": "base",
         "data_window": {"until": "9"},
         "base_equivalent": False,
+        "traceparent": tp,
     }
 
     refused = HttpPublisher(

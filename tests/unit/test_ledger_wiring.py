@@ -5,7 +5,8 @@ from pathlib import Path
 
 from ledger.config import LedgerConfig, Settings
 from ledger.records import TOPIC_TURNS, Turn
-from ledger.wiring import open_ledger
+from ledger.wiring import open_ledger, writer_group
+from ledger.writer import GROUP
 
 
 def test_embedded_default_records_reach_the_reader(store_data_dir: Path, store_database: str) -> None:
@@ -37,3 +38,15 @@ def test_memory_ledger_for_tests() -> None:
     assert ledger.recorder.flush(5)
     assert ledger.writer is None
     ledger.close()
+
+
+def test_each_embedded_store_on_kafka_has_a_writer_group_of_its_own(tmp_path: Path) -> None:
+    def group(data_dir: Path, **ledger: object) -> str:
+        return writer_group(Settings(data_dir=data_dir, ledger=LedgerConfig(bus="kafka", **ledger)))  # type: ignore[arg-type]
+
+    # a ClickHouse server is one store: its writers share the group (and so the partitions)
+    assert group(tmp_path / "a", store="clickhouse", dsn="http://ch:8123") == GROUP
+    assert group(tmp_path / "b", store="clickhouse", dsn="http://ch:8123") == GROUP
+    # embedded stores are each one process's own: each receives every record, again after a restart
+    a, b = group(tmp_path / "a", store="embedded"), group(tmp_path / "b", store="embedded")
+    assert a != b and GROUP not in (a, b) and a == group(tmp_path / "a", store="embedded")
