@@ -58,7 +58,7 @@ class StoreFigures:
                     out["windows"] = self.store.version_metrics(window_s=bucket_s, since=since)
                 if hasattr(self.store, "scored"):
                     out["rubric"] = rubric_breakdown(
-                        self.store.scored(since=since, limit=RUBRIC_SCORES, settle_s=0)
+                        self.store.scored(since=since, limit=RUBRIC_SCORES, settle_s=0, turns_grace_s=0)
                     )
                 if hasattr(self.store, "episodes"):
                     newest = self.store.episodes(limit=1)

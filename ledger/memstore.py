@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import statistics
 import threading
+import time
 from collections.abc import Sequence
 
-from ledger.reads import ScoredEpisode, VersionWindow, assemble
+from ledger.reads import TURNS_GRACE_S, ScoredEpisode, VersionWindow, assemble, turns_pending
 from ledger.records import Episode, EpisodeEnd, Feedback, ModelVersion, Record, Score, Turn
 
 
@@ -14,14 +15,15 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, Record] = {}  # by id: a replay overwrites, never doubles
         self._seq: dict[str, int] = {}  # score id -> insertion order (the read position)
+        self._received: dict[str, float] = {}  # score id -> when it was first written
         self._lock = threading.Lock()
 
     def write(self, records: Sequence[Record], bodies: Sequence[bytes] | None = None) -> None:
         with self._lock:
             for r in records:
                 self._records[r.id] = r
-                if isinstance(r, Score):
-                    self._seq[r.id] = len(self._seq) if r.id not in self._seq else self._seq[r.id]
+                if isinstance(r, Score) and r.id not in self._seq:
+                    self._seq[r.id], self._received[r.id] = len(self._seq), time.time()
 
     def _all(self, tenant: str | None) -> list[Record]:
         with self._lock:
@@ -61,6 +63,7 @@ class MemoryStore:
         version: str | None = None,
         limit: int = 1000,
         settle_s: float = 0.0,
+        turns_grace_s: float = TURNS_GRACE_S,
     ) -> list[ScoredEpisode]:
         start = -1 if after is None else int(after)
         scores = sorted(
@@ -79,8 +82,11 @@ class MemoryStore:
         out = []
         for s in scores:
             ep = assemble(s.episode_id, by_episode.get((s.tenant, s.episode_id), []))
-            if ep is not None:
-                out.append(ScoredEpisode(f"{self._seq[s.id]:020d}", s, ep))
+            if ep is None or not ep.turns:
+                if turns_pending(s, self._received[s.id], turns_grace_s):
+                    break
+                continue
+            out.append(ScoredEpisode(f"{self._seq[s.id]:020d}", s, ep))
         return out
 
     def version_metrics(

@@ -10,11 +10,32 @@ Every read takes `tenant`: given, only that tenant's records are visible.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from ledger.records import Episode, EpisodeEnd, Feedback, ModelVersion, Record, Score, Turn
+
+log = logging.getLogger(__name__)
+
+TURNS_GRACE_S = 300.0  # how long a score may wait in the store for its episode's turns
+
+
+def turns_pending(score: Score, received_at: float, grace_s: float) -> bool:
+    """A score whose episode has no turns in the store: True while they may still come (the
+    read stops there and resumes at it), False once `grace_s` passed (it is skipped)."""
+    if time.time() - received_at < grace_s:
+        return True
+    log.warning(
+        "score %s: episode %s (tenant %s) has no turns in the store after %.0f s; skipped",
+        score.id,
+        score.episode_id,
+        score.tenant,
+        grace_s,
+    )
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +82,7 @@ class Store(Protocol):
         version: str | None = None,
         limit: int = 1000,
         settle_s: float = 1.0,
+        turns_grace_s: float = TURNS_GRACE_S,
     ) -> list[ScoredEpisode]: ...
 
     def version_metrics(

@@ -21,7 +21,7 @@ from typing import Any
 import clickhouse_connect
 
 from ledger.migrations import MIGRATIONS
-from ledger.reads import ScoredEpisode, VersionWindow, assemble
+from ledger.reads import TURNS_GRACE_S, ScoredEpisode, VersionWindow, assemble, turns_pending
 from ledger.records import (
     Episode,
     EpisodeEnd,
@@ -166,10 +166,13 @@ class ClickHouseStore:
         version: str | None = None,
         limit: int = 1000,
         settle_s: float = 1.0,
+        turns_grace_s: float = TURNS_GRACE_S,
     ) -> list[ScoredEpisode]:
         """Scores after `after`, in the order the store received them. Only rows older than
-        `settle_s` are read (a concurrent writer's insert may land a moment "in the past"), so a
-        reader that resumes from a position never skips one; one-off reads may pass 0."""
+        `settle_s` are read (a concurrent writer's insert may land a moment "in the past"), and
+        a score whose episode has no turns in the store yet ends the read (its turns may be in
+        a later batch) until it is `turns_grace_s` old, then it is skipped with a warning: so a
+        reader that resumes from a position skips nothing. One-off reads pass 0 for both."""
         where, params = self._filters(tenant=tenant, since=since, rubric=rubric, version=version)
         conds = [where.removeprefix("WHERE ")] if where else []
         if after:
@@ -188,11 +191,15 @@ class ClickHouseStore:
         parsed = [(self._parse(r[0]), int(r[1])) for r in rows]
         scores = [(s, at) for s, at in parsed if isinstance(s, Score)]
         episodes = self._episodes_by_id(sorted({s.episode_id for s, _ in scores}), tenant)
-        return [
-            ScoredEpisode(f"{at:020d}:{s.id}", s, episodes[(s.tenant, s.episode_id)])
-            for s, at in scores
-            if (s.tenant, s.episode_id) in episodes
-        ]
+        out = []
+        for s, at in scores:
+            episode = episodes.get((s.tenant, s.episode_id))
+            if episode is None or not episode.turns:
+                if turns_pending(s, at / 1e6, turns_grace_s):
+                    break
+                continue
+            out.append(ScoredEpisode(f"{at:020d}:{s.id}", s, episode))
+        return out
 
     def version_metrics(
         self,

@@ -45,7 +45,9 @@ def collect(
     """SFT rows and DPO pairs from every scored episode in the store."""
     newest: dict[tuple[str, str, str], Any] = {}
     after = None
-    while batch := store.scored(after, since=since, tenant=tenant, rubric=rubric, limit=1000, settle_s=0):
+    while batch := store.scored(
+        after, since=since, tenant=tenant, rubric=rubric, limit=1000, settle_s=0, turns_grace_s=0
+    ):
         for s in batch:
             key = (s.score.tenant, s.score.episode_id, s.score.rubric)
             old = newest.get(key)

@@ -165,3 +165,18 @@ def test_a_second_embedded_path_is_refused(store: Any, tmp_path: Any) -> None:
 
     with pytest.raises(StoreError, match="allows one"):
         ClickHouseStore(f"chdb://{tmp_path}")
+
+
+def test_a_score_that_arrives_before_its_turns_waits_for_them(any_store: Any) -> None:
+    """The store writer may insert a score before its episode's turns (another batch): a
+    resuming read stops at it rather than move past it; only after the grace is it skipped."""
+    early = Score(episode_id="late", tenant="a", rubric="r", rubric_version="1", total=1.0)
+    t1 = turn("e1", 1.0)
+    after_it = Score(episode_id="e1", tenant="a", rubric="r", rubric_version="1", total=0.5)
+    any_store.write([early, t1, after_it])
+    assert any_store.scored(settle_s=0) == []  # nothing past the waiting score
+    assert [s.score.id for s in any_store.scored(settle_s=0, turns_grace_s=0)] == [after_it.id]
+    any_store.write([turn("late", 2.0)])
+    got = any_store.scored(settle_s=0)
+    assert [s.score.id for s in got] == [early.id, after_it.id]
+    assert [t.episode_id for t in got[0].episode.turns] == ["late"]
