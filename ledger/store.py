@@ -192,13 +192,13 @@ class ClickHouseStore:
         scores = [(s, at) for s, at in parsed if isinstance(s, Score)]
         episodes = self._episodes_by_id(sorted({s.episode_id for s, _ in scores}), tenant)
         out = []
-        for s, at in scores:
-            episode = episodes.get((s.tenant, s.episode_id))
+        for score, received_us in scores:
+            episode = episodes.get((score.tenant, score.episode_id))
             if episode is None or not episode.turns:
-                if turns_pending(s, at / 1e6, turns_grace_s):
+                if turns_pending(score, received_us / 1e6, turns_grace_s):
                     break
                 continue
-            out.append(ScoredEpisode(f"{at:020d}:{s.id}", s, episode))
+            out.append(ScoredEpisode(f"{received_us:020d}:{score.id}", score, episode))
         return out
 
     def version_metrics(
