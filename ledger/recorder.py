@@ -68,7 +68,8 @@ class Recorder:
         with self._lock:
             if not self._spilling and (self._spool is None or len(self._queue) < self._capacity):
                 self._queue.append((topic, record))
-                self._wake.set()
+                if not self._wake.is_set():  # set() takes a lock and notifies: not per record
+                    self._wake.set()
                 return
             self._spilling = True
             self._overflow.append((self._prefix + topic, record.key, record.to_bytes()))
