@@ -100,6 +100,27 @@ def test_publish_partitions_as_the_default_partitioner_and_keeps_key_order(broke
     bus.close()
 
 
+def test_a_short_poll_waits_for_the_group_join(broker: Any) -> None:
+    """kafka-python drops a join that completes between two polls and rejoins; with short polls
+    spaced by other work that could repeat forever (ledger/kafkaconsumer.py). poll() therefore
+    returns only once this member has joined, however short its timeout."""
+    cfg = config(broker)
+    bus = KafkaBus(cfg)
+    topic = cfg.topic_prefix + TOPIC_TURNS
+    bus.publish(topic, [(f"k{i}", f"v{i}".encode()) for i in range(20)])
+    c = bus.consumer([topic], f"short-polls-{cfg.topic_prefix}")
+    assert c.joining
+    seen = [m.value for m in c.poll(100, timeout_s=0.1)]
+    assert not c.joining  # the tansu broker holds a JoinGroup ~3 s: far past the 0.1 s asked for
+    deadline = time.monotonic() + 30
+    while len(seen) < 20 and time.monotonic() < deadline:
+        time.sleep(0.5)  # a worker's other work between polls
+        seen += [m.value for m in c.poll(100, timeout_s=0.1)]
+    assert sorted(seen) == sorted(f"v{i}".encode() for i in range(20))
+    c.close()
+    bus.close()
+
+
 def test_consumer_group_commits_and_resumes(broker: Any) -> None:
     cfg = config(broker)
     bus = KafkaBus(cfg)
