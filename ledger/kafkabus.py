@@ -3,7 +3,8 @@
 The producer is idempotent with `acks=all`; `publish` sends a batch and waits for every ack,
 so it returns only once the records are durable on the broker, and raises `BusUnavailable`
 (the recorder spools meanwhile) when the broker is unreachable or slow. Records are keyed
-(episode id), so kafka-python's murmur2 partitioner keeps an episode on one partition.
+(episode id) and go to the partition kafka-python's default partitioner would pick (murmur2 of
+the key, as the Java client), so an episode stays on one partition whichever client wrote it.
 Topics are created on start with the configured partitions and replication; a publish that
 finds its topic missing (a broker that came back empty, or was down when this process
 started: a gateway starts during a Kafka outage and spools) creates it again.
@@ -129,7 +130,7 @@ class KafkaBus:
 
         The partition is the default partitioner's (murmur2 of the key, as the Java client and
         every kafka-python producer choose it), computed here: the partitioner re-reads the
-        cluster's partition lists for every record, a quarter of the cost of a send.
+        cluster's partition lists for every record, about a third of what a send costs.
         """
         parts = sorted(producer.partitions_for(topic))  # waits for metadata (max_block_ms) if needed
         n = len(parts)
