@@ -30,7 +30,7 @@ from rlgw.stack import free_port
 KAFKA_SWEEP: list[dict[str, Any]] = [
     {},
     {"compression": "none"},
-    {"linger_ms": 20},
+    {"linger_ms": 100},
     {"record_batch": 5000},
 ]
 
