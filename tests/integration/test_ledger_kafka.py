@@ -72,6 +72,55 @@ def test_publish_is_read_by_an_independent_client_keyed_by_episode(broker: Any) 
     bus.close()
 
 
+def test_publish_partitions_as_the_default_partitioner_and_keeps_key_order(broker: Any) -> None:
+    """KafkaBus picks each record's partition itself; a plain kafka-python producer (the Java
+    client's murmur2 partitioner) must agree, or one episode published by two clients would split."""
+    from kafka import KafkaProducer
+
+    cfg = config(broker)
+    bus = KafkaBus(cfg)
+    ours, theirs = cfg.topic_prefix + TOPIC_TURNS, cfg.topic_prefix + "feedback"
+    items = [(f"ep-{i % 60}", f"ep-{i % 60}:{i // 60}".encode()) for i in range(600)]
+    for i in range(0, len(items), 150):
+        bus.publish(ours, items[i : i + 150])
+    plain = KafkaProducer(bootstrap_servers=[broker.bootstrap])
+    for k, v in items:
+        plain.send(theirs, key=k.encode(), value=v)
+    plain.flush()
+    plain.close()
+    got_ours, got_theirs = read_all(broker, ours, 600), read_all(broker, theirs, 600)
+    assert len(got_ours) == len(got_theirs) == 600
+    partition_of = {m.key(): m.partition() for m in got_theirs}
+    assert {m.key(): m.partition() for m in got_ours} == partition_of
+    assert len(set(partition_of.values())) == cfg.partitions
+    seqs: dict[bytes, list[int]] = {}
+    for m in got_ours:  # read_all yields each partition in offset order
+        seqs.setdefault(m.key(), []).append(int(m.value().split(b":")[1]))
+    assert all(s == list(range(10)) for s in seqs.values())  # per episode: published order, once each
+    bus.close()
+
+
+def test_a_short_poll_waits_for_the_group_join(broker: Any) -> None:
+    """kafka-python drops a join that completes between two polls and rejoins; with short polls
+    spaced by other work that could repeat forever (ledger/kafkaconsumer.py). poll() therefore
+    returns only once this member has joined, however short its timeout."""
+    cfg = config(broker)
+    bus = KafkaBus(cfg)
+    topic = cfg.topic_prefix + TOPIC_TURNS
+    bus.publish(topic, [(f"k{i}", f"v{i}".encode()) for i in range(20)])
+    c = bus.consumer([topic], f"short-polls-{cfg.topic_prefix}")
+    assert c.joining
+    seen = [m.value for m in c.poll(100, timeout_s=0.1)]
+    assert not c.joining  # the tansu broker holds a JoinGroup ~3 s: far past the 0.1 s asked for
+    deadline = time.monotonic() + 30
+    while len(seen) < 20 and time.monotonic() < deadline:
+        time.sleep(0.5)  # a worker's other work between polls
+        seen += [m.value for m in c.poll(100, timeout_s=0.1)]
+    assert sorted(seen) == sorted(f"v{i}".encode() for i in range(20))
+    c.close()
+    bus.close()
+
+
 def test_consumer_group_commits_and_resumes(broker: Any) -> None:
     cfg = config(broker)
     bus = KafkaBus(cfg)
