@@ -9,8 +9,9 @@ SIGKILL).
 Several replicas on one machine need `cpus` (see `replica_cpus`): vLLM-CPU pins its worker
 to the first core by default, every replica to the same one, and its worker and engine
 processes busy-wait on each other (sched_yield) — two replicas sharing that core stall each
-other for seconds at a time (measured: adapter loads p50 1.5 s, max 8 s with two replicas
-under load; 0.2 s, max 2.3 s with a core each).
+other for seconds at a time (measured on 2 cores, two replicas under load, the slower of the
+two adapter loads: p50 1.5–5.2 s, max 8–38 s sharing core 0; p50 0.11–0.18 s, max 1.3–2.3 s
+with a core each).
 """
 
 from __future__ import annotations
