@@ -182,10 +182,9 @@ class VersionController:
         stale = (
             [v for v in retired[:-KEEP_LOADED] if v.id not in recent] if len(retired) > KEEP_LOADED else []
         )
+        for v in stale:
+            v.unloaded = True  # routing leaves it before the replicas drop it
         calls = [(v, r) for v in stale for r in self.pool.replicas if v.adapter_name in r.models]
         await asyncio.gather(*(self.loader.unload(r, v.adapter_name) for v, r in calls))
         for v in stale:
-            if v.status not in ("retired", "rolled_back"):
-                continue  # promoted again while unloading: the next reconcile loads it back
-            v.unloaded = True
-            reg.event(v, "unloaded")
+            reg.event(v, "unloaded")  # one promoted again meanwhile is loaded back by the next reconcile

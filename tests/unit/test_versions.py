@@ -295,3 +295,23 @@ def test_a_register_is_not_queued_behind_the_loops_unloads(two_replicas) -> None
     assert "rlgw-v1" not in a.state.adapters and "rlgw-v4" in a.state.adapters
     loaded = next(e for e in gw.services.versions.events if e.event == "loaded" and e.version == "v4")
     assert set(loaded.figures["load_ms"]) == {a.url, b.url} and loaded.figures["queued_ms"] >= 0
+
+
+def test_an_episode_whose_version_was_unloaded_moves_to_the_serving_one(two_replicas) -> None:  # type: ignore[no-untyped-def]
+    gw, a, _ = two_replicas
+    controller, loop, reg = gw.services.controller, _loop_of(gw), gw.services.versions
+    loop.call_soon_threadsafe(controller._task.cancel)  # ticks by hand from here
+    c = openai.OpenAI(base_url=gw.url, api_key="x", max_retries=0)
+    admin(gw, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/v1"})
+    admin(gw, "/admin/versions/v1/promote")
+    first = c.chat.completions.with_raw_response.create(model="rlgw", messages=MSG, user="old")  # type: ignore[arg-type]
+    assert first.headers["x-model-version"] == "v1"
+    for vid in ("v2", "v3"):
+        admin(gw, "/admin/versions", {"version": vid, "adapter_path": f"/tmp/{vid}"})
+        admin(gw, f"/admin/versions/{vid}/promote")
+    for i in range(1000):  # the episode drops out of the recent history
+        reg.route(f"new{i}", "default")
+    asyncio.run_coroutine_threadsafe(controller.tick(), loop).result(10)
+    assert "rlgw-v1" not in a.state.adapters
+    later = c.chat.completions.with_raw_response.create(model="rlgw", messages=MSG, user="old")  # type: ignore[arg-type]
+    assert later.headers["x-model-version"] == "v3"
