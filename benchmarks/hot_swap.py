@@ -136,6 +136,7 @@ def main() -> None:
 
     load = threading.Thread(target=lambda: asyncio.run(_gather(client, a.clients)), daemon=True)
     load.start()
+    began = time.perf_counter()
     phases: dict[str, list[float]] = {}
     try:
         with httpx.Client(timeout=120) as http:
@@ -172,6 +173,7 @@ def main() -> None:
                 ):
                     phases.setdefault(name, []).append(value)
     finally:
+        took = time.perf_counter() - began
         stop.set()
         load.join(120)
         server.should_exit = True
@@ -185,8 +187,26 @@ def main() -> None:
     for name, f in figures.items():
         print(f"{name:<34}{f['p50']:>9}{f['p90']:>9}{f['max']:>9}")
     engine = "fake" if a.fake else "vllm-cpu"
-    summary = {"engine": engine, "replicas": 2, "swaps": a.swaps, "clients": a.clients}
-    print(json.dumps({**summary, "phases_ms": figures, "requests": counts}))
+    summary = {
+        "engine": engine,
+        "replicas": 2,
+        "swaps": a.swaps,
+        "clients": a.clients,
+        "seconds": round(took, 1),
+    }
+    rate = round(sum(counts.values()) / took, 1)
+    unloaded = sum(1 for e in svc.versions.events if e.event == "unloaded")
+    print(
+        json.dumps(
+            {
+                **summary,
+                "phases_ms": figures,
+                "requests": counts,
+                "requests_per_s": rate,
+                "unloaded": unloaded,
+            }
+        )
+    )
 
 
 def _figures(xs: list[float]) -> dict[str, float]:
