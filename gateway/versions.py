@@ -2,7 +2,8 @@
 
 `VersionRegistry` is the router the chat service asks: a new episode goes to the canary with
 probability `canary_share`, otherwise to the serving version; an episode stays on the version
-that served its first turn. Every state change is a ModelVersion event handed to the ledger.
+that served its first turn (until that version is rolled back or unloaded: then it moves to
+the serving one). Every state change is a ModelVersion event handed to the ledger.
 
 Each version is an adapter loaded under its own name (`rlgw-<version>`) — never reloaded in
 place. The base model itself is served through an all-zero adapter once the learner registers
@@ -108,7 +109,7 @@ class VersionRegistry:
     # ---- routing -----------------------------------------------------------------------
     def route(self, episode_id: str, tenant: str) -> Route:
         version = self._sticky.get(episode_id)
-        if version is None or version not in self.versions or self.versions[version].status == "rolled_back":
+        if version is None or version not in self.versions or self._gone(self.versions[version]):
             version = self.serving
             if self.canary is not None and self._rng.random() < self.cfg.canary_share:
                 version = self.canary
@@ -118,6 +119,11 @@ class VersionRegistry:
                 self._sticky.popitem(last=False)
             self.versions[version].episodes_started += 1
         return Route(version, self.upstream_name(version))
+
+    @staticmethod
+    def _gone(v: Version) -> bool:
+        """An episode's version it can no longer stay on: rolled back, or taken out of the replicas."""
+        return v.status == "rolled_back" or v.unloaded
 
     def upstream_name(self, version: str) -> str:
         if version == BASE_VERSION:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,9 @@ import httpx
 import openai
 import pytest
 
+from gateway.adapters import AdapterLoader
 from gateway.canary import Arm, decide
+from gateway.pool import Pool
 from ledger.config import VersionsConfig
 from ledger.records import ModelVersion, parse_record
 from tests.fixtures.upstream import GatewayServer, gateway_settings, start_fake, start_gateway, stop_gateway
@@ -253,3 +256,62 @@ def test_an_inconclusive_canary_makes_way_for_the_next(two_replicas) -> None:  #
     asyncio.run_coroutine_threadsafe(gw.services.controller.tick(), _loop_of(gw)).result(10)
     assert reg.serving == "base" and reg.canary == "v2" and reg.versions["v1"].status == "retired"
     assert any(e.event == "inconclusive" and e.version == "v1" for e in reg.events)
+
+
+def test_a_probe_listing_taken_before_a_load_does_not_hide_the_adapter(fake_upstream) -> None:  # type: ignore[no-untyped-def]
+    """Otherwise the controller would see the adapter missing and load it again."""
+    fake_upstream.state.models_delay_s = 1.0
+
+    async def main() -> list[str]:
+        pool = Pool([fake_upstream.url])
+        replica = pool.replicas[0]
+        try:
+            probe = asyncio.create_task(pool.check(replica))
+            await asyncio.sleep(0.3)  # the fake has taken its listing, without the adapter
+            await AdapterLoader(pool).load(replica, "rlgw-v1", "/tmp/v1")
+            assert await probe
+            return replica.models
+        finally:
+            await pool.close()
+
+    assert "rlgw-v1" in asyncio.run(main())
+
+
+def test_a_register_is_not_queued_behind_the_loops_unloads(two_replicas) -> None:  # type: ignore[no-untyped-def]
+    gw, a, b = two_replicas
+    controller, loop = gw.services.controller, _loop_of(gw)
+    loop.call_soon_threadsafe(controller._task.cancel)  # ticks by hand from here
+    for vid in ("v1", "v2", "v3"):
+        admin(gw, "/admin/versions", {"version": vid, "adapter_path": f"/tmp/{vid}"})
+        admin(gw, f"/admin/versions/{vid}/promote")
+    a.state.unload_delay_s = 5.0
+    tick = asyncio.run_coroutine_threadsafe(controller.tick(), loop)
+    while "rlgw-v1" in b.state.adapters:  # b unloaded v1; a is still unloading it
+        time.sleep(0.01)
+    resp = admin(gw, "/admin/versions", {"version": "v4", "adapter_path": "/tmp/v4"})
+    assert resp.status_code == 200 and resp.json()["status"] == "canary"
+    assert not tick.done()
+    tick.result(15)
+    assert "rlgw-v1" not in a.state.adapters and "rlgw-v4" in a.state.adapters
+    loaded = next(e for e in gw.services.versions.events if e.event == "loaded" and e.version == "v4")
+    assert set(loaded.figures["load_ms"]) == {a.url, b.url} and loaded.figures["queued_ms"] >= 0
+
+
+def test_an_episode_whose_version_was_unloaded_moves_to_the_serving_one(two_replicas) -> None:  # type: ignore[no-untyped-def]
+    gw, a, _ = two_replicas
+    controller, loop, reg = gw.services.controller, _loop_of(gw), gw.services.versions
+    loop.call_soon_threadsafe(controller._task.cancel)  # ticks by hand from here
+    c = openai.OpenAI(base_url=gw.url, api_key="x", max_retries=0)
+    admin(gw, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/v1"})
+    admin(gw, "/admin/versions/v1/promote")
+    first = c.chat.completions.with_raw_response.create(model="rlgw", messages=MSG, user="old")  # type: ignore[arg-type]
+    assert first.headers["x-model-version"] == "v1"
+    for vid in ("v2", "v3"):
+        admin(gw, "/admin/versions", {"version": vid, "adapter_path": f"/tmp/{vid}"})
+        admin(gw, f"/admin/versions/{vid}/promote")
+    for i in range(1000):  # the episode drops out of the recent history
+        reg.route(f"new{i}", "default")
+    asyncio.run_coroutine_threadsafe(controller.tick(), loop).result(10)
+    assert "rlgw-v1" not in a.state.adapters
+    later = c.chat.completions.with_raw_response.create(model="rlgw", messages=MSG, user="old")  # type: ignore[arg-type]
+    assert later.headers["x-model-version"] == "v3"
