@@ -27,7 +27,7 @@ restart resumes every rank from the last complete version.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -72,7 +72,7 @@ class World:
         dist.broadcast_object_list(box, src=0, group=self.group)
         return box[0]  # type: ignore[no-any-return]
 
-    def shard(self, items: Sequence[T], size_of: Any) -> list[T]:
+    def shard(self, items: Sequence[T], size_of: Callable[[T], int]) -> list[T]:
         """This rank's share of `items`, balanced by `size_of(item)` (largest first, each to the
         least loaded rank), in the original order. The same split on every rank."""
         if self.size == 1:
@@ -97,10 +97,11 @@ class World:
         """Sum the gradients of `params` across ranks (a missing gradient counts as zeros)."""
         if self.size == 1:
             return
+        grads = []
         for p in params:
-            if p.grad is None:
+            if p.grad is None:  # nothing to train on this rank this step
                 p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in params if p.grad is not None]
+            grads.append(p.grad)
         for bucket in _buckets(grads):
             flat = torch.cat([g.reshape(-1) for g in bucket])
             dist.all_reduce(flat)

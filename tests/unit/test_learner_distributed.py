@@ -104,10 +104,10 @@ def test_two_ranks_take_the_steps_of_one_process_on_the_whole_batch(
     steps, grads = train(alone)
     expected = trainable(alone)
 
-    for step, (want, got) in enumerate(zip(grads, ranks[0]["grads"], strict=True), 1):
-        assert got.keys() == want.keys()
-        scale = max(g.abs().max().item() for g in want.values())
-        worst = max((got[n] - want[n]).abs().max().item() for n in want)
+    for step, (one, two) in enumerate(zip(grads, ranks[0]["grads"], strict=True), 1):
+        assert two.keys() == one.keys()
+        scale = max(g.abs().max().item() for g in one.values())
+        worst = max((two[n] - one[n]).abs().max().item() for n in one)
         print(f"\n[2 ranks vs 1 process] step {step}: gradients differ by {worst / scale:.1e} of the largest")
         assert worst <= GRAD_TOLERANCE * scale
 
@@ -122,10 +122,11 @@ def test_two_ranks_take_the_steps_of_one_process_on_the_whole_batch(
     assert worst <= WEIGHT_TOLERANCE
     assert moved > 100 * WEIGHT_TOLERANCE  # the steps did move the weights
 
-    for one, two in zip(steps, ranks[0]["steps"], strict=True):
-        assert (two.samples, two.tokens) == (one.samples, one.tokens)
+    for alone_step, rank_step in zip(steps, ranks[0]["steps"], strict=True):
+        assert (rank_step.samples, rank_step.tokens) == (alone_step.samples, alone_step.tokens)
         for figure in ("loss", "entropy", "ratio_mean", "ratio_max", "clipped_fraction", "grad_norm"):
-            assert getattr(two, figure) == pytest.approx(getattr(one, figure), rel=1e-4, abs=1e-6), figure
+            expect = pytest.approx(getattr(alone_step, figure), rel=1e-4, abs=1e-6)
+            assert getattr(rank_step, figure) == expect, figure
     assert steps[-1].samples == 1  # the step where rank 1 had no sample
 
 
