@@ -78,7 +78,7 @@ def test_two_ranks_train_and_rank_0_alone_saves_and_publishes(tmp_path: Path, ti
             assert learner.alive, learner.log_tail()
             return sum(e["event"] == "loaded" for e in events(gw)) >= EPISODES // PER_STEP
 
-        wait_for(three_loaded, "three versions loaded", 300, 0.5)
+        wait_for(three_loaded, "three versions loaded", 600, 0.5)
         learner.stop(60)  # SIGTERM: torchrun passes it to both ranks, rank 0 tells rank 1 to stop
         took = time.monotonic() - t0
         got = events(gw)
