@@ -58,7 +58,8 @@ def versions_dir(root: Path) -> Path:
 def save_version(
     root: Path, trainer: Trainer, *, version: str, parent: str | None, seq: int, data_window: dict[str, Any]
 ) -> VersionState:
-    """Write one version atomically and return its state (with `path` set)."""
+    """Write one version atomically and return its state (with `path` set). The caller adds the
+    version to `trainer.lineage` (on every rank, where only rank 0 saves)."""
     vdir = versions_dir(root)
     vdir.mkdir(parents=True, exist_ok=True)
     final = vdir / version
@@ -92,7 +93,6 @@ def save_version(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    trainer.lineage.append(version)
     state.path = str(final)
     return state
 
@@ -138,9 +138,13 @@ def latest_version(root: Path) -> VersionState | None:
 
 def resume(root: Path, trainer: Trainer) -> VersionState | None:
     """Load the last complete version into `trainer` (weights, optimizer, baselines, lineage),
-    remove leftovers of interrupted saves, and return it (None: nothing saved yet)."""
-    clean_partial(root)
-    state = latest_version(root)
+    remove leftovers of interrupted saves, and return it (None: nothing saved yet). Under torchrun
+    rank 0 alone looks and cleans, and every rank loads the version it found."""
+    state = None
+    if trainer.world.leader:
+        clean_partial(root)
+        state = latest_version(root)
+    state = trainer.world.broadcast(state)
     if state is None:
         return None
     path = Path(state.path)

@@ -19,6 +19,11 @@ Traces (ledger.tracing): each version is a `learner.version` span, the parent of
 the version is published with the version span's trace context, so its ModelVersion events
 carry the steps' trace id.
 
+Under torchrun (learner/distributed.py) every rank runs this loop: rank 0 alone reads, builds
+each step's samples, saves and publishes, and broadcasts the samples, the version names and its
+decisions to stop; every rank trains on its shard of each step, and resumes the version rank 0
+found.
+
 Publishing is a boundary: any exception from the publisher is logged and the version stays
 pending, to be published (in order) before the next one — the learner keeps training while
 the gateway is away, and never publishes a version that is not completely saved.
@@ -32,15 +37,18 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
-from ledger.config import Settings
+from ledger.config import LearnerConfig, Settings
 from ledger.ids import new_id
 from ledger.records import Episode, Score
 from ledger.tracing import links, traceparent
+
+if TYPE_CHECKING:
+    from learner.distributed import World
 
 log = logging.getLogger(__name__)
 
@@ -106,28 +114,38 @@ class LearnerReport:
 
 def run_learner(
     settings: Settings,
-    read_samples: ScoredEpisodes,
-    publisher: Any,  # learner.publish.Publisher
+    read_samples: ScoredEpisodes | None,
+    publisher: Any,  # learner.publish.Publisher; None on ranks other than 0
     stop_event: threading.Event,
     *,
     model_dir: str | Path | None = None,
     registry: CollectorRegistry | None = None,
     max_versions: int | None = None,
     tracer: trace.Tracer | None = None,
+    world: World | None = None,
 ) -> LearnerReport:
-    """Train and publish versions until `stop_event` is set (or `max_versions` were saved)."""
+    """Train and publish versions until `stop_event` is set (or `max_versions` were saved).
+
+    Under torchrun every rank calls this with its `world` (learner.distributed): rank 0 reads,
+    saves and publishes, and broadcasts each step's samples and each decision to stop; the
+    others train their shard and follow (their `read_samples`, `publisher` and `stop_event`
+    are not used)."""
     from learner.checkpoint import prune, resume, save_version, save_zero_adapter
+    from learner.distributed import World
     from learner.train import Trainer
 
     cfg = settings.learner
+    world = world or World()
     tracer = tracer or trace.NoOpTracer()
     root = Path(cfg.checkpoint_dir or settings.data_dir / "learner").resolve()
-    base = Path(model_dir or cfg.model or _tiny_model(settings.data_dir))
-    trainer = Trainer(cfg, base, registry=registry)
+    base = model_dir or cfg.model
+    if base is None:  # the built-in tiny model, built once (by rank 0)
+        base = world.broadcast(str(_tiny_model(settings.data_dir)) if world.leader else "")
+    trainer = Trainer(cfg, Path(base), registry=registry, world=world)
     report = LearnerReport()
 
     pending: list[Pending] = []
-    if not cfg.full_finetune:
+    if world.leader and not cfg.full_finetune:
         zero = f"zero-{new_id()[-6:]}"
         path = save_zero_adapter(root, trainer, zero)
         pending.append(Pending(zero, str(path), None, {}, base_equivalent=True))
@@ -135,50 +153,60 @@ def run_learner(
     position: str | None = last.data_window.get("until") if last else None
     seq = last.seq if last else 0
     parent = last.version if last else cfg.base_version
-    if last:
+    if last and world.leader:
         pending.append(Pending(last.version, str(last.adapter_path), last.parent, last.data_window))
-    if last:
         log.info(
             "learner resumed from %s (seq %d, step %d, position %s)", last.version, seq, last.step, position
         )
 
-    while not stop_event.is_set():
-        pending = _publish_pending(pending, publisher, report)
-        if max_versions is not None and len(report.versions) >= max_versions:
+    while True:
+        if world.leader:
+            pending = _publish_pending(pending, publisher, report)
+        enough = max_versions is not None and len(report.versions) >= max_versions
+        if world.broadcast(stop_event.is_set() or enough):
             break
         window_start, episodes = position, 0
         with tracer.start_as_current_span("learner.version") as version_span:
             for _ in range(cfg.steps_per_version):
-                batch = _read_batch(
-                    read_samples, position, cfg.batch_episodes, cfg.poll_interval_s, stop_event
-                )
-                if not batch:
+                batch = _read_batch(read_samples, position, cfg, stop_event) if world.leader else []
+                built = world.broadcast(_samples(batch, cfg.max_sample_tokens) if batch else None)
+                if built is None:
                     break  # stopping
-                position = batch[-1].position
-                episodes += len(batch)
-                report.steps.append(_step(trainer, batch, cfg.max_sample_tokens, report, tracer))
-            if stop_event.is_set() and episodes == 0:
+                if batch:
+                    position, episodes = batch[-1].position, episodes + len(batch)
+                report.steps.append(_step(trainer, *built, batch, report, tracer))
+            if world.broadcast(stop_event.is_set() and episodes == 0):
                 break
             seq += 1
             version = f"v{seq}-{new_id()[-6:]}"
             window = {"after": window_start, "until": position, "episodes": episodes, "steps": trainer.steps}
-            state = save_version(root, trainer, version=version, parent=parent, seq=seq, data_window=window)
+            state = None
+            if world.leader:
+                state = save_version(
+                    root, trainer, version=version, parent=parent, seq=seq, data_window=window
+                )
+            version = world.broadcast(version)  # the other ranks wait here while rank 0 saves
+            trainer.lineage.append(version)
             version_span.set_attributes(
                 {"rlgw.version": version, "rlgw.parent": parent, "rlgw.steps": trainer.steps}
             )
         trainer.metrics.observe_version()
         report.versions.append(version)
-        log.info("learner saved %s (parent %s) window %s", version, parent, window)
-        traced = traceparent(version_span)
-        pending.append(Pending(version, str(state.adapter_path), state.parent, window, traceparent=traced))
+        if state is not None:
+            log.info("learner saved %s (parent %s) window %s", version, parent, window)
+            traced = traceparent(version_span)
+            pending.append(
+                Pending(version, str(state.adapter_path), state.parent, window, traceparent=traced)
+            )
+            prune(root, cfg.keep_versions)
         parent = version
-        prune(root, cfg.keep_versions)
-    _publish_pending(pending, publisher, report)
+    if world.leader:
+        _publish_pending(pending, publisher, report)
     return report
 
 
-def _step(trainer: Any, batch: Sequence[Any], max_tokens: int, report: LearnerReport, tracer: Any) -> Any:
-    """One training step on a batch of scored episodes, in a span linked to what it trains on."""
+def _samples(batch: Sequence[Any], max_tokens: int) -> tuple[list[Any], Counter[str]]:
+    """The training samples of a batch of scored episodes, and what was skipped building them."""
     from learner.samples import build_samples
 
     samples = []
@@ -187,6 +215,18 @@ def _step(trainer: Any, batch: Sequence[Any], max_tokens: int, report: LearnerRe
         built, stats = build_samples(item.score, item.episode, max_tokens=max_tokens)
         samples += built
         skipped.update({k: v for k, v in stats.counts.items() if k not in ("samples", "turns_continued")})
+    return samples, skipped
+
+
+def _step(
+    trainer: Any,
+    samples: list[Any],
+    skipped: Counter[str],
+    batch: Sequence[Any],
+    report: LearnerReport,
+    tracer: Any,
+) -> Any:
+    """One training step, in a span linked to the scores it trains on (rank 0 has the batch)."""
     report.skipped.update(skipped)
     trainer.metrics.observe_skips(dict(skipped))
     with tracer.start_as_current_span("learner.step", links=_trained_on(batch)) as span:
@@ -197,17 +237,19 @@ def _step(trainer: Any, batch: Sequence[Any], max_tokens: int, report: LearnerRe
 
 
 def _read_batch(
-    reader: ScoredEpisodes, after: str | None, want: int, poll_s: float, stop: threading.Event
+    reader: ScoredEpisodes | None, after: str | None, cfg: LearnerConfig, stop: threading.Event
 ) -> list[Any]:
-    """Exactly `want` scored episodes after `after`, waiting for more while there are fewer."""
+    """Exactly `batch_episodes` scored episodes after `after`, waiting while there are fewer."""
+    assert reader is not None  # rank 0 reads
     batch: list[Any] = []
+    want = cfg.batch_episodes
     while not stop.is_set():
         got = reader.scored(batch[-1].position if batch else after, limit=want - len(batch))
         batch += got
         if len(batch) >= want:
             return batch
         if not got:
-            stop.wait(poll_s)
+            stop.wait(cfg.poll_interval_s)
     return []
 
 

@@ -1,11 +1,13 @@
 """The training step, top to bottom: filter stale samples, assign advantages, pack, forward,
 policy-gradient loss, backward, AdamW.
 
-Simplifications, stated: one process (torch distributed is the scale-out path and not wired
-here); samples are packed into micro-batches of at most `micro_batch_tokens` tokens with a
-block-diagonal causal mask (no padding), and one step accumulates gradients over all of them;
-the KL term's base model is the same weights with the adapter disabled (LoRA) or a frozen copy
-(full fine-tuning).
+Simplifications, stated: samples are packed into micro-batches of at most `micro_batch_tokens`
+tokens with a block-diagonal causal mask (no padding), and one step accumulates gradients over
+all of them; under torchrun (learner/distributed.py) every rank filters and assigns advantages
+to the whole batch (cheap, and it keeps the baselines equal on every rank) and only the forward
+and backward passes are split, by shard, with one gradient all-reduce per step; the KL term's
+base model is the same weights with the adapter disabled (LoRA) or a frozen copy (full
+fine-tuning).
 
 LoRA on a tiny random model: adapting attention and MLP alone does not learn (the tied
 embeddings and final norm dominate a random model's output); adding `lm_head` to
@@ -28,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from torch import Tensor
 
 from learner.advantages import Advantages
+from learner.distributed import World
 from learner.metrics import LearnerMetrics
 from learner.objective import chunked_logprobs, policy_gradient_loss
 from learner.packing import MicroBatch, pack
@@ -63,23 +66,23 @@ class StepStats:
         )
 
 
-def pick_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
-
-
 class Trainer:
     """The model, its optimizer and the estimator's state; `step(samples)` is one update."""
 
     def __init__(
-        self, cfg: LearnerConfig, model_dir: str | Path, *, registry: CollectorRegistry | None = None
+        self,
+        cfg: LearnerConfig,
+        model_dir: str | Path,
+        *,
+        registry: CollectorRegistry | None = None,
+        world: World | None = None,
     ) -> None:
         from transformers import AutoModelForCausalLM
 
         self.cfg = cfg
         self.model_dir = Path(model_dir)
-        self.device = pick_device(cfg.device)
+        self.world = world or World()
+        self.device = self.world.device(cfg.device)
         if self.device.type == "cpu" and cfg.cpu_threads > 0:
             torch.set_num_threads(cfg.cpu_threads)
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(cfg.dtype)
@@ -111,6 +114,7 @@ class Trainer:
                 self.model = get_peft_model(model, lora)
         self.model.train()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.world.sync_params(self.params)  # one starting point (a LoRA adapter's init is random)
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.advantages = Advantages(alpha=cfg.baseline_alpha)
         self.lineage: list[str] = [cfg.base_version]  # versions this learner produced, base first
@@ -143,9 +147,11 @@ class Trainer:
         # 2. advantages (running baseline per (rubric, task), groups, batch normalisation)
         self.advantages.assign(fresh)
 
-        # 3. pack into micro-batches, no padding
-        batches = pack(fresh, self.cfg.micro_batch_tokens, self.device)
-        n_tokens = sum(len(b.targets) for b in batches)
+        # 3. this rank's shard, packed into micro-batches, no padding; the normaliser is the
+        #    loss-token count of the whole step, on every rank (token 0 is never predicted)
+        n_tokens = sum(sum(s.loss_mask[1:]) for s in fresh)
+        mine = self.world.shard(fresh, lambda s: len(s.tokens))
+        batches = pack(mine, self.cfg.micro_batch_tokens, self.device)
 
         # 4. forward, loss, backward per micro-batch; one normaliser for the whole step
         self.optimizer.zero_grad(set_to_none=True)
@@ -174,7 +180,17 @@ class Trainer:
             ratio_max = max(ratio_max, part["ratio_max"])
             entropy_sum += entropy.sum().item()
 
-        # 5. clip and apply
+        # 5. sum gradients and figures over the ranks (no-ops in one process), clip and apply
+        self.world.all_reduce_grads(self.params)
+        names = ("loss", "kl", "ratio_sum", "clipped", "entropy")
+        figures = torch.tensor(
+            [sums["loss"], sums["kl"], sums["ratio_sum"], sums["clipped"], entropy_sum],
+            dtype=torch.float64,
+            device=self.device,
+        )
+        total = dict(zip(names, self.world.all_reduce(figures).tolist(), strict=True))
+        peak = torch.tensor([ratio_max], dtype=torch.float64, device=self.device)
+        ratio_max = float(self.world.all_reduce(peak, "max"))
         if self.cfg.max_grad_norm > 0:
             stats.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
         self.optimizer.step()
@@ -182,15 +198,16 @@ class Trainer:
         # 6. log and export
         stats.samples = len(fresh)
         stats.tokens = n_tokens
-        stats.loss = sums["loss"]
-        stats.kl = sums["kl"]
+        stats.loss = total["loss"]
+        stats.kl = total["kl"]
         stats.reward_mean = sum(s.reward for s in fresh) / len(fresh)
-        stats.entropy = entropy_sum / n_tokens
-        stats.ratio_mean = sums["ratio_sum"] / n_tokens
+        stats.entropy = total["entropy"] / n_tokens
+        stats.ratio_mean = total["ratio_sum"] / n_tokens
         stats.ratio_max = ratio_max
-        stats.clipped_fraction = sums["clipped"] / n_tokens
+        stats.clipped_fraction = total["clipped"] / n_tokens
         stats.seconds = time.perf_counter() - t0
-        log.info("learner %s", stats.line())
+        if self.world.leader:
+            log.info("learner %s", stats.line())
         self.metrics.observe_step(stats)
         return stats
 

@@ -58,8 +58,11 @@ def learner(
 ) -> None:
     """Train on scored traffic from the store and publish each version to the gateway.
 
+    Under torchrun (one process per GPU) rank 0 alone opens the store, the bus, the metrics
+    port, traces and publishes; the other ranks train their shard of each step.
     On the embedded store (one process's own) the learner fills a store of its own from the
     bus, with a writer in this process: the store writer's store cannot be opened here."""
+    from learner.distributed import join_world
     from learner.loop import run_learner
     from learner.publish import HttpPublisher
     from ledger.tracing import setup_tracing
@@ -70,15 +73,22 @@ def learner(
     if not url:
         typer.secho("give --gateway URL (or learner.admin_url in the config)", fg="red", err=True)
         raise typer.Exit(2)
+    stop = _stop_on_signals()
+    world = join_world(settings.learner.device)
+    if not world.leader:
+        try:
+            run_learner(settings, None, None, stop, world=world)
+        finally:
+            world.close()
+        return
     registry = _metrics_registry(metrics_port)
     store = open_store(settings)
     bus = open_bus(settings) if runs_writer(settings) else None
     writer = open_writer(settings, bus, store, registry).start() if bus is not None else None
     publisher = HttpPublisher(url, settings.learner.admin_key, retries=settings.learner.publish_retries)
-    stop = _stop_on_signals()
     try:
         tracer = setup_tracing(settings.telemetry, "rlgw-learner")
-        report = run_learner(settings, store, publisher, stop, registry=registry, tracer=tracer)
+        report = run_learner(settings, store, publisher, stop, registry=registry, tracer=tracer, world=world)
         typer.secho(f"learner stopped after {len(report.steps)} steps, versions {report.versions}", err=True)
     finally:
         publisher.close()
@@ -87,3 +97,4 @@ def learner(
         if bus is not None:
             bus.close()
         store.close()
+        world.close()

@@ -214,6 +214,12 @@ def test_topology() -> None:
     nginx = (COMPOSE.parent / "nginx.conf").read_text()
     for gw in roles["gateway"]:
         assert f"server {gw}:8000" in nginx
+    controlling = [
+        n
+        for n in roles["gateway"]
+        if _env(doc["services"][n]["environment"]).get("RLGW_VERSIONS__CONTROL", "true") == "true"
+    ]
+    assert controlling == ["gateway-a"]  # exactly one decides; the others follow its version events
     for n in roles["vllm"]:
         s = doc["services"][n]
         assert s["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
@@ -237,6 +243,9 @@ def test_k8s_topology() -> None:
     assert by[("Deployment", "gateway")]["spec"]["replicas"] >= 2
     assert by[("HorizontalPodAutoscaler", "gateway")]["spec"]["minReplicas"] >= 2
     assert by[("Deployment", "gateway-control")]["spec"]["replicas"] == 1
+    for name, control in (("gateway", "false"), ("gateway-control", None)):
+        (gw,) = by[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
+        assert _env(gw.get("env", [])).get("RLGW_VERSIONS__CONTROL") == control
     assert by[("Deployment", "rubric-worker")]["spec"]["replicas"] >= 2
     assert (
         by[("HorizontalPodAutoscaler", "rubric-worker")]["spec"]["maxReplicas"] <= settings.ledger.partitions
