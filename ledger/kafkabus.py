@@ -14,6 +14,7 @@ Consumers (ledger/kafkaconsumer.py) join a group and commit by hand, after the w
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 from collections.abc import Sequence
@@ -100,11 +101,7 @@ class KafkaBus:
                 )
             except KafkaError as exc:
                 raise BusUnavailable(f"kafka at {self.servers} unreachable: {exc}") from exc
-            if importlib.util.find_spec("crc32c") is None:
-                log.warning(
-                    "kafka-python computes record-batch checksums in pure Python (no 'crc32c' module): "
-                    "producing is several times slower; install kafka-python[crc32c]"
-                )
+            _warn_without_crc32c()
         return self._producer
 
     def publish(self, topic: str, items: Sequence[tuple[str, bytes]]) -> None:
@@ -157,3 +154,12 @@ class KafkaBus:
         if self._producer is not None:
             self._producer.close(timeout=5)
             self._producer = None
+
+
+@functools.cache  # once per process: a producer is made again after every failure
+def _warn_without_crc32c() -> None:
+    if importlib.util.find_spec("crc32c") is None:
+        log.warning(
+            "kafka-python computes record-batch checksums in pure Python (no 'crc32c' module): "
+            "producing is several times slower; install kafka-python[crc32c]"
+        )
