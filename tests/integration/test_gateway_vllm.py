@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,7 @@ import openai
 import pytest
 from transformers import AutoTokenizer
 
-from ledger.records import Turn, parse_record
-from tests.fixtures.upstream import gateway_settings, start_gateway, stop_gateway
+from tests.fixtures.upstream import gateway_settings, recorded_turns, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -24,17 +22,6 @@ def gw(tmp_path: Path, vllm_server):  # type: ignore[no-untyped-def]
     gw = start_gateway(gateway_settings(tmp_path, [vllm_server.base_url]))
     yield gw
     stop_gateway(gw)
-
-
-def recorded(gw, want: int = 1) -> list[Turn]:  # type: ignore[no-untyped-def]
-    """The recorded turns once `want` are on the bus (a stream's turn lands as the stream closes)."""
-    deadline = time.monotonic() + 10
-    while True:
-        assert gw.services.recorder.flush(10)
-        got = [r for m in gw.bus.messages("turns") if isinstance(r := parse_record(m.value), Turn)]
-        if len(got) >= want or time.monotonic() > deadline:
-            return got
-        time.sleep(0.01)
 
 
 def test_token_ids_decode_to_exactly_what_the_client_got(gw, vllm_server) -> None:  # type: ignore[no-untyped-def]
@@ -51,7 +38,7 @@ def test_token_ids_decode_to_exactly_what_the_client_got(gw, vllm_server) -> Non
     )
     streamed = "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
     assert plain.choices[0].logprobs is None
-    turns = recorded(gw, want=2)
+    turns = recorded_turns(gw, want=2)
     assert len(turns) == 2 and all(t.tokens_recorded for t in turns)
     texts = [ch.message.content for ch in plain.choices] + [streamed]
     got = [tok.decode(ch.token_ids or [], skip_special_tokens=True) for t in turns for ch in t.choices]
@@ -68,7 +55,7 @@ def test_client_logprobs_match_the_recorded_behaviour_logprobs(gw) -> None:  # t
     reply = c.chat.completions.create(model="rlgw", messages=MSG, max_tokens=8, logprobs=True, top_logprobs=2)  # type: ignore[arg-type]
     content = reply.choices[0].logprobs.content  # type: ignore[union-attr]
     assert content and len(content[0].top_logprobs) == 2
-    [turn] = recorded(gw)
+    [turn] = recorded_turns(gw)
     assert turn.choices[0].logprobs == [x.logprob for x in content]
 
 

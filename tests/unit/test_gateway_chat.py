@@ -11,19 +11,11 @@ import pytest
 
 from gateway.fake_upstream import decode
 from ledger.records import Turn, parse_record
-from tests.fixtures.upstream import FakeServer, GatewayServer
+from tests.fixtures.upstream import FakeServer, GatewayServer, recorded_turns
 
 
 def turns(gw: GatewayServer, want: int = 1) -> list[Turn]:
-    """The recorded turns, once `want` of them are on the bus (a stream's turn is recorded
-    when the server closes the stream, which may be just after the client read its end)."""
-    deadline = time.monotonic() + 10
-    while True:
-        assert gw.services.recorder.flush(5)
-        got = [r for m in gw.bus.messages("turns") if isinstance(r := parse_record(m.value), Turn)]
-        if len(got) >= want or time.monotonic() > deadline:
-            return got
-        time.sleep(0.01)
+    return recorded_turns(gw, want, flush_s=5)
 
 
 def client(gw: GatewayServer) -> openai.OpenAI:
