@@ -7,7 +7,9 @@ durable, so consumers must be idempotent (records carry ids for that).
 
 Errors:
     BusError
-     └── BusUnavailable   transient: the broker is down or slow; retry later (spool meanwhile)
+     ├── BusUnavailable   transient: the broker is down or slow; retry later (spool meanwhile)
+     └── BusRejected      permanent, for some records of a batch (too large, invalid): the
+                          others were published; retrying the rejected ones cannot help
 """
 
 from __future__ import annotations
@@ -25,6 +27,15 @@ class BusError(Exception):
 
 class BusUnavailable(BusError):
     """The bus cannot take or give records right now; the caller retries later."""
+
+
+class BusRejected(BusError):
+    """The bus took a batch except the records in `rejected` (index in the batch -> reason),
+    which it will never take: the caller keeps them elsewhere instead of retrying forever."""
+
+    def __init__(self, rejected: dict[int, str]) -> None:
+        super().__init__(f"{len(rejected)} record(s) rejected: {next(iter(rejected.values()), '')}")
+        self.rejected = rejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +61,9 @@ class Consumer(Protocol):
 
 class Bus(Protocol):
     def publish(self, topic: str, items: Sequence[tuple[str, bytes]]) -> None:
-        """Append (key, value) pairs; returns once they are durable. Raises BusUnavailable."""
+        """Append (key, value) pairs; returns once they are durable.
+
+        Raises BusUnavailable (retry the batch later) or BusRejected (the rest is durable)."""
         ...
 
     def consumer(self, topics: Sequence[str], group: str) -> Consumer: ...
@@ -59,9 +72,11 @@ class Bus(Protocol):
 
 
 class MemoryBus:
-    """An in-process bus for unit tests: one partition per topic, groups with offsets."""
+    """An in-process bus for unit tests: one partition per topic, groups with offsets.
+    `max_record_bytes` rejects larger values the way a Kafka broker's size limit does."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_record_bytes: int | None = None) -> None:
+        self.max_record_bytes = max_record_bytes
         self._logs: dict[str, list[Message]] = defaultdict(list)
         self._offsets: dict[tuple[str, str], int] = defaultdict(int)  # (group, topic) -> next
         self._lock = threading.Condition()
@@ -70,11 +85,20 @@ class MemoryBus:
     def publish(self, topic: str, items: Sequence[tuple[str, bytes]]) -> None:
         if not self.available:
             raise BusUnavailable("memory bus marked unavailable")
+        limit = self.max_record_bytes
+        rejected = {
+            i: f"{len(v)} bytes is over the limit of {limit}"
+            for i, (_k, v) in enumerate(items)
+            if limit is not None and len(v) > limit
+        }
         with self._lock:
             log = self._logs[topic]
-            for key, value in items:
-                log.append(Message(topic, 0, len(log), key, value))
+            for i, (key, value) in enumerate(items):
+                if i not in rejected:
+                    log.append(Message(topic, 0, len(log), key, value))
             self._lock.notify_all()
+        if rejected:
+            raise BusRejected(rejected)
 
     def consumer(self, topics: Sequence[str], group: str) -> MemoryConsumer:
         return MemoryConsumer(self, list(topics), group)

@@ -110,6 +110,11 @@ class LedgerConfig(Section):
     """Kafka producer: wait this long to fill a batch (chosen by benchmarks/ledger_throughput.py)."""
     batch_bytes: int = 512 * 1024
     """Kafka producer: bytes per partition batch at most."""
+    max_record_bytes: int = 16 * 1024 * 1024
+    """Kafka: the largest record sent: the producer's max_request_size and `max.message.bytes`
+    of the topics it creates (Apache Kafka's broker default is 1 MiB, while a turn carries its
+    whole request, up to gateway.max_body_bytes, and its token ids). A record the bus refuses
+    for good is set aside in <spool>/rejected/ and announced on the dead-letter topic."""
     compression: Literal["none", "gzip", "lz4"] = "lz4"
     """Kafka producer compression (lz4: cheapest CPU for JSON records, measured)."""
     request_timeout_ms: int = 5000

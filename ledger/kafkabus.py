@@ -9,6 +9,11 @@ Topics are created on start with the configured partitions and replication; a pu
 finds its topic missing (a broker that came back empty, or was down when this process
 started: a gateway starts during a Kafka outage and spools) creates it again.
 
+Size: the producer sends records up to `max_record_bytes` and creates topics that accept them.
+A record over the limit (refused by the producer, or by a broker whose limit is lower) can
+never be published: `publish` sends the rest and raises `BusRejected` naming it, instead of
+`BusUnavailable`, which would have the recorder retry it, and everything behind it, forever.
+
 Consumers (ledger/kafkaconsumer.py) join a group and commit by hand, after the work.
 """
 
@@ -23,18 +28,23 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import (
+    InvalidRecordError,
     KafkaError,
-    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
     TopicAlreadyExistsError,
 )
 from kafka.partitioner.default import murmur2
 
-from ledger.bus import BusUnavailable
+from ledger.bus import BusRejected, BusUnavailable
 from ledger.config import LedgerConfig
 from ledger.kafkaconsumer import KafkaBusConsumer
 from ledger.records import TOPICS
 
 log = logging.getLogger(__name__)
+
+# errors about the record itself: sending it again cannot succeed
+RECORD_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError)
 
 
 class KafkaBus:
@@ -66,7 +76,12 @@ class KafkaBus:
         try:
             existing = set(admin.list_topics())
             new = [
-                NewTopic(t, self.cfg.partitions, self.cfg.replication)
+                NewTopic(
+                    t,
+                    self.cfg.partitions,
+                    self.cfg.replication,
+                    topic_configs={"max.message.bytes": str(self.cfg.max_record_bytes)},
+                )
                 for t in (names or self.topics)
                 if t not in existing
             ]
@@ -94,6 +109,7 @@ class KafkaBus:
                     compression_type=None if c.compression == "none" else c.compression,
                     linger_ms=c.linger_ms,
                     batch_size=c.batch_bytes,
+                    max_request_size=c.max_record_bytes,
                     max_block_ms=c.request_timeout_ms,
                     bootstrap_timeout_ms=c.request_timeout_ms,
                     request_timeout_ms=c.request_timeout_ms,
@@ -111,19 +127,32 @@ class KafkaBus:
             self.ensure_topics()
             self._topics_ok = True
         producer = self._get_producer()
+        rejected: dict[int, str] = {}
         try:
-            futures = self._send(producer, topic, items)
+            futures = self._send(producer, topic, items, rejected)
             producer.flush(timeout=self.cfg.publish_timeout_ms / 1000)
-            for f in futures:
-                f.get(timeout=0)
-        except (KafkaTimeoutError, KafkaError) as exc:
-            self._reset_producer()  # a fresh producer (and idempotence session) for the retry
-            self._topics_ok = False
-            raise BusUnavailable(f"kafka publish to {topic} failed: {exc!r}") from exc
+        except KafkaError as exc:
+            raise self._unavailable(topic, exc) from exc
+        for i, future in futures:  # all done after flush()
+            if future.failed():
+                if not isinstance(future.exception, RECORD_ERRORS):
+                    raise self._unavailable(topic, future.exception) from future.exception
+                rejected[i] = f"the broker refused it: {future.exception}"
+                self._reset_producer()  # its idempotence session saw a failed batch
+        if rejected:
+            raise BusRejected(rejected)
+
+    def _unavailable(self, topic: str, exc: Exception) -> BusUnavailable:
+        self._reset_producer()  # a fresh producer (and idempotence session) for the retry
+        self._topics_ok = False
+        return BusUnavailable(f"kafka publish to {topic} failed: {exc!r}")
 
     @staticmethod
-    def _send(producer: KafkaProducer, topic: str, items: Sequence[tuple[str, bytes]]) -> list[Any]:
+    def _send(
+        producer: KafkaProducer, topic: str, items: Sequence[tuple[str, bytes]], rejected: dict[int, str]
+    ) -> list[tuple[int, Any]]:
         """Hand the records to the producer's batches; their futures resolve once acknowledged.
+        A record over the producer's size limit goes into `rejected` instead.
 
         The partition is the default partitioner's (murmur2 of the key, as the Java client and
         every kafka-python producer choose it), computed here: the partitioner re-reads the
@@ -133,9 +162,14 @@ class KafkaBus:
         n = len(parts)
         send = producer.send
         futures = []
-        for key, value in items:
+        for i, (key, value) in enumerate(items):
             k = key.encode()
-            futures.append(send(topic, key=k, value=value, partition=parts[(murmur2(k) & 0x7FFFFFFF) % n]))
+            try:
+                futures.append(
+                    (i, send(topic, key=k, value=value, partition=parts[(murmur2(k) & 0x7FFFFFFF) % n]))
+                )
+            except MessageSizeTooLargeError as exc:
+                rejected[i] = str(exc)
         return futures
 
     def _reset_producer(self) -> None:

@@ -17,6 +17,11 @@ thread switch and two GIL handoffs per request (measured: ~9 futex calls per req
 tenth of the gateway's CPU); a linger of a few ms makes it one per batch. A batch that spans topics and
 fails half-way is spooled whole, so its first topics may see a record twice: readers dedupe
 by record id.
+
+A record the bus refuses for good (`BusRejected`: larger than Kafka's size limit, say) would
+block the spool forever if retried: it is set aside in the spool's `rejected/` files, logged,
+and announced by a dead letter (reason, size, where it is kept, its first bytes) on the
+dead-letter topic; the records after it flow on.
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from ledger.bus import Bus, BusUnavailable
-from ledger.records import Encoded, Record
+from ledger.bus import Bus, BusRejected, BusUnavailable
+from ledger.records import TOPIC_DEAD_LETTERS, DeadLetter, Encoded, Record
 from ledger.spool import Spool, SpoolItem
 
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.05, 2.0
+PAYLOAD_PREVIEW = 1024  # bytes of a rejected record copied into its dead letter
 
 
 class Recorder:
@@ -70,6 +76,7 @@ class Recorder:
         self._backoff = BACKOFF_MIN_S
         self.published = 0
         self.spilled = 0
+        self.rejected = 0  # records the bus refused for good (set aside, see _set_aside)
 
     def record(self, topic: str, record: Record | Encoded) -> None:
         """Hand a record to the ledger. Never blocks on the bus (a full queue spills to disk)."""
@@ -181,15 +188,52 @@ class Recorder:
         self._spool.commit(cursor)
 
     def _publish(self, items: list[SpoolItem]) -> None:
-        by_topic: dict[str, list[tuple[str, bytes]]] = {}
-        for topic, key, value in items:
-            by_topic.setdefault(topic, []).append((key, value))
-        for topic, pairs in by_topic.items():
-            self._bus.publish(topic, pairs)
+        by_topic: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            by_topic.setdefault(item[0], []).append(i)
+        rejected: dict[int, str] = {}  # index in items -> why
+        for topic, indices in by_topic.items():
+            try:
+                self._bus.publish(topic, [(items[i][1], items[i][2]) for i in indices])
+            except BusRejected as exc:
+                rejected.update((indices[j], why) for j, why in exc.rejected.items())
+        if rejected:
+            self._set_aside([(items[i], why) for i, why in sorted(rejected.items())])
+            items = [item for i, item in enumerate(items) if i not in rejected]
         self.published += len(items)
         self._backoff = BACKOFF_MIN_S
         if self._on_published is not None:
             self._on_published(items)
+
+    def _set_aside(self, rejected: list[tuple[SpoolItem, str]]) -> None:
+        """Records the bus will never take: kept on disk, each announced by a dead letter."""
+        self.rejected += len(rejected)
+        by_topic: dict[str, list[SpoolItem]] = {}
+        for item, _why in rejected:
+            by_topic.setdefault(item[0], []).append(item)
+        kept = {
+            topic: str(self._spool.keep_rejected(topic, [v for _t, _k, v in group])) if self._spool else ""
+            for topic, group in by_topic.items()
+        }
+        for (topic, key, value), why in rejected:
+            log.error(
+                "the bus rejected a %d-byte record for %s (key %s) for good: %s; kept in %s",
+                len(value),
+                topic,
+                key,
+                why,
+                kept[topic] or "nothing (no spool): only its dead letter",
+            )
+            if topic.endswith(TOPIC_DEAD_LETTERS):
+                continue  # never a letter about a letter
+            letter = DeadLetter(
+                topic=topic,
+                reason=f"rejected by the bus: {why}",
+                payload=value[:PAYLOAD_PREVIEW].decode("utf-8", "replace"),
+                size=len(value),
+                kept_in=kept[topic],
+            )
+            self.record(TOPIC_DEAD_LETTERS, Encoded(key, letter.to_bytes()))
 
     # -- the spooler thread: the spool's only writer ----------------------------------------
     def _spool_run(self) -> None:

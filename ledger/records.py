@@ -154,7 +154,9 @@ class DeadLetter(Record):
     kind: Literal["dead_letter"] = "dead_letter"
     topic: str
     reason: str
-    payload: str  # the raw bytes, decoded with replacement
+    payload: str  # the raw bytes, decoded with replacement (the first bytes, when `kept_in` is set)
+    size: int | None = None  # bytes of the record, when the payload is cut short
+    kept_in: str = ""  # a file holding the whole record (records the bus rejected)
 
 
 RECORD_TYPES: dict[str, type[Record]] = {

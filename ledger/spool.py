@@ -14,6 +14,10 @@ open. A restarted process therefore drains what its predecessor left.
 fsync policy: `always` fsyncs every record, `batch` once per `append()` call (the recorder
 spills in batches), `never` leaves it to the OS. Past `alarm_bytes` a warning is logged once
 per crossing and the `rlgw_spool_alarm` gauge reads 1.
+
+Records the bus rejects for good (a Kafka size limit, say) are not spooled, which would retry
+them forever and hold back every newer record: `keep_rejected()` appends them to
+`<dir>/rejected/<topic>.jsonl`, one record per line as it was serialised, fsynced.
 """
 
 from __future__ import annotations
@@ -55,6 +59,11 @@ class SpoolMetrics:
         self.alarm = Gauge("rlgw_spool_alarm", "1 while the spool is past its alarm size", registry=registry)
         self.appended = Counter("rlgw_spool_appended", "Records written to the spool", registry=registry)
         self.drained = Counter("rlgw_spool_drained", "Records drained from the spool", registry=registry)
+        self.rejected = Counter(
+            "rlgw_spool_rejected",
+            "Records the bus rejected for good, kept in <spool>/rejected",
+            registry=registry,
+        )
 
 
 class Spool:
@@ -115,6 +124,18 @@ class Spool:
                 self._roll()
         self.metrics.appended.inc(len(frames))
         self._update_gauges()
+
+    def keep_rejected(self, topic: str, values: Sequence[bytes]) -> Path:
+        """Keep records the bus will never take; returns the file they were appended to."""
+        path = self.dir / "rejected" / f"{topic}.jsonl"
+        path.parent.mkdir(exist_ok=True)
+        with self._lock, open(path, "ab") as fh:
+            fh.write(b"".join(v.rstrip(b"\n") + b"\n" for v in values))
+            fh.flush()
+            if self._fsync != "never":
+                os.fsync(fh.fileno())
+        self.metrics.rejected.inc(len(values))
+        return path
 
     def _roll(self) -> None:
         self._fh.close()

@@ -207,3 +207,28 @@ def test_store_writer_from_kafka_with_garbage(broker: Any, store: Any) -> None:
     assert len(letters) == 1
     assert isinstance(parse_record(letters[0].value()), DeadLetter)
     bus.close()
+
+
+def test_a_record_over_the_size_limit_is_set_aside_not_retried_forever(broker: Any, tmp_path: Path) -> None:
+    """Before, kafka-python's MessageSizeTooLargeError read as an outage: the recorder spooled
+    the record and retried it, and every record behind it, forever."""
+    cfg = config(broker, max_record_bytes=64 * 1024)
+    bus = KafkaBus(cfg)
+    rec = Recorder(bus, topic_prefix=cfg.topic_prefix, batch=100, spool=Spool(tmp_path / "spool")).start()
+    turns = [Turn(episode_id=f"ep{i % 7}", model="m", version="v1") for i in range(200)]
+    big = Turn(episode_id="ep-big", model="m", version="v1", metadata={"pad": "x" * 100_000})
+    for i, t in enumerate(turns):
+        rec.record(TOPIC_TURNS, t)
+        if i == 100:
+            rec.record(TOPIC_TURNS, big)
+    assert rec.flush(60)
+    rec.close()
+    bus.close()
+    got = read_all(broker, cfg.topic_prefix + TOPIC_TURNS, 200)
+    assert sorted(orjson.loads(m.value())["id"] for m in got) == sorted(t.id for t in turns)
+    assert (
+        tmp_path / "spool" / "rejected" / f"{cfg.topic_prefix}turns.jsonl"
+    ).read_bytes() == big.to_bytes() + b"\n"
+    [letter] = [parse_record(m.value()) for m in read_all(broker, cfg.topic_prefix + "dead-letters", 1)]
+    assert isinstance(letter, DeadLetter) and letter.size == len(big.to_bytes())
+    assert "max_request_size" in letter.reason

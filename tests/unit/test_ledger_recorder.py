@@ -3,7 +3,7 @@ from pathlib import Path
 
 from ledger.bus import MemoryBus
 from ledger.recorder import Recorder
-from ledger.records import TOPIC_FEEDBACK, TOPIC_TURNS, Feedback, Turn, parse_record
+from ledger.records import TOPIC_FEEDBACK, TOPIC_TURNS, DeadLetter, Feedback, Turn, parse_record
 from ledger.spool import Spool
 
 
@@ -91,4 +91,24 @@ def test_many_threads_record_while_the_bus_flaps(tmp_path: Path) -> None:
     for n in range(4):  # each thread's records stay in its order
         mine = [i for i in got if i // 1000 == n]
         assert mine == sorted(mine)
+    rec.close()
+
+
+def test_a_record_the_bus_rejects_is_set_aside_and_the_rest_flows_on(tmp_path: Path) -> None:
+    bus = MemoryBus(max_record_bytes=3000)
+    rec = Recorder(bus, topic_prefix="p.", batch=50, spool=Spool(tmp_path)).start()
+    big = Turn(episode_id="ep9", model="m", version="v1", metadata={"i": 5, "pad": "x" * 5000})
+    for i in range(10):
+        rec.record(TOPIC_TURNS, big if i == 5 else turn(i))
+    assert rec.flush(10)  # not retried forever
+    assert order(bus) == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+    assert rec.rejected == 1 and rec.pending == 0
+    kept = (tmp_path / "rejected" / "p.turns.jsonl").read_bytes()
+    assert parse_record(kept.rstrip(b"\n")) == big  # the whole record, recoverable
+    [letter] = [parse_record(m.value) for m in bus.messages("p.dead-letters")]
+    assert isinstance(letter, DeadLetter) and letter.topic == "p.turns"
+    assert letter.size == len(big.to_bytes()) and letter.kept_in == str(
+        tmp_path / "rejected" / "p.turns.jsonl"
+    )
+    assert "over the limit" in letter.reason and letter.payload.startswith('{"')
     rec.close()
