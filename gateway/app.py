@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -233,6 +234,7 @@ def create_fastapi(svc: Services) -> FastAPI:
         if svc.bus is not None:
             kind = ScoreFeed if control else VersionFeed
             feed = kind(svc.bus, svc.versions, svc.settings.ledger.topic_prefix).start()
+        gc.freeze()  # start-up's objects (modules, app, config) leave the collector's full passes
         try:
             yield
         finally:
