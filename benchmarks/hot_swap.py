@@ -11,8 +11,9 @@ while the request ran (a version may serve from its promotion until two swaps la
 Phases per swap (p50 / p90 / max, ms): `gateway_queued` (the register waiting its turn in the
 gateway), `replica_load_fastest` / `_slowest` (each replica's /v1/load_lora_adapter, as the
 gateway timed it), `registered_to_loaded_everywhere` (the register call), `router_switch`
-(the promote call), `switch_to_first_served` (until a request comes back from the new
-version) and `registered_to_served` (the whole swap). vLLM replicas get a core each
+(the promote call), `switch_to_first_served` (until a one-token request comes back from the
+new version: the first token it serves; the load's own requests ask for 4) and
+`registered_to_served` (the whole swap). vLLM replicas get a core each
 (`gateway.engine.replica_cpus`).
 
     python benchmarks/hot_swap.py [--swaps 100] [--clients 4] [--fake]
@@ -118,6 +119,7 @@ def main() -> None:
     stop = threading.Event()
     counts = {"ok": 0, "failed": 0, "wrong": 0}
     body = {"model": "rlgw", "messages": [{"role": "user", "content": "Say a colour"}], "max_tokens": 4}
+    probe = {**body, "max_tokens": 1}  # served = its first token: decoding more is not the swap's time
 
     async def client() -> None:
         async with httpx.AsyncClient(timeout=60) as http:
@@ -154,7 +156,7 @@ def main() -> None:
                 http.post(root + f"/admin/versions/{vid}/promote", json={"reason": "hot-swap benchmark"})
                 t2 = time.perf_counter()
                 while True:
-                    got = http.post(root + "/v1/chat/completions", json=body)
+                    got = http.post(root + "/v1/chat/completions", json=probe)
                     if got.headers.get("x-model-version") == vid:
                         break
                 t3 = time.perf_counter()
@@ -222,6 +224,7 @@ def _figures(xs: list[float]) -> dict[str, float]:
         "p50": round(statistics.median(ordered) * 1000, 1),
         "p90": round(ordered[int(0.9 * (len(ordered) - 1))] * 1000, 1),
         "max": round(ordered[-1] * 1000, 1),
+        "max_at": xs.index(ordered[-1]),  # the swap it happened in (0-based)
     }
 
 
