@@ -161,6 +161,13 @@ def test_manifests_run_known_commands() -> None:
         argv = k8s_argv(c)
         if "rlgw" in argv:
             assert argv[-2:] == ["--config", "/etc/rlgw/config.toml"], c["name"]
+    argvs = [compose_argv(s) for s in compose()["services"].values()]
+    argvs += [k8s_argv(c) for _, c in k8s_containers()]
+    for argv in argvs:  # every option a manifest passes is one its command takes
+        name = rlgw_command(argv)
+        if name in known - PENDING_COMMANDS:
+            args = [str(t) for t in argv[argv.index("rlgw") + 2 :]]
+            group.get_command(None, name).make_context(name, args)  # type: ignore[attr-defined]
 
 
 def test_images_named() -> None:
