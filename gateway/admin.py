@@ -11,6 +11,7 @@ from gateway.adapters import AdapterError
 from gateway.auth import Principal, require_admin
 from gateway.controller import VersionController
 from gateway.errors import InvalidRequest, UpstreamError
+from gateway.versions import Version
 
 
 class VersionIn(BaseModel):
@@ -47,6 +48,12 @@ def add_version_routes(app: FastAPI, controller: VersionController, auth: Any, r
         except ValidationError as exc:
             raise InvalidRequest(str(exc.errors()[0]["msg"])) from exc
 
+    async def load_before_routing(v: Version) -> None:
+        try:
+            await controller.ensure_loaded(v)
+        except AdapterError as exc:
+            raise UpstreamError(str(exc), code="adapter_load_failed") from exc
+
     @app.post("/admin/versions")
     async def register(request: Request) -> dict[str, Any]:
         await admin(request, changes=True)
@@ -81,19 +88,25 @@ def add_version_routes(app: FastAPI, controller: VersionController, auth: Any, r
     @app.post("/admin/versions/{vid}/promote")
     async def promote(vid: str, request: Request) -> dict[str, Any]:
         await admin(request, changes=True)
-        v = reg.promote(vid, await reason_of(request))
+        reason = await reason_of(request)
+        await load_before_routing(reg.promotable(vid))
+        v = reg.promote(vid, reason)
         return {"version": v.id, "status": v.status}
 
     @app.post("/admin/versions/{vid}/rollback")
     async def rollback(vid: str, request: Request) -> dict[str, Any]:
         await admin(request, changes=True)
-        v = reg.rollback(vid, await reason_of(request))
+        reason = await reason_of(request)
+        await load_before_routing(reg.rollback_target(vid))
+        v = reg.rollback(vid, reason)
         return {"version": v.id, "status": v.status, "serving": reg.serving}
 
     @app.post("/admin/rollback")
     async def rollback_current(request: Request) -> dict[str, Any]:
         await admin(request, changes=True)
-        v = reg.rollback(None, await reason_of(request))
+        reason = await reason_of(request)
+        await load_before_routing(reg.rollback_target(None))
+        v = reg.rollback(None, reason)
         return {"version": v.id, "status": v.status, "serving": reg.serving}
 
     @app.post("/admin/versions/{vid}/pin")

@@ -78,6 +78,26 @@ class VersionController:
                 reg.start_canary(v)
             return v
 
+    async def ensure_loaded(self, v: Version) -> None:
+        """Load `v`'s adapter into every healthy replica that lacks it (a retired version that
+        was unloaded, promoted or rolled back to again), before routing goes to it: switched
+        first, its requests would meet replicas without the adapter until the next tick.
+        Ticks wait meanwhile, so an unload in flight cannot undo the load."""
+        if v.id == BASE_VERSION or not v.adapter_path:
+            return
+        async with self._tick_lock:
+            lacking = [r for r in self.pool.healthy() if v.adapter_name not in r.models]
+            results = await asyncio.gather(
+                *(self.loader.load(r, v.adapter_name, v.adapter_path) for r in lacking),
+                return_exceptions=True,
+            )
+            failed = [f"{r.url}: {res}" for r, res in zip(lacking, results, strict=True) if res is not None]
+            if failed:
+                raise AdapterError(f"version {v.id} could not be loaded again: {'; '.join(failed)}")
+            v.unloaded = False
+            if lacking:
+                self.registry.event(v, "reloaded", f"on {len(lacking)} replicas, before routing to it")
+
     async def canary_now(self, vid: str) -> None:
         """Put a registered version into canary at once, ahead of any queued ones (drills)."""
         async with self._lock:

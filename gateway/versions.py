@@ -197,10 +197,14 @@ class VersionRegistry:
         self.canary = v.id
         self.event(v, "canary", f"{self.cfg.canary_share:.0%} of new episodes")
 
-    def promote(self, vid: str, reason: str, figures: dict[str, Any] | None = None) -> Version:
+    def promotable(self, vid: str) -> Version:
         v = self.get(vid)
         if v.status not in ("canary", "retired", "rolled_back", "loaded"):
             raise InvalidRequest(f"version {vid} is {v.status}; it cannot be promoted", param="version")
+        return v
+
+    def promote(self, vid: str, reason: str, figures: dict[str, Any] | None = None) -> Version:
+        v = self.promotable(vid)
         old = self.versions[self.serving]
         if old.id != vid:
             old.status = "retired"
@@ -211,20 +215,29 @@ class VersionRegistry:
         self.event(v, "promoted", reason, figures)
         return v
 
-    def rollback(self, vid: str | None, reason: str, figures: dict[str, Any] | None = None) -> Version:
-        """Take a canary out of traffic, or move serving back to its parent. Adapters stay loaded."""
+    def rollback_target(self, vid: str | None) -> Version:
+        """The version that serves after `rollback(vid)` (the serving one when a canary goes)."""
         vid = vid or self.canary or self.serving
         v = self.get(vid)
         if vid == BASE_VERSION:
             raise InvalidRequest("the base model cannot be rolled back", param="version")
         if vid == self.canary:
+            return self.versions[self.serving]
+        if vid == self.serving:
+            return self.get(v.parent or BASE_VERSION)
+        raise InvalidRequest(f"version {vid} is {v.status}: neither serving nor canary", param="version")
+
+    def rollback(self, vid: str | None, reason: str, figures: dict[str, Any] | None = None) -> Version:
+        """Take a canary out of traffic, or move serving back to its parent: a routing change
+        (the admin routes load the target first if it was unloaded, see VersionController)."""
+        vid = vid or self.canary or self.serving
+        v = self.get(vid)
+        target = self.rollback_target(vid)
+        if vid == self.canary:
             self.canary = None
-        elif vid == self.serving:
-            target = self.get(v.parent or BASE_VERSION)
+        else:
             target.status = "serving"
             self.serving = target.id
-        else:
-            raise InvalidRequest(f"version {vid} is {v.status}: neither serving nor canary", param="version")
         v.status = "rolled_back"
         self.event(v, "rolled_back", reason, figures)
         return v

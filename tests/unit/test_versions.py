@@ -315,3 +315,40 @@ def test_an_episode_whose_version_was_unloaded_moves_to_the_serving_one(two_repl
     assert "rlgw-v1" not in a.state.adapters
     later = c.chat.completions.with_raw_response.create(model="rlgw", messages=MSG, user="old")  # type: ignore[arg-type]
     assert later.headers["x-model-version"] == "v3"
+
+
+def _three_versions_with_v1_unloaded(gw: Any) -> None:
+    """v1 -> v2 -> v3 (each the parent of the next), each promoted; a tick unloads v1."""
+    controller, loop = gw.services.controller, _loop_of(gw)
+    loop.call_soon_threadsafe(controller._task.cancel)  # ticks by hand from here
+    for parent, vid in ((None, "v1"), ("v1", "v2"), ("v2", "v3")):
+        admin(gw, "/admin/versions", {"version": vid, "adapter_path": f"/tmp/{vid}", "parent": parent})
+        admin(gw, f"/admin/versions/{vid}/promote")
+    asyncio.run_coroutine_threadsafe(controller.tick(), loop).result(10)
+
+
+def _served_by_both_replicas(gw: Any, a: Any, b: Any, version: str) -> None:
+    name = gw.services.versions.upstream_name(version)
+    assert name in a.state.adapters and name in b.state.adapters
+    c = openai.OpenAI(base_url=gw.url, api_key="x", max_retries=0)
+    for i in range(6):  # requests spread over both replicas; none meets a missing adapter
+        r = c.chat.completions.with_raw_response.create(model="rlgw", messages=MSG, user=f"u{i}")  # type: ignore[arg-type]
+        assert r.headers["x-model-version"] == version
+
+
+def test_promoting_an_unloaded_version_loads_it_before_routing_to_it(two_replicas) -> None:  # type: ignore[no-untyped-def]
+    gw, a, b = two_replicas
+    _three_versions_with_v1_unloaded(gw)
+    assert "rlgw-v1" not in a.state.adapters and "rlgw-v1" not in b.state.adapters
+    assert admin(gw, "/admin/versions/v1/promote").status_code == 200
+    _served_by_both_replicas(gw, a, b, "v1")
+
+
+def test_rolling_back_to_an_unloaded_parent_loads_it_before_routing_to_it(two_replicas) -> None:  # type: ignore[no-untyped-def]
+    gw, a, b = two_replicas
+    _three_versions_with_v1_unloaded(gw)
+    assert admin(gw, "/admin/rollback", {"reason": "test"}).json()["serving"] == "v2"  # still loaded
+    assert "rlgw-v1" not in a.state.adapters
+    back = admin(gw, "/admin/rollback", {"reason": "test"})
+    assert back.status_code == 200 and back.json()["serving"] == "v1", back.text
+    _served_by_both_replicas(gw, a, b, "v1")
