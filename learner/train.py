@@ -2,12 +2,12 @@
 policy-gradient loss, backward, AdamW.
 
 Simplifications, stated: samples are packed into micro-batches of at most `micro_batch_tokens`
-tokens with a block-diagonal causal mask (no padding), and one step accumulates gradients over
-all of them; under torchrun (learner/distributed.py) every rank filters and assigns advantages
-to the whole batch (cheap, and it keeps the baselines equal on every rank) and only the forward
-and backward passes are split, by shard, with one gradient all-reduce per step; the KL term's
-base model is the same weights with the adapter disabled (LoRA) or a frozen copy (full
-fine-tuning).
+tokens (no padding; each sample attends to itself only, through the varlen attention of
+learner/attention.py), and one step accumulates gradients over all of them; under torchrun
+(learner/distributed.py) every rank filters and assigns advantages to the whole batch (cheap,
+and it keeps the baselines equal on every rank) and only the forward and backward passes are
+split, by shard, with one gradient all-reduce per step; the KL term's base model is the same
+weights with the adapter disabled (LoRA) or a frozen copy (full fine-tuning).
 
 LoRA on a tiny random model: adapting attention and MLP alone does not learn (the tied
 embeddings and final norm dominate a random model's output); adding `lm_head` to
@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from torch import Tensor
 
 from learner.advantages import Advantages
+from learner.attention import register
 from learner.distributed import World
 from learner.metrics import LearnerMetrics
 from learner.objective import chunked_logprobs, policy_gradient_loss
@@ -77,8 +78,6 @@ class Trainer:
         registry: CollectorRegistry | None = None,
         world: World | None = None,
     ) -> None:
-        from transformers import AutoModelForCausalLM
-
         self.cfg = cfg
         self.model_dir = Path(model_dir)
         self.world = world or World()
@@ -88,13 +87,13 @@ class Trainer:
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(cfg.dtype)
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype, attn_implementation="sdpa")
+        model = load_causal_lm(self.model_dir, dtype)
         model.to(self.device)  # type: ignore[arg-type]  # transformers types .to oddly
         self.reference: Any = None
         if cfg.full_finetune:
             self.model: Any = model
             if cfg.kl_coef > 0:
-                self.reference = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype)
+                self.reference = load_causal_lm(self.model_dir, dtype)
                 self.reference.to(self.device).eval().requires_grad_(False)
         else:
             from peft import LoraConfig, get_peft_model
@@ -159,12 +158,7 @@ class Trainer:
         entropy_sum = 0.0
         ratio_max = 0.0
         for b in batches:
-            hidden = self.causal_lm.model(
-                input_ids=b.input_ids, position_ids=b.position_ids, attention_mask=b.mask
-            ).last_hidden_state[0]  # (T, H)
-            logps, entropy = chunked_logprobs(
-                hidden[b.predict_at], b.targets, self.causal_lm.lm_head, self.cfg.logprob_chunk
-            )  # (N,), (N,)
+            logps, entropy = self._logprobs(self.causal_lm, b)  # (N,), (N,)
             ref = self._reference_logprobs(b) if self.cfg.kl_coef > 0 else None
             loss, part = policy_gradient_loss(
                 logps,
@@ -219,20 +213,23 @@ class Trainer:
             ages.append(len(self.lineage) - 1 - self.lineage.index(v))
         return "stale" if max(ages) > self.cfg.max_staleness else None
 
+    def _logprobs(self, causal_lm: Any, b: MicroBatch) -> tuple[Tensor, Tensor]:
+        """`causal_lm`'s log-probs of the micro-batch's loss tokens and its entropy there, (N,) each."""
+        hidden = causal_lm.model(
+            input_ids=b.input_ids, position_ids=b.position_ids, **b.attention_kwargs
+        ).last_hidden_state[0]  # (T, H)
+        return chunked_logprobs(hidden[b.predict_at], b.targets, causal_lm.lm_head, self.cfg.logprob_chunk)
+
     @torch.no_grad()
     def _reference_logprobs(self, b: MicroBatch) -> Tensor:
         if self.reference is not None:
-            ref_model = self.reference
-            hidden = ref_model.model(
-                input_ids=b.input_ids, position_ids=b.position_ids, attention_mask=b.mask
-            ).last_hidden_state[0]
-            return chunked_logprobs(
-                hidden[b.predict_at], b.targets, ref_model.lm_head, self.cfg.logprob_chunk
-            )[0]
+            return self._logprobs(self.reference, b)[0]
         with self.model.disable_adapter():
-            hidden = self.causal_lm.model(
-                input_ids=b.input_ids, position_ids=b.position_ids, attention_mask=b.mask
-            ).last_hidden_state[0]
-            return chunked_logprobs(
-                hidden[b.predict_at], b.targets, self.causal_lm.lm_head, self.cfg.logprob_chunk
-            )[0]
+            return self._logprobs(self.causal_lm, b)[0]
+
+
+def load_causal_lm(model_dir: Path, dtype: torch.dtype) -> Any:
+    """A transformers causal LM whose attention reads packed rows' boundaries (learner/attention.py)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=register())

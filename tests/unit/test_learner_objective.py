@@ -77,8 +77,10 @@ def test_pack_predicts_each_loss_token_from_the_previous_position() -> None:
     assert mb.targets.tolist() == [3, 5]
     assert mb.behaviour.tolist() == pytest.approx([-0.3, -0.7])
     assert mb.advantages.tolist() == [2.0, -1.0]
-    assert mb.mask is not None
-    mask = mb.mask[0, 0]
-    assert mask[3].tolist() == [False, False, False, True, False]  # b's first token sees only itself
-    assert mask[2].tolist() == [True, True, True, False, False]
-    assert len(pack([a, b], max_tokens=4, device=torch.device("cpu"))) == 2
+    # the boundaries the varlen attention reads: a is tokens 0..2, b is 3..4 (flash wants int32)
+    assert mb.cu_seqlens.tolist() == [0, 3, 5] and mb.cu_seqlens.dtype == torch.int32
+    assert mb.max_len == 3
+    assert mb.attention_kwargs["cu_seq_lens_q"] is mb.cu_seqlens
+    alone = pack([a, b], max_tokens=4, device=torch.device("cpu"))
+    assert [m.cu_seqlens.tolist() for m in alone] == [[0, 3], [0, 2]]
+    assert [m.max_len for m in alone] == [3, 2]
