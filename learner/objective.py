@@ -30,6 +30,8 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+STATISTICS = ("loss", "pg_loss", "kl", "ratio_sum", "ratio_max", "clipped")  # besides "tokens"
+
 
 def chunked_logprobs(
     hidden: Tensor,  # (N, H) final hidden states at the positions that predict `targets`
@@ -72,8 +74,9 @@ def policy_gradient_loss(
     normaliser: float,  # N of the whole step (micro-batches share one normaliser)
     ref_logprobs: Tensor | None = None,  # (N,) base-model log-probs, for the KL term
     kl_coef: float = 0.0,
-) -> tuple[Tensor, dict[str, float]]:
-    """The loss (a scalar to backpropagate) and its statistics (sums, for the step to aggregate)."""
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The loss (a scalar to backpropagate) and its statistics: 0-d tensors on the loss's device
+    (sums, and `ratio_max`), which the step aggregates on the device and reads once per step."""
     log_ratio = (logprobs.detach() - behaviour_logprobs).clamp(max=20.0)  # (N,)
     ratio = torch.exp(log_ratio)  # (N,)
     weight = ratio.clamp(max=clip)  # (N,) truncated importance weight, no gradient
@@ -88,7 +91,7 @@ def policy_gradient_loss(
     ratio_max = ratio.max() if ratio.numel() else torch.zeros((), device=ratio.device)
     figures = torch.stack(
         [loss.detach(), pg.detach(), kl.detach(), ratio.sum(), ratio_max, (ratio > clip).sum().float()]
-    ).tolist()  # one device sync for all the statistics
-    stats = dict(zip(("loss", "pg_loss", "kl", "ratio_sum", "ratio_max", "clipped"), figures, strict=True))
-    stats["tokens"] = float(logprobs.numel())
+    )  # (6,) stays on the device: reading it here would stall the launch queue once per micro-batch
+    stats = dict(zip(STATISTICS, figures.unbind(), strict=True))
+    stats["tokens"] = torch.full((), float(logprobs.numel()), device=logprobs.device)
     return loss, stats

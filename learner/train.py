@@ -9,6 +9,10 @@ and it keeps the baselines equal on every rank) and only the forward and backwar
 split, by shard, with one gradient all-reduce per step; the KL term's base model is the same
 weights with the adapter disabled (LoRA) or a frozen copy (full fine-tuning).
 
+The loop over micro-batches never reads a device value on the host: the figures add up in
+device tensors and are read once, after the optimizer step. A read (`.item()`, `.tolist()`)
+waits for every queued kernel, so on a GPU the host stops queueing the next micro-batch's work.
+
 LoRA on a tiny random model: adapting attention and MLP alone does not learn (the tied
 embeddings and final norm dominate a random model's output); adding `lm_head` to
 `lora_targets` does. Measured on the built-in tiny model, see tests/integration/test_learner_loop.py.
@@ -152,11 +156,11 @@ class Trainer:
         mine = self.world.shard(fresh, lambda s: len(s.tokens))
         batches = pack(mine, self.cfg.micro_batch_tokens, self.device)
 
-        # 4. forward, loss, backward per micro-batch; one normaliser for the whole step
+        # 4. forward, loss, backward per micro-batch; one normaliser for the whole step; the
+        #    figures add up on the device (module docstring)
         self.optimizer.zero_grad(set_to_none=True)
-        sums: Counter[str] = Counter()
-        entropy_sum = 0.0
-        ratio_max = 0.0
+        sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # loss kl ratio_sum clipped entropy
+        peak = torch.zeros(1, dtype=torch.float64, device=self.device)  # ratio_max
         for b in batches:
             logps, entropy = self._logprobs(self.causal_lm, b)  # (N,), (N,)
             ref = self._reference_logprobs(b) if self.cfg.kl_coef > 0 else None
@@ -170,35 +174,33 @@ class Trainer:
                 kl_coef=self.cfg.kl_coef,
             )
             loss.backward()
-            sums.update({k: v for k, v in part.items() if k != "ratio_max"})
-            ratio_max = max(ratio_max, part["ratio_max"])
-            entropy_sum += entropy.sum().item()
+            figures = [part["loss"], part["kl"], part["ratio_sum"], part["clipped"], entropy.sum()]
+            sums += torch.stack(figures).double()
+            peak = torch.maximum(peak, part["ratio_max"].double())
 
         # 5. sum gradients and figures over the ranks (no-ops in one process), clip and apply
         self.world.all_reduce_grads(self.params)
-        names = ("loss", "kl", "ratio_sum", "clipped", "entropy")
-        figures = torch.tensor(
-            [sums["loss"], sums["kl"], sums["ratio_sum"], sums["clipped"], entropy_sum],
-            dtype=torch.float64,
-            device=self.device,
-        )
-        total = dict(zip(names, self.world.all_reduce(figures).tolist(), strict=True))
-        peak = torch.tensor([ratio_max], dtype=torch.float64, device=self.device)
-        ratio_max = float(self.world.all_reduce(peak, "max"))
+        self.world.all_reduce(sums)
+        self.world.all_reduce(peak, "max")
+        grad_norm = torch.zeros(1, dtype=torch.float64, device=self.device)
         if self.cfg.max_grad_norm > 0:
-            stats.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
+            grad_norm += torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
         self.optimizer.step()
 
-        # 6. log and export
+        # 6. log and export: the step's one read of device values
+        loss_sum, kl, ratio_sum, clipped, entropy_sum, ratio_max, norm = torch.cat(
+            [sums, peak, grad_norm]
+        ).tolist()
         stats.samples = len(fresh)
         stats.tokens = n_tokens
-        stats.loss = total["loss"]
-        stats.kl = total["kl"]
+        stats.loss = loss_sum
+        stats.kl = kl
         stats.reward_mean = sum(s.reward for s in fresh) / len(fresh)
-        stats.entropy = total["entropy"] / n_tokens
-        stats.ratio_mean = total["ratio_sum"] / n_tokens
+        stats.entropy = entropy_sum / n_tokens
+        stats.ratio_mean = ratio_sum / n_tokens
         stats.ratio_max = ratio_max
-        stats.clipped_fraction = total["clipped"] / n_tokens
+        stats.clipped_fraction = clipped / n_tokens
+        stats.grad_norm = norm
         stats.seconds = time.perf_counter() - t0
         if self.world.leader:
             log.info("learner %s", stats.line())
