@@ -144,7 +144,9 @@ def train_step(
     n_loss = float(sum(len(b.targets) for b in batches))
     opt.zero_grad(set_to_none=True)
     for b in batches:
-        hidden = body(input_ids=b.input_ids, position_ids=b.position_ids, **b.attention_kwargs)
+        hidden = body(
+            input_ids=b.input_ids, position_ids=b.position_ids, use_cache=False, **b.attention_kwargs
+        )
         hidden = hidden.last_hidden_state[0]  # (T, H)
         logps, _ = chunked_logprobs(hidden[b.predict_at], b.targets, model.lm_head, chunk)  # (N,)
         loss, _ = policy_gradient_loss(logps, b.behaviour, b.advantages, clip=2.0, normaliser=n_loss)

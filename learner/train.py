@@ -218,7 +218,7 @@ class Trainer:
     def _logprobs(self, causal_lm: Any, b: MicroBatch) -> tuple[Tensor, Tensor]:
         """`causal_lm`'s log-probs of the micro-batch's loss tokens and its entropy there, (N,) each."""
         hidden = causal_lm.model(
-            input_ids=b.input_ids, position_ids=b.position_ids, **b.attention_kwargs
+            input_ids=b.input_ids, position_ids=b.position_ids, use_cache=False, **b.attention_kwargs
         ).last_hidden_state[0]  # (T, H)
         return chunked_logprobs(hidden[b.predict_at], b.targets, causal_lm.lm_head, self.cfg.logprob_chunk)
 
