@@ -14,7 +14,8 @@ Written to be run once, on a CUDA machine, in well under 8 minutes on an H100:
    the samples before it) is ten times further off, i.e. unless the check could see a leak.
 2. Throughput of learner_step's cases (16,384 tokens a step, 8,192 per forward), eager then
    compiled (each decoder layer: a graph that compiles in seconds): 2k and 8k context, packed
-   (varlen) and single; then, as time allows, full rows and 16,384 tokens per forward.
+   (varlen) and single; then, as time allows, full rows, 16,384 tokens per forward, and LM-head
+   chunks kept for the backward instead of recomputed.
 
 Every case catches its own error (out of memory, an unsupported kernel, a compile failure),
 prints it and goes on; no case starts after --budget-s. The last line is one JSON object.
@@ -43,22 +44,28 @@ from learner.objective import chunked_logprobs
 from learner.packing import MicroBatch, pack
 
 CHECK_LENGTHS = (3000, 1200, 37, 1, 900, 250, 2000)
-# (compile, ctx, layout, tokens per forward), most wanted first
-CASES = [
-    (False, 2048, "packed", 8192),
-    (False, 2048, "single", 8192),
-    (False, 8192, "packed", 8192),
-    (False, 8192, "single", 8192),
-    (True, 2048, "packed", 8192),
-    (True, 2048, "single", 8192),
-    (True, 8192, "packed", 8192),
-    (True, 8192, "single", 8192),
-    (False, 2048, "full", 8192),
-    (True, 2048, "full", 8192),
-    (False, 2048, "packed", 16384),
-    (True, 2048, "packed", 16384),
+# (compile, ctx, layout, tokens per forward, LM-head chunks recomputed in the backward), most wanted first
+CASES: list[tuple[bool, int, str, int, bool]] = [
+    (False, 2048, "packed", 8192, True),
+    (False, 2048, "single", 8192, True),
+    (False, 8192, "packed", 8192, True),
+    (False, 8192, "single", 8192, True),
+    (True, 2048, "packed", 8192, True),
+    (True, 2048, "single", 8192, True),
+    (True, 8192, "packed", 8192, True),
+    (True, 8192, "single", 8192, True),
+    (False, 2048, "full", 8192, True),
+    (True, 2048, "full", 8192, True),
+    (False, 2048, "packed", 16384, True),
+    (True, 2048, "packed", 16384, True),
+    (False, 2048, "packed", 8192, False),
+    (True, 2048, "packed", 8192, False),
 ]
-QUICK_CASES = [(False, 256, "packed", 512), (False, 256, "single", 512)]
+QUICK_CASES: list[tuple[bool, int, str, int, bool]] = [
+    (False, 256, "packed", 512, True),
+    (False, 256, "single", 512, True),
+    (False, 256, "packed", 512, False),
+]
 
 
 def logprobs(model: Any, mb: MicroBatch, *, packed: bool) -> torch.Tensor:
@@ -164,8 +171,14 @@ def main() -> None:
     per_step = 1024 if quick else 16384
     models: dict[bool, tuple[Any, Any, Any]] = {}
     results = []
-    for compiled, ctx, layout, micro in QUICK_CASES if quick else CASES:
-        case: dict[str, Any] = {"compile": compiled, "ctx": ctx, "layout": layout, "micro": micro}
+    for compiled, ctx, layout, micro, recompute in QUICK_CASES if quick else CASES:
+        case: dict[str, Any] = {
+            "compile": compiled,
+            "ctx": ctx,
+            "layout": layout,
+            "micro": micro,
+            "chunk_recompute": recompute,
+        }
         if time.perf_counter() - t_start > args.budget_s:
             results.append({**case, "skipped": "over budget"})
             continue
@@ -178,7 +191,7 @@ def main() -> None:
             model, opt, body = models[compiled]
             r = run(
                 model, opt, device, body, ctx=ctx, micro=micro, per_step=per_step, layout=layout,
-                chunk=2048, warmup=2 if compiled else 1, steps=args.steps,
+                chunk=2048, warmup=2 if compiled else 1, steps=args.steps, recompute=recompute,
             )  # fmt: skip
             case.update(r)
         except Exception as e:  # out of memory, an unsupported kernel, a compile failure: note it, go on

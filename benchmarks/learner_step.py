@@ -138,7 +138,12 @@ def make_batches(
 
 
 def train_step(
-    model: Any, opt: torch.optim.Optimizer, body: Callable[..., Any], batches: list[MicroBatch], chunk: int
+    model: Any,
+    opt: torch.optim.Optimizer,
+    body: Callable[..., Any],
+    batches: list[MicroBatch],
+    chunk: int,
+    recompute: bool = True,
 ) -> None:
     """The learner's step on `batches` (full fine-tuning, no KL): nothing read back on the host."""
     n_loss = float(sum(len(b.targets) for b in batches))
@@ -148,7 +153,9 @@ def train_step(
             input_ids=b.input_ids, position_ids=b.position_ids, use_cache=False, **b.attention_kwargs
         )
         hidden = hidden.last_hidden_state[0]  # (T, H)
-        logps, _ = chunked_logprobs(hidden[b.predict_at], b.targets, model.lm_head, chunk)  # (N,)
+        logps, _ = chunked_logprobs(
+            hidden[b.predict_at], b.targets, model.lm_head, chunk, recompute=recompute
+        )
         loss, _ = policy_gradient_loss(logps, b.behaviour, b.advantages, clip=2.0, normaliser=n_loss)
         loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -168,6 +175,7 @@ def run(
     chunk: int,
     warmup: int,
     steps: int,
+    recompute: bool = True,
 ) -> dict[str, Any]:
     batches = make_batches(random.Random(0), layout, ctx, micro, per_step, model.config.vocab_size, device)
     tokens = sum(b.input_ids.shape[1] for b in batches)
@@ -177,12 +185,12 @@ def run(
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(warmup):
-        train_step(model, opt, body, batches, chunk)
+        train_step(model, opt, body, batches, chunk, recompute)
     sync()
     warm_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(steps):
-        train_step(model, opt, body, batches, chunk)
+        train_step(model, opt, body, batches, chunk, recompute)
     sync()
     dt = (time.perf_counter() - t0) / steps
     out = {
@@ -195,6 +203,7 @@ def run(
         "tokens_per_s": round(tokens / dt),
         "loss_tokens_per_s": round(n_loss / dt),
         "warmup_s": round(warm_s, 1),
+        "chunk_recompute": recompute,
     }
     if device.type == "cuda":
         out["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
@@ -222,6 +231,9 @@ def main() -> None:
     ap.add_argument("--micro-batch-tokens", type=int, default=None, help="tokens per forward (packed, full)")
     ap.add_argument("--tokens-per-step", type=int, default=None)
     ap.add_argument("--chunk", type=int, default=2048, help="tokens per LM-head chunk")
+    ap.add_argument(
+        "--chunk-recompute", default="on", choices=["on", "off"], help="checkpoint LM-head chunks"
+    )
     ap.add_argument("--layouts", default="packed,single", help=f"comma-separated, of {','.join(LAYOUTS)}")
     args = ap.parse_args()
 
@@ -259,6 +271,7 @@ def main() -> None:
                     r = run(
                         model, opt, device, body, ctx=ctx, micro=max(micro, ctx), per_step=per_step,
                         layout=layout, chunk=args.chunk, warmup=warmup, steps=steps,
+                        recompute=args.chunk_recompute == "on",
                     )  # fmt: skip
                 except torch.cuda.OutOfMemoryError:
                     r = {**case, "error": "out of memory"}

@@ -19,7 +19,10 @@ i.e. ratios of 0.8-1.2 per token even on-policy. clip = 2 keeps on-policy noise 
 
 Log-probs are computed from the final hidden states in chunks of `chunk` tokens through the
 LM head, each chunk under activation checkpointing: full-vocabulary float logits exist for
-one chunk at a time, in the forward and in the backward pass.
+one chunk at a time, in the forward and in the backward pass. The price is a second LM-head
+matmul per chunk in the backward; `recompute=False` keeps every chunk's logits instead
+(n x V x 6 bytes each in bf16: ~5.6 GB for 6k loss tokens at Qwen3's vocabulary of 152k), for
+benchmarks/learner_step.py to measure what the recomputation costs.
 """
 
 from __future__ import annotations
@@ -38,12 +41,14 @@ def chunked_logprobs(
     targets: Tensor,  # (N,) token ids
     lm_head: Callable[[Tensor], Tensor],  # (n, H) -> (n, V); a plain Linear or a LoRA-wrapped one
     chunk: int = 1024,
+    *,
+    recompute: bool = True,  # checkpoint each chunk (module docstring)
 ) -> tuple[Tensor, Tensor]:
     """Log-prob of each target (with gradient) and the entropy at each position (without)."""
     logps, ents = [], []
     for start in range(0, hidden.shape[0], chunk):
         h, y = hidden[start : start + chunk], targets[start : start + chunk]
-        if torch.is_grad_enabled() and h.requires_grad:
+        if recompute and torch.is_grad_enabled() and h.requires_grad:
             lp, ent = checkpoint(_chunk_logprobs, h, y, lm_head, use_reentrant=False)
         else:
             lp, ent = _chunk_logprobs(h, y, lm_head)

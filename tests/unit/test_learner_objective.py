@@ -48,13 +48,14 @@ def test_kl_term_is_the_k3_estimator() -> None:
     assert logps.grad.tolist() == pytest.approx([0.1 * (1 - math.exp(x)) / 3 for x in d], abs=1e-6)
 
 
-def test_chunked_logprobs_equal_the_full_softmax_with_gradients() -> None:
+@pytest.mark.parametrize("recompute", [True, False])
+def test_chunked_logprobs_equal_the_full_softmax_with_gradients(recompute: bool) -> None:
     torch.manual_seed(0)
     head = torch.nn.Linear(8, 50, bias=False)
     hidden = torch.randn(7, 8, requires_grad=True)
     targets = torch.randint(0, 50, (7,))
 
-    lp, ent = chunked_logprobs(hidden, targets, head, chunk=3)
+    lp, ent = chunked_logprobs(hidden, targets, head, chunk=3, recompute=recompute)
     lp.sum().backward()
     grad_chunked = hidden.grad.clone()  # type: ignore[union-attr]
     hidden.grad = None
