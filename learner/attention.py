@@ -23,20 +23,21 @@ causal sequence and transformers' SDPA function serves it. A 2D padding mask is 
 transformers for an implementation outside its mask interface: rows must hold no padding.
 
 varlen_attn's signature changed between torch releases, so the call is picked once, at import,
-from `inspect.signature` (none of these is documented as stable, the API is marked beta):
-  - the first release (2.9): `(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False,
-    return_aux=None)`; equal head counts only, default scale only;
+from `inspect.signature`. The forms seen in public copies of torch/nn/attention/varlen.py:
+  - the earliest: `(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False, return_aux=None)`:
+    equal head counts only, the default scale only;
   - later: keyword-only `scale` and `window_size` ((-1, 0) means causal; `is_causal` is gone);
-  - 2.13 (installed here) adds `enable_gqa`, `seqused_k`, `block_table`, `num_splits`.
-Where `enable_gqa` is missing, key/value heads are repeated to the query heads; where `scale` is
-missing, the query is pre-multiplied so that the default 1/sqrt(D) gives the model's scaling.
+  - 2.13 (installed here): adds `enable_gqa`, `seqused_k`, `block_table`, `num_splits`.
+Which of these 2.11 has was not checked here (no CUDA build at hand); benchmarks/gpu_check.py
+prints the signature it found. Where `enable_gqa` is missing, key/value heads are repeated to
+the query heads; where `scale` is missing, the query is pre-multiplied so that the default
+1/sqrt(D) gives the model's scaling.
 """
 
 from __future__ import annotations
 
 import inspect
 import itertools
-import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -44,8 +45,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-log = logging.getLogger(__name__)
 
 VARLEN = "rlgw_varlen"  # the attn_implementation name a model is loaded with
 FLASH_DTYPES = (torch.bfloat16, torch.float16)
