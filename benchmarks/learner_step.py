@@ -1,20 +1,28 @@
 """Training throughput of the learner's step: tokens/s for forward + backward + AdamW.
 
-The step is the learner's own: samples packed without padding into rows of `ctx` tokens
-(learner.packing), the body's final hidden states, log-probs in chunks over the LM head
-(learner.objective.chunked_logprobs, never full-vocabulary logits for the whole row), the
-truncated-importance-weight policy-gradient loss, AdamW. Full fine-tuning of a random model
+The step is the learner's own: samples packed without padding into forwards of up to
+`--micro-batch-tokens` (learner.packing), each sample attending to itself only (learner.attention:
+FlashAttention's varlen kernel on CUDA in bf16, SDPA per sample on the CPU), the body's final
+hidden states, log-probs in chunks over the LM head (learner.objective.chunked_logprobs, never
+full-vocabulary logits for the whole row), the truncated-importance-weight policy-gradient loss,
+AdamW; no host sync inside a step (the loss is never read). Full fine-tuning of a random model
 built from a config (no downloads; needs only torch and transformers).
 
     CPU   the built-in tiny shape (Llama, hidden 64, 2 layers), float32
     CUDA  a Qwen3-0.6B-shaped model (28 layers, hidden 1024, vocab 151936), bf16, fused AdamW,
-          at 2k and 8k context; gradient checkpointing from 8k on (--checkpointing on|off|auto);
-          --compile adds runs with torch.compile on the model body (~100 s of compiling each)
+          at 2k and 8k context; --checkpointing on adds activation checkpointing (off by
+          default: with varlen attention a forward's memory depends on its tokens, not on the
+          context); --compile adds runs with torch.compile (--compile-scope layers: each decoder
+          layer, one graph that all layers share, compiles in seconds; body: the whole body,
+          ~100 s of compiling per shape on an H100)
 
-Layouts: "packed" rows hold several samples (random lengths, a block-diagonal mask, which
-SDPA serves with its memory-efficient kernel); "single" rows hold one sample each (plain
-causal attention, the flash kernel). Every row is exactly `ctx` tokens so compiled shapes stay
-static. Figures are printed per run and as one JSON line at the end.
+Layouts, each a fixed row length per context so that compiled shapes stay static (packed rows'
+boundaries vary: torch.compile makes them dynamic at its first recompile, in the warmup):
+    packed  samples of random lengths (ctx/8 to ctx/2) back to back in rows of exactly
+            `micro` tokens: the learner's varlen packing
+    full    samples of exactly ctx tokens, micro // ctx of them per row (a batch of full rows)
+    single  one sample of exactly ctx tokens per forward
+Figures are printed per run and as one JSON line at the end.
 
     python benchmarks/learner_step.py [--quick] [--device cpu|cuda] [--compile]
 """
@@ -26,15 +34,20 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from learner.attention import register
 from learner.objective import chunked_logprobs, policy_gradient_loss
-from learner.packing import pack
+from learner.packing import MicroBatch, pack
+
+LAYOUTS = ("packed", "full", "single")
 
 
 @dataclass
@@ -45,7 +58,8 @@ class BenchSample:  # the fields learner.packing reads from a learner.samples.Sa
     advantage: float
 
 
-def build_model(kind: str, device: torch.device, dtype: torch.dtype):  # -> PreTrainedModel
+def build_model(kind: str, device: torch.device, dtype: torch.dtype, **shape: Any):  # -> PreTrainedModel
+    """A random model with the varlen attention; `shape` overrides config fields (e.g. layers)."""
     from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen3Config
 
     config: PretrainedConfig
@@ -74,108 +88,153 @@ def build_model(kind: str, device: torch.device, dtype: torch.dtype):  # -> PreT
             rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
             tie_word_embeddings=True,
         )
-    config._attn_implementation = "sdpa"
+    for name, value in shape.items():
+        setattr(config, name, value)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    return model.to(device)
+    with device:  # initialise on the device: a 0.6B model's random init is slow on the host
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=register())
+    return model
 
 
-def make_rows(rng: random.Random, rows: int, ctx: int, vocab: int, layout: str) -> list[BenchSample]:
-    """Samples that fill `rows` rows of exactly `ctx` tokens; a quarter of each is prompt."""
-    out = []
-    for _ in range(rows):
-        left = ctx
+def row_lengths(rng: random.Random, layout: str, ctx: int, micro: int, per_step: int) -> list[list[int]]:
+    """The sample lengths of each row of one step; every row of a layout has one length."""
+    if layout == "single":
+        return [[ctx] for _ in range(max(1, per_step // ctx))]
+    if layout == "full":
+        per_row = max(1, micro // ctx)
+        return [[ctx] * per_row for _ in range(max(1, per_step // (per_row * ctx)))]
+    rows = []
+    for _ in range(max(1, per_step // micro)):
+        lengths, left = [], micro
         while left > 0:
-            n = left if layout == "single" else min(left, rng.randint(ctx // 8, ctx // 2))
+            n = min(left, rng.randint(ctx // 8, ctx // 2))
             if left - n < 16:
                 n = left
-            prompt = max(1, n // 4)
-            out.append(
-                BenchSample(
-                    tokens=[rng.randrange(vocab) for _ in range(n)],
-                    loss_mask=[False] * prompt + [True] * (n - prompt),
-                    behaviour_logprobs=[0.0] * prompt + [-12.0] * (n - prompt),
-                    advantage=rng.choice([-1.0, 1.0]),
-                )
-            )
+            lengths.append(n)
             left -= n
-    return out
+        rows.append(lengths)
+    return rows
+
+
+def make_batches(
+    rng: random.Random, layout: str, ctx: int, micro: int, per_step: int, vocab: int, device: torch.device
+) -> list[MicroBatch]:
+    """One step's micro-batches, packed by the learner's own packing; a quarter of each sample is prompt."""
+    rows = row_lengths(rng, layout, ctx, micro, per_step)
+    samples = []
+    for n in (n for row in rows for n in row):
+        prompt = max(1, n // 4)
+        samples.append(
+            BenchSample(
+                tokens=[rng.randrange(vocab) for _ in range(n)],
+                loss_mask=[False] * prompt + [True] * (n - prompt),
+                behaviour_logprobs=[0.0] * prompt + [-12.0] * (n - prompt),
+                advantage=rng.choice([-1.0, 1.0]),
+            )
+        )
+    batches = pack(samples, sum(rows[0]), device)
+    assert [b.cu_seqlens.numel() - 1 for b in batches] == [len(r) for r in rows], "packing split a row"
+    return batches
+
+
+def train_step(
+    model: Any,
+    opt: torch.optim.Optimizer,
+    body: Callable[..., Any],
+    batches: list[MicroBatch],
+    chunk: int,
+    recompute: bool = True,
+) -> None:
+    """The learner's step on `batches` (full fine-tuning, no KL): nothing read back on the host."""
+    n_loss = float(sum(len(b.targets) for b in batches))
+    opt.zero_grad(set_to_none=True)
+    for b in batches:
+        hidden = body(
+            input_ids=b.input_ids, position_ids=b.position_ids, use_cache=False, **b.attention_kwargs
+        )
+        hidden = hidden.last_hidden_state[0]  # (T, H)
+        logps, _ = chunked_logprobs(
+            hidden[b.predict_at], b.targets, model.lm_head, chunk, recompute=recompute
+        )
+        loss, _ = policy_gradient_loss(logps, b.behaviour, b.advantages, clip=2.0, normaliser=n_loss)
+        loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
 
 
 def run(
-    model,
-    opt,
+    model: Any,
+    opt: torch.optim.Optimizer,
     device: torch.device,
+    body: Callable[..., Any],
     *,
     ctx: int,
-    rows: int,
+    micro: int,
+    per_step: int,
     layout: str,
     chunk: int,
     warmup: int,
     steps: int,
-    body,
-) -> dict:
-    rng = random.Random(0)
-    vocab = model.config.vocab_size
-    batches = pack(make_rows(rng, rows, ctx, vocab, layout), ctx, device)
-    assert all(b.input_ids.shape[1] == ctx for b in batches), "rows must be exactly ctx tokens"
+    recompute: bool = True,
+) -> dict[str, Any]:
+    batches = make_batches(random.Random(0), layout, ctx, micro, per_step, model.config.vocab_size, device)
+    tokens = sum(b.input_ids.shape[1] for b in batches)
     n_loss = sum(len(b.targets) for b in batches)
-
-    def step() -> float:
-        opt.zero_grad(set_to_none=True)
-        loss_sum = 0.0
-        for b in batches:
-            hidden = body(input_ids=b.input_ids, position_ids=b.position_ids, attention_mask=b.mask)
-            hidden = hidden.last_hidden_state[0]  # (T, H)
-            logps, _ = chunked_logprobs(hidden[b.predict_at], b.targets, model.lm_head, chunk)  # (N,)
-            loss, _ = policy_gradient_loss(
-                logps, b.behaviour, b.advantages, clip=2.0, normaliser=float(n_loss)
-            )
-            loss.backward()
-            loss_sum += loss.item()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        return loss_sum
-
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(warmup):
-        step()
+        train_step(model, opt, body, batches, chunk, recompute)
     sync()
     warm_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(steps):
-        step()
+        train_step(model, opt, body, batches, chunk, recompute)
     sync()
     dt = (time.perf_counter() - t0) / steps
-    tokens = rows * ctx
     out = {
         "ctx": ctx,
-        "rows": rows,
         "layout": layout,
+        "row_tokens": batches[0].input_ids.shape[1],
+        "forwards": len(batches),
         "tokens_per_step": tokens,
         "step_s": round(dt, 4),
         "tokens_per_s": round(tokens / dt),
         "loss_tokens_per_s": round(n_loss / dt),
         "warmup_s": round(warm_s, 1),
+        "chunk_recompute": recompute,
     }
     if device.type == "cuda":
         out["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return out
 
 
+def compiled_body(model: Any, scope: str) -> Callable[..., Any]:
+    """`layers`: each decoder layer compiled in place (one graph, reused by every layer); `body`:
+    the whole body as one graph."""
+    if scope == "body":
+        return torch.compile(model.model)  # type: ignore[no-any-return]
+    for layer in model.model.layers:
+        layer.compile()
+    return model.model  # type: ignore[no-any-return]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps and shapes (a smoke run)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--compile", action="store_true", help="also run with torch.compile on the body")
-    ap.add_argument("--checkpointing", default="auto", choices=["auto", "on", "off"])
+    ap.add_argument("--compile", action="store_true", help="also run with torch.compile")
+    ap.add_argument("--compile-scope", default="layers", choices=["layers", "body"])
+    ap.add_argument("--checkpointing", default="off", choices=["on", "off"])
     ap.add_argument("--contexts", default=None, help="comma-separated contexts (default: per device)")
+    ap.add_argument("--micro-batch-tokens", type=int, default=None, help="tokens per forward (packed, full)")
     ap.add_argument("--tokens-per-step", type=int, default=None)
     ap.add_argument("--chunk", type=int, default=2048, help="tokens per LM-head chunk")
-    ap.add_argument("--layouts", default="packed,single")
+    ap.add_argument(
+        "--chunk-recompute", default="on", choices=["on", "off"], help="checkpoint LM-head chunks"
+    )
+    ap.add_argument("--layouts", default="packed,single", help=f"comma-separated, of {','.join(LAYOUTS)}")
     args = ap.parse_args()
 
     cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
@@ -185,10 +244,12 @@ def main() -> None:
         kind, dtype = "qwen3-0.6b", torch.bfloat16
         contexts = [2048] if args.quick else [2048, 8192]
         per_step = args.tokens_per_step or 16384
+        micro = args.micro_batch_tokens or 8192
     else:
         kind, dtype = "tiny", torch.float32
         contexts = [256] if args.quick else [512, 2048]
         per_step = args.tokens_per_step or (1024 if args.quick else 4096)
+        micro = args.micro_batch_tokens or (512 if args.quick else 2048)
     if args.contexts:
         contexts = [int(c) for c in args.contexts.split(",")]
     warmup, steps = (1, 2) if args.quick else (2, 5)
@@ -199,25 +260,28 @@ def main() -> None:
     for compiled in compiles:
         model = build_model(kind, device, dtype)
         model.train()
+        if args.checkpointing == "on":
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=cuda)
-        body = torch.compile(model.model) if compiled else model.model
+        body = compiled_body(model, args.compile_scope) if compiled else model.model
         for ctx in contexts:
-            ckpt = args.checkpointing == "on" or (args.checkpointing == "auto" and cuda and ctx >= 8192)
-            if ckpt:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                model.gradient_checkpointing_disable()
             for layout in layouts:
-                rows = max(1, per_step // ctx)
+                case = {"ctx": ctx, "layout": layout}
                 try:
                     r = run(
-                        model, opt, device, ctx=ctx, rows=rows, layout=layout, chunk=args.chunk,
-                        warmup=warmup, steps=steps, body=body,
+                        model, opt, device, body, ctx=ctx, micro=max(micro, ctx), per_step=per_step,
+                        layout=layout, chunk=args.chunk, warmup=warmup, steps=steps,
+                        recompute=args.chunk_recompute == "on",
                     )  # fmt: skip
                 except torch.cuda.OutOfMemoryError:
-                    r = {"ctx": ctx, "rows": rows, "layout": layout, "error": "out of memory"}
+                    r = {**case, "error": "out of memory"}
                     torch.cuda.empty_cache()
-                r.update(model=kind, compile=compiled, checkpointing=ckpt, dtype=str(dtype).split(".")[-1])
+                r.update(
+                    model=kind,
+                    compile=args.compile_scope if compiled else False,
+                    checkpointing=args.checkpointing == "on",
+                    dtype=str(dtype).split(".")[-1],
+                )
                 print(r, flush=True)
                 results.append(r)
         del model, opt, body

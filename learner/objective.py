@@ -19,7 +19,10 @@ i.e. ratios of 0.8-1.2 per token even on-policy. clip = 2 keeps on-policy noise 
 
 Log-probs are computed from the final hidden states in chunks of `chunk` tokens through the
 LM head, each chunk under activation checkpointing: full-vocabulary float logits exist for
-one chunk at a time, in the forward and in the backward pass.
+one chunk at a time, in the forward and in the backward pass. The price is a second LM-head
+matmul per chunk in the backward; `recompute=False` keeps every chunk's logits instead
+(n x V x 6 bytes each in bf16: ~5.6 GB for 6k loss tokens at Qwen3's vocabulary of 152k), for
+benchmarks/learner_step.py to measure what the recomputation costs.
 """
 
 from __future__ import annotations
@@ -30,18 +33,22 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+STATISTICS = ("loss", "pg_loss", "kl", "ratio_sum", "ratio_max", "clipped")  # besides "tokens"
+
 
 def chunked_logprobs(
     hidden: Tensor,  # (N, H) final hidden states at the positions that predict `targets`
     targets: Tensor,  # (N,) token ids
     lm_head: Callable[[Tensor], Tensor],  # (n, H) -> (n, V); a plain Linear or a LoRA-wrapped one
     chunk: int = 1024,
+    *,
+    recompute: bool = True,  # checkpoint each chunk (module docstring)
 ) -> tuple[Tensor, Tensor]:
     """Log-prob of each target (with gradient) and the entropy at each position (without)."""
     logps, ents = [], []
     for start in range(0, hidden.shape[0], chunk):
         h, y = hidden[start : start + chunk], targets[start : start + chunk]
-        if torch.is_grad_enabled() and h.requires_grad:
+        if recompute and torch.is_grad_enabled() and h.requires_grad:
             lp, ent = checkpoint(_chunk_logprobs, h, y, lm_head, use_reentrant=False)
         else:
             lp, ent = _chunk_logprobs(h, y, lm_head)
@@ -72,8 +79,9 @@ def policy_gradient_loss(
     normaliser: float,  # N of the whole step (micro-batches share one normaliser)
     ref_logprobs: Tensor | None = None,  # (N,) base-model log-probs, for the KL term
     kl_coef: float = 0.0,
-) -> tuple[Tensor, dict[str, float]]:
-    """The loss (a scalar to backpropagate) and its statistics (sums, for the step to aggregate)."""
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The loss (a scalar to backpropagate) and its statistics: 0-d tensors on the loss's device
+    (sums, and `ratio_max`), which the step aggregates on the device and reads once per step."""
     log_ratio = (logprobs.detach() - behaviour_logprobs).clamp(max=20.0)  # (N,)
     ratio = torch.exp(log_ratio)  # (N,)
     weight = ratio.clamp(max=clip)  # (N,) truncated importance weight, no gradient
@@ -88,7 +96,7 @@ def policy_gradient_loss(
     ratio_max = ratio.max() if ratio.numel() else torch.zeros((), device=ratio.device)
     figures = torch.stack(
         [loss.detach(), pg.detach(), kl.detach(), ratio.sum(), ratio_max, (ratio > clip).sum().float()]
-    ).tolist()  # one device sync for all the statistics
-    stats = dict(zip(("loss", "pg_loss", "kl", "ratio_sum", "ratio_max", "clipped"), figures, strict=True))
-    stats["tokens"] = float(logprobs.numel())
+    )  # (6,) stays on the device: reading it here would stall the launch queue once per micro-batch
+    stats = dict(zip(STATISTICS, figures.unbind(), strict=True))
+    stats["tokens"] = torch.full((), float(logprobs.numel()), device=logprobs.device)
     return loss, stats

@@ -1,19 +1,23 @@
-"""Packing samples without padding: back to back in one row, a block-diagonal causal mask.
+"""Packing samples without padding: back to back in one row, with their boundaries.
 
 Each micro-batch is one row of at most `max_tokens` tokens; `position_ids` restart at 0 for
-every sample, and the mask keeps each sample's tokens from attending to another's. A row
-holding one sample needs no mask (plain causal attention, the fused kernels' fast path).
-Imports only torch (the benchmark runs it on machines without the rest of the project).
+every sample, and `cu_seqlens` (where each sample starts, then the row's end) lets the varlen
+attention (learner/attention.py) keep each sample's tokens from attending to another's: the
+cost of attending within each sample alone, with no (T, T) mask. `attention_kwargs` are what
+the model's forward takes to read them. Imports only torch and learner.attention (the benchmark
+runs it on machines without the rest of the project).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
+
+from learner.attention import cu_seqlens, varlen_kwargs
 
 
 class Sample(Protocol):
@@ -29,11 +33,17 @@ class Sample(Protocol):
 class MicroBatch:
     input_ids: Tensor  # (1, T) samples back to back
     position_ids: Tensor  # (1, T) restarting at 0 for each sample
-    mask: Tensor | None  # (1, 1, T, T) bool, block-diagonal causal; None for a single sample
+    cu_seqlens: Tensor  # (N+1,) int32: where each of the N samples starts, then T
+    max_len: int  # the longest sample's length
     predict_at: Tensor  # (N,) index of the position whose output predicts each loss token
     targets: Tensor  # (N,) the loss tokens
     behaviour: Tensor  # (N,) their behaviour log-probs
     advantages: Tensor  # (N,)
+
+    @property
+    def attention_kwargs(self) -> dict[str, Any]:
+        """The boundaries, as the forward's keyword arguments (learner.attention.varlen_kwargs)."""
+        return varlen_kwargs(self.cu_seqlens, self.max_len)
 
 
 def pack(samples: Sequence[Sample], max_tokens: int, device: torch.device) -> list[MicroBatch]:
@@ -53,31 +63,26 @@ def pack(samples: Sequence[Sample], max_tokens: int, device: torch.device) -> li
 def _micro_batch(samples: Sequence[Sample], device: torch.device) -> MicroBatch:
     ids: list[int] = []
     pos: list[int] = []
-    seg: list[int] = []
     predict_at: list[int] = []
     targets: list[int] = []
     behaviour: list[float] = []
     adv: list[float] = []
-    for i, s in enumerate(samples):
+    for s in samples:
         offset = len(ids)
         ids += s.tokens
         pos += range(len(s.tokens))
-        seg += [i] * len(s.tokens)
         for j in range(1, len(s.tokens)):  # token j is predicted by the output at j - 1
             if s.loss_mask[j]:
                 predict_at.append(offset + j - 1)
                 targets.append(s.tokens[j])
                 behaviour.append(s.behaviour_logprobs[j])
                 adv.append(s.advantage)
-    mask = None  # one sample: plain causal attention (the fused kernels' fast path)
-    if len(samples) > 1:
-        segments = torch.tensor(seg, device=device)
-        causal = torch.ones(len(ids), len(ids), dtype=torch.bool, device=device).tril()
-        mask = ((segments[:, None] == segments[None, :]) & causal)[None, None]  # (1, 1, T, T)
+    lengths = [len(s.tokens) for s in samples]
     return MicroBatch(
         input_ids=torch.tensor([ids], device=device),
         position_ids=torch.tensor([pos], device=device),
-        mask=mask,
+        cu_seqlens=cu_seqlens(lengths, device),
+        max_len=max(lengths),
         predict_at=torch.tensor(predict_at, device=device, dtype=torch.long),
         targets=torch.tensor(targets, device=device, dtype=torch.long),
         behaviour=torch.tensor(behaviour, device=device, dtype=torch.float32),

@@ -2,12 +2,16 @@
 policy-gradient loss, backward, AdamW.
 
 Simplifications, stated: samples are packed into micro-batches of at most `micro_batch_tokens`
-tokens with a block-diagonal causal mask (no padding), and one step accumulates gradients over
-all of them; under torchrun (learner/distributed.py) every rank filters and assigns advantages
-to the whole batch (cheap, and it keeps the baselines equal on every rank) and only the forward
-and backward passes are split, by shard, with one gradient all-reduce per step; the KL term's
-base model is the same weights with the adapter disabled (LoRA) or a frozen copy (full
-fine-tuning).
+tokens (no padding; each sample attends to itself only, through the varlen attention of
+learner/attention.py), and one step accumulates gradients over all of them; under torchrun
+(learner/distributed.py) every rank filters and assigns advantages to the whole batch (cheap,
+and it keeps the baselines equal on every rank) and only the forward and backward passes are
+split, by shard, with one gradient all-reduce per step; the KL term's base model is the same
+weights with the adapter disabled (LoRA) or a frozen copy (full fine-tuning).
+
+The loop over micro-batches never reads a device value on the host: the figures add up in
+device tensors and are read once, after the optimizer step. A read (`.item()`, `.tolist()`)
+waits for every queued kernel, so on a GPU the host stops queueing the next micro-batch's work.
 
 LoRA on a tiny random model: adapting attention and MLP alone does not learn (the tied
 embeddings and final norm dominate a random model's output); adding `lm_head` to
@@ -30,6 +34,7 @@ from prometheus_client import CollectorRegistry
 from torch import Tensor
 
 from learner.advantages import Advantages
+from learner.attention import register
 from learner.distributed import World
 from learner.metrics import LearnerMetrics
 from learner.objective import chunked_logprobs, policy_gradient_loss
@@ -77,8 +82,6 @@ class Trainer:
         registry: CollectorRegistry | None = None,
         world: World | None = None,
     ) -> None:
-        from transformers import AutoModelForCausalLM
-
         self.cfg = cfg
         self.model_dir = Path(model_dir)
         self.world = world or World()
@@ -88,13 +91,13 @@ class Trainer:
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(cfg.dtype)
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype, attn_implementation="sdpa")
+        model = load_causal_lm(self.model_dir, dtype)
         model.to(self.device)  # type: ignore[arg-type]  # transformers types .to oddly
         self.reference: Any = None
         if cfg.full_finetune:
             self.model: Any = model
             if cfg.kl_coef > 0:
-                self.reference = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype)
+                self.reference = load_causal_lm(self.model_dir, dtype)
                 self.reference.to(self.device).eval().requires_grad_(False)
         else:
             from peft import LoraConfig, get_peft_model
@@ -153,18 +156,13 @@ class Trainer:
         mine = self.world.shard(fresh, lambda s: len(s.tokens))
         batches = pack(mine, self.cfg.micro_batch_tokens, self.device)
 
-        # 4. forward, loss, backward per micro-batch; one normaliser for the whole step
+        # 4. forward, loss, backward per micro-batch; one normaliser for the whole step; the
+        #    figures add up on the device (module docstring)
         self.optimizer.zero_grad(set_to_none=True)
-        sums: Counter[str] = Counter()
-        entropy_sum = 0.0
-        ratio_max = 0.0
+        sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # loss kl ratio_sum clipped entropy
+        peak = torch.zeros(1, dtype=torch.float64, device=self.device)  # ratio_max
         for b in batches:
-            hidden = self.causal_lm.model(
-                input_ids=b.input_ids, position_ids=b.position_ids, attention_mask=b.mask
-            ).last_hidden_state[0]  # (T, H)
-            logps, entropy = chunked_logprobs(
-                hidden[b.predict_at], b.targets, self.causal_lm.lm_head, self.cfg.logprob_chunk
-            )  # (N,), (N,)
+            logps, entropy = self._logprobs(self.causal_lm, b)  # (N,), (N,)
             ref = self._reference_logprobs(b) if self.cfg.kl_coef > 0 else None
             loss, part = policy_gradient_loss(
                 logps,
@@ -176,35 +174,33 @@ class Trainer:
                 kl_coef=self.cfg.kl_coef,
             )
             loss.backward()
-            sums.update({k: v for k, v in part.items() if k != "ratio_max"})
-            ratio_max = max(ratio_max, part["ratio_max"])
-            entropy_sum += entropy.sum().item()
+            figures = [part["loss"], part["kl"], part["ratio_sum"], part["clipped"], entropy.sum()]
+            sums += torch.stack(figures).double()
+            peak = torch.maximum(peak, part["ratio_max"].double())
 
         # 5. sum gradients and figures over the ranks (no-ops in one process), clip and apply
         self.world.all_reduce_grads(self.params)
-        names = ("loss", "kl", "ratio_sum", "clipped", "entropy")
-        figures = torch.tensor(
-            [sums["loss"], sums["kl"], sums["ratio_sum"], sums["clipped"], entropy_sum],
-            dtype=torch.float64,
-            device=self.device,
-        )
-        total = dict(zip(names, self.world.all_reduce(figures).tolist(), strict=True))
-        peak = torch.tensor([ratio_max], dtype=torch.float64, device=self.device)
-        ratio_max = float(self.world.all_reduce(peak, "max"))
+        self.world.all_reduce(sums)
+        self.world.all_reduce(peak, "max")
+        grad_norm = torch.zeros(1, dtype=torch.float64, device=self.device)
         if self.cfg.max_grad_norm > 0:
-            stats.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
+            grad_norm += torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
         self.optimizer.step()
 
-        # 6. log and export
+        # 6. log and export: the step's one read of device values
+        loss_sum, kl, ratio_sum, clipped, entropy_sum, ratio_max, norm = torch.cat(
+            [sums, peak, grad_norm]
+        ).tolist()
         stats.samples = len(fresh)
         stats.tokens = n_tokens
-        stats.loss = total["loss"]
-        stats.kl = total["kl"]
+        stats.loss = loss_sum
+        stats.kl = kl
         stats.reward_mean = sum(s.reward for s in fresh) / len(fresh)
-        stats.entropy = total["entropy"] / n_tokens
-        stats.ratio_mean = total["ratio_sum"] / n_tokens
+        stats.entropy = entropy_sum / n_tokens
+        stats.ratio_mean = ratio_sum / n_tokens
         stats.ratio_max = ratio_max
-        stats.clipped_fraction = total["clipped"] / n_tokens
+        stats.clipped_fraction = clipped / n_tokens
+        stats.grad_norm = norm
         stats.seconds = time.perf_counter() - t0
         if self.world.leader:
             log.info("learner %s", stats.line())
@@ -219,20 +215,23 @@ class Trainer:
             ages.append(len(self.lineage) - 1 - self.lineage.index(v))
         return "stale" if max(ages) > self.cfg.max_staleness else None
 
+    def _logprobs(self, causal_lm: Any, b: MicroBatch) -> tuple[Tensor, Tensor]:
+        """`causal_lm`'s log-probs of the micro-batch's loss tokens and its entropy there, (N,) each."""
+        hidden = causal_lm.model(
+            input_ids=b.input_ids, position_ids=b.position_ids, use_cache=False, **b.attention_kwargs
+        ).last_hidden_state[0]  # (T, H)
+        return chunked_logprobs(hidden[b.predict_at], b.targets, causal_lm.lm_head, self.cfg.logprob_chunk)
+
     @torch.no_grad()
     def _reference_logprobs(self, b: MicroBatch) -> Tensor:
         if self.reference is not None:
-            ref_model = self.reference
-            hidden = ref_model.model(
-                input_ids=b.input_ids, position_ids=b.position_ids, attention_mask=b.mask
-            ).last_hidden_state[0]
-            return chunked_logprobs(
-                hidden[b.predict_at], b.targets, ref_model.lm_head, self.cfg.logprob_chunk
-            )[0]
+            return self._logprobs(self.reference, b)[0]
         with self.model.disable_adapter():
-            hidden = self.causal_lm.model(
-                input_ids=b.input_ids, position_ids=b.position_ids, attention_mask=b.mask
-            ).last_hidden_state[0]
-            return chunked_logprobs(
-                hidden[b.predict_at], b.targets, self.causal_lm.lm_head, self.cfg.logprob_chunk
-            )[0]
+            return self._logprobs(self.causal_lm, b)[0]
+
+
+def load_causal_lm(model_dir: Path, dtype: torch.dtype) -> Any:
+    """A transformers causal LM whose attention reads packed rows' boundaries (learner/attention.py)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=register())

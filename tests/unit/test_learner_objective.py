@@ -24,9 +24,10 @@ def test_truncated_policy_gradient_matches_the_hand_computation() -> None:
     loss.backward()
     assert logps.grad is not None
     assert logps.grad.tolist() == pytest.approx([-w[0] / 3, -w[1] / 3, 2 * w[2] / 3], abs=1e-6)
-    assert stats["clipped"] == 1
-    assert stats["ratio_max"] == pytest.approx(math.exp(0.5), abs=1e-6)
-    assert stats["ratio_sum"] / stats["tokens"] == pytest.approx(
+    assert all(v.device == logps.device and v.dim() == 0 for v in stats.values())  # not read on the host
+    assert stats["clipped"].item() == 1
+    assert stats["ratio_max"].item() == pytest.approx(math.exp(0.5), abs=1e-6)
+    assert (stats["ratio_sum"] / stats["tokens"]).item() == pytest.approx(
         sum([1.0, math.exp(0.5), math.exp(-0.4)]) / 3
     )
 
@@ -40,20 +41,21 @@ def test_kl_term_is_the_k3_estimator() -> None:
     )
     d = [0.0, 1.0, -0.5]
     k3 = [math.exp(x) - x - 1 for x in d]
-    assert stats["kl"] == pytest.approx(sum(k3) / 3, abs=1e-6)
+    assert stats["kl"].item() == pytest.approx(sum(k3) / 3, abs=1e-6)
     assert loss.item() == pytest.approx(0.1 * sum(k3) / 3, abs=1e-6)
     loss.backward()
     assert logps.grad is not None
     assert logps.grad.tolist() == pytest.approx([0.1 * (1 - math.exp(x)) / 3 for x in d], abs=1e-6)
 
 
-def test_chunked_logprobs_equal_the_full_softmax_with_gradients() -> None:
+@pytest.mark.parametrize("recompute", [True, False])
+def test_chunked_logprobs_equal_the_full_softmax_with_gradients(recompute: bool) -> None:
     torch.manual_seed(0)
     head = torch.nn.Linear(8, 50, bias=False)
     hidden = torch.randn(7, 8, requires_grad=True)
     targets = torch.randint(0, 50, (7,))
 
-    lp, ent = chunked_logprobs(hidden, targets, head, chunk=3)
+    lp, ent = chunked_logprobs(hidden, targets, head, chunk=3, recompute=recompute)
     lp.sum().backward()
     grad_chunked = hidden.grad.clone()  # type: ignore[union-attr]
     hidden.grad = None
@@ -77,8 +79,10 @@ def test_pack_predicts_each_loss_token_from_the_previous_position() -> None:
     assert mb.targets.tolist() == [3, 5]
     assert mb.behaviour.tolist() == pytest.approx([-0.3, -0.7])
     assert mb.advantages.tolist() == [2.0, -1.0]
-    assert mb.mask is not None
-    mask = mb.mask[0, 0]
-    assert mask[3].tolist() == [False, False, False, True, False]  # b's first token sees only itself
-    assert mask[2].tolist() == [True, True, True, False, False]
-    assert len(pack([a, b], max_tokens=4, device=torch.device("cpu"))) == 2
+    # the boundaries the varlen attention reads: a is tokens 0..2, b is 3..4 (flash wants int32)
+    assert mb.cu_seqlens.tolist() == [0, 3, 5] and mb.cu_seqlens.dtype == torch.int32
+    assert mb.max_len == 3
+    assert mb.attention_kwargs["cu_seq_lens_q"] is mb.cu_seqlens
+    alone = pack([a, b], max_tokens=4, device=torch.device("cpu"))
+    assert [m.cu_seqlens.tolist() for m in alone] == [[0, 3], [0, 2]]
+    assert [m.max_len for m in alone] == [3, 2]
