@@ -94,6 +94,7 @@ def relative(grads: list[torch.Tensor], truth: list[torch.Tensor]) -> float:
 
 def check(device: torch.device, quick: bool) -> dict[str, Any]:
     dtype = torch.bfloat16
+    probe = attention.check_flash(device, dtype)
     if quick:
         model = build_model("tiny", device, dtype, initializer_range=0.2)
         lengths: tuple[int, ...] = (60, 23, 1, 40)
@@ -129,6 +130,7 @@ def check(device: torch.device, quick: bool) -> dict[str, Any]:
     return {
         "verdict": ("pass" if sensitive else "inconclusive") if ok else "FAIL",
         "kernel": "varlen_attn" if attention.uses_flash(device, dtype) else "sdpa per sample",
+        "probe": probe,  # learner.attention.check_flash: what the learner itself would choose
         "lengths": list(lengths),
         "logprob_max_abs_err_vs_fp32": err,
         "varlen_vs_plain_max_abs": float((varlen.detach() - plain.detach()).abs().max()),

@@ -31,13 +31,17 @@ from `inspect.signature`. The forms seen in public copies of torch/nn/attention/
 Which of these 2.11 has was not checked here (no CUDA build at hand); benchmarks/gpu_check.py
 prints the signature it found. Where `enable_gqa` is missing, key/value heads are repeated to
 the query heads; where `scale` is missing, the query is pre-multiplied so that the default
-1/sqrt(D) gives the model's scaling.
+1/sqrt(D) gives the model's scaling. Because none of this ran on a GPU here, `check_flash()`
+runs varlen_attn once, before training, on two small packed samples against SDPA on each
+alone: a varlen_attn that fails or disagrees leaves the learner on SDPA per sample (correct,
+slower) with a warning, instead of training on wrong attention.
 """
 
 from __future__ import annotations
 
 import inspect
 import itertools
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +49,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 VARLEN = "rlgw_varlen"  # the attn_implementation name a model is loaded with
 FLASH_DTYPES = (torch.bfloat16, torch.float16)
@@ -100,9 +106,37 @@ def register() -> str:
     return VARLEN
 
 
+_checked: dict[tuple[str, torch.dtype], bool] = {}  # check_flash's verdicts
+
+
 def uses_flash(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether packed rows on `device` in `dtype` go to varlen_attn (else: SDPA per sample)."""
-    return _varlen_attn is not None and device.type == "cuda" and dtype in FLASH_DTYPES
+    possible = _varlen_attn is not None and device.type == "cuda" and dtype in FLASH_DTYPES
+    return possible and _checked.get((device.type, dtype), True)
+
+
+def check_flash(device: torch.device, dtype: torch.dtype) -> bool:
+    """Run varlen_attn once on two packed samples (grouped-query heads) and compare it with SDPA
+    on each sample alone; a failure or a mismatch turns it off for (device, dtype). Call before
+    training, outside any compiled region. Returns whether packed rows will use it."""
+    if not uses_flash(device, dtype):
+        return False
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(24, h, 64, generator=g).to(device, dtype) for h in (4, 2, 2))  # (T, H, D)
+    cu = cu_seqlens([10, 14], device)
+    try:
+        got, want = _flash(q, k, v, cu, 14, 0.125).float(), _per_sample(q, k, v, cu, 14, 0.125).float()
+        error = float((got - want).abs().max())
+        ok = error < 0.05  # bf16 rounding is ~1e-2 at these magnitudes; a leak or wrong mask is ~1
+        if not ok:
+            log.warning(
+                "varlen_attn disagrees with SDPA (max error %.3f): packed rows use SDPA per sample", error
+            )
+    except Exception as exc:  # an unknown signature or a kernel this GPU lacks
+        ok = False
+        log.warning("varlen_attn failed (%r): packed rows use SDPA per sample", exc)
+    _checked[(device.type, dtype)] = ok
+    return ok
 
 
 def varlen_attention(

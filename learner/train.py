@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry
 from torch import Tensor
 
 from learner.advantages import Advantages
-from learner.attention import register
+from learner.attention import check_flash, register
 from learner.distributed import World
 from learner.metrics import LearnerMetrics
 from learner.objective import chunked_logprobs, policy_gradient_loss
@@ -93,6 +93,7 @@ class Trainer:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         model = load_causal_lm(self.model_dir, dtype)
         model.to(self.device)  # type: ignore[arg-type]  # transformers types .to oddly
+        check_flash(self.device, dtype)
         self.reference: Any = None
         if cfg.full_finetune:
             self.model: Any = model

@@ -92,3 +92,17 @@ def test_boundaries_must_cover_the_row() -> None:
     short = {**mb.attention_kwargs, "cu_seq_lens_q": mb.cu_seqlens[:-1]}
     with pytest.raises(ValueError, match="do not cover"):
         model.model(input_ids=mb.input_ids, position_ids=mb.position_ids, **short)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (benchmarks/gpu_check.py)")
+def test_varlen_attn_passes_the_learners_own_probe_on_cuda() -> None:
+    from learner.attention import check_flash
+
+    assert check_flash(torch.device("cuda"), torch.bfloat16)
+
+
+def test_the_probe_leaves_cpu_on_sdpa_per_sample() -> None:
+    from learner.attention import check_flash, uses_flash
+
+    assert not check_flash(torch.device("cpu"), torch.bfloat16)
+    assert not uses_flash(torch.device("cpu"), torch.bfloat16)
