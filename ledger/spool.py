@@ -16,8 +16,8 @@ spills in batches), `never` leaves it to the OS. Past `alarm_bytes` a warning is
 per crossing and the `rlgw_spool_alarm` gauge reads 1.
 
 Records the bus rejects for good (a Kafka size limit, say) are not spooled, which would retry
-them forever and hold back every newer record: `keep_rejected()` appends them to
-`<dir>/rejected/<topic>.jsonl`, one record per line as it was serialised, fsynced.
+them forever and hold back every newer record: `keep_rejected()` keeps them in
+`<dir>/rejected/` (ledger/rejected.py), where `rlgw replay-rejected` finds them.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from ledger import rejected
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +128,8 @@ class Spool:
         self._update_gauges()
 
     def keep_rejected(self, topic: str, values: Sequence[bytes]) -> Path:
-        """Keep records the bus will never take; returns the file they were appended to."""
-        path = self.dir / "rejected" / f"{topic}.jsonl"
-        path.parent.mkdir(exist_ok=True)
-        with self._lock, open(path, "ab") as fh:
-            fh.write(b"".join(v.rstrip(b"\n") + b"\n" for v in values))
-            fh.flush()
-            if self._fsync != "never":
-                os.fsync(fh.fileno())
+        """Keep records the bus will never take (ledger/rejected.py); returns their file."""
+        path = rejected.keep(self.dir / "rejected", topic, values, fsync=self._fsync != "never")
         self.metrics.rejected.inc(len(values))
         return path
 

@@ -116,13 +116,17 @@ def open_writer(
     )
 
 
+def spool_dir(settings: Settings) -> Path:
+    return settings.data_dir.resolve() / "spool"
+
+
 def open_ledger(settings: Settings, registry: CollectorRegistry | None = None) -> Ledger:
     cfg = settings.ledger
     bus = open_bus(settings)
     spool = None
     if cfg.bus != "memory":
         spool = Spool(
-            settings.data_dir.resolve() / "spool",
+            spool_dir(settings),
             fsync=cfg.spool_fsync,
             alarm_bytes=cfg.spool_alarm_bytes,
             registry=registry,

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from rlgw.export_cmd import export
+from rlgw.ledger_cmd import replay_rejected
 from rlgw.options import ConfigOpt, DataDirOpt, HostOpt, PortOpt, RubricsOpt, UpstreamOpt, settings_from
 from rlgw.rubric_cmd import rubric_app, rubric_worker
 from rlgw.versions_cmd import versions_app
@@ -26,6 +27,7 @@ app.add_typer(versions_app, name="versions")
 app.add_typer(rubric_app, name="rubric")
 app.command("rubric-worker")(rubric_worker)
 app.command("export")(export)
+app.command("replay-rejected")(replay_rejected)
 app.command("store-writer")(store_writer)
 app.command("learner")(learner)
 console = Console()

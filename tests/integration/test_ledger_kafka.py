@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
+from ledger import rejected
 from ledger.config import LedgerConfig
 from ledger.kafkabus import KafkaBus
 from ledger.recorder import Recorder
@@ -226,9 +227,17 @@ def test_a_record_over_the_size_limit_is_set_aside_not_retried_forever(broker: A
     bus.close()
     got = read_all(broker, cfg.topic_prefix + TOPIC_TURNS, 200)
     assert sorted(orjson.loads(m.value())["id"] for m in got) == sorted(t.id for t in turns)
-    assert (
-        tmp_path / "spool" / "rejected" / f"{cfg.topic_prefix}turns.jsonl"
-    ).read_bytes() == big.to_bytes() + b"\n"
+    kept = tmp_path / "spool" / "rejected" / f"{cfg.topic_prefix}turns.jsonl"
+    assert kept.read_bytes() == big.to_bytes() + b"\n"
     [letter] = [parse_record(m.value()) for m in read_all(broker, cfg.topic_prefix + "dead-letters", 1)]
     assert isinstance(letter, DeadLetter) and letter.size == len(big.to_bytes())
     assert "max_request_size" in letter.reason
+
+    # the limit raised (the default, 16 MiB): the kept record is replayed and arrives once
+    roomy = KafkaBus(cfg.model_copy(update={"max_record_bytes": LedgerConfig().max_record_bytes}))
+    assert rejected.replay(kept.parent, roomy).sent == {cfg.topic_prefix + TOPIC_TURNS: 1}
+    roomy.close()
+    after = read_all(broker, cfg.topic_prefix + TOPIC_TURNS, 201)
+    assert sorted(orjson.loads(m.value())["id"] for m in after) == sorted(t.id for t in [*turns, big])
+    assert [m.key() for m in after if orjson.loads(m.value())["id"] == big.id] == [b"ep-big"]
+    assert not kept.exists()

@@ -1,7 +1,11 @@
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
-from ledger.bus import MemoryBus
+import pytest
+
+from ledger import rejected
+from ledger.bus import BusUnavailable, MemoryBus
 from ledger.recorder import Recorder
 from ledger.records import TOPIC_FEEDBACK, TOPIC_TURNS, DeadLetter, Feedback, Turn, parse_record
 from ledger.spool import Spool
@@ -112,3 +116,44 @@ def test_a_record_the_bus_rejects_is_set_aside_and_the_rest_flows_on(tmp_path: P
     )
     assert "over the limit" in letter.reason and letter.payload.startswith('{"')
     rec.close()
+
+
+def test_kept_records_are_replayed_and_those_still_refused_stay(tmp_path: Path) -> None:
+    bus = MemoryBus(max_record_bytes=3000)
+    rec = Recorder(bus, topic_prefix="p.", spool=Spool(tmp_path)).start()
+    big = Turn(episode_id="ep8", model="m", version="v1", metadata={"i": 8, "pad": "x" * 5000})
+    huge = Turn(episode_id="ep9", model="m", version="v1", metadata={"i": 9, "pad": "x" * 50_000})
+    rec.record(TOPIC_TURNS, big)
+    rec.record(TOPIC_TURNS, huge)
+    assert rec.flush(10) and rec.rejected == 2
+    kept = tmp_path / "rejected"
+    bus.max_record_bytes = 10_000  # the limit raised: big fits now, huge still does not
+    done = rejected.replay(kept, bus)
+    assert done.sent == {"p.turns": 1} and len(done.refused["p.turns"]) == 1
+    assert order(bus) == [8]
+    assert [m.key for m in bus.messages("p.turns")] == ["ep8"]  # keyed by episode, as recorded
+    assert [parse_record(x) for x in (kept / "p.turns.jsonl").read_bytes().splitlines()] == [huge]
+    assert not list(kept.glob("*.replaying"))
+    rec.close()
+
+
+def test_a_replay_cut_short_by_an_outage_resumes_where_it_stopped(tmp_path: Path) -> None:
+    kept = tmp_path / "rejected"
+    turns = [turn(i) for i in range(250)]
+    rejected.keep(kept, "p.turns", [t.to_bytes() for t in turns])
+
+    class DownAfterItsFirstBatch(MemoryBus):
+        def publish(self, topic: str, items: Sequence[tuple[str, bytes]]) -> None:
+            super().publish(topic, items)
+            if len(self.messages(topic)) == 100:
+                self.available = False  # the next publish finds the bus down
+
+    bus = DownAfterItsFirstBatch()
+    with pytest.raises(BusUnavailable):
+        rejected.replay(kept, bus, batch=100)
+    assert order(bus) == list(range(100))
+    rejected.keep(kept, "p.turns", [turn(999).to_bytes()])  # a new rejection meanwhile
+    bus.available = True
+    assert rejected.replay(kept, bus, batch=100).sent == {"p.turns": 151}
+    assert order(bus) == [*range(250), 999]  # each once, the unsent rest first
+    assert not list(kept.iterdir())

@@ -50,3 +50,25 @@ def test_each_embedded_store_on_kafka_has_a_writer_group_of_its_own(tmp_path: Pa
     # embedded stores are each one process's own: each receives every record, again after a restart
     a, b = group(tmp_path / "a", store="embedded"), group(tmp_path / "b", store="embedded")
     assert a != b and GROUP not in (a, b) and a == group(tmp_path / "a", store="embedded")
+
+
+def test_rlgw_replay_rejected_sends_kept_records_into_the_local_log(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ledger import rejected
+    from ledger.localbus import LocalBus
+    from rlgw.cli import app
+
+    turns = [Turn(episode_id=f"ep{i}", model="m", version="v1") for i in range(3)]
+    kept = tmp_path / "spool" / "rejected"
+    rejected.keep(kept, "rlgw.turns", [t.to_bytes() for t in turns])
+    out = CliRunner().invoke(app, ["replay-rejected", "--data-dir", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert "rlgw.turns: 3 sent, 0 refused again" in out.output
+    assert not list(kept.iterdir())
+    bus = LocalBus(tmp_path / "ledger" / "log.sqlite")
+    got = bus.consumer(["rlgw.turns"], "check").poll(10, timeout_s=1)
+    assert [(m.key, m.value) for m in got] == [(t.episode_id, t.to_bytes()) for t in turns]
+    bus.close()
+    again = CliRunner().invoke(app, ["replay-rejected", "--data-dir", str(tmp_path)])
+    assert again.exit_code == 0 and "nothing to replay" in again.output
