@@ -241,3 +241,25 @@ def test_a_record_over_the_size_limit_is_set_aside_not_retried_forever(broker: A
     assert sorted(orjson.loads(m.value())["id"] for m in after) == sorted(t.id for t in [*turns, big])
     assert [m.key() for m in after if orjson.loads(m.value())["id"] == big.id] == [b"ep-big"]
     assert not kept.exists()
+
+
+def test_a_consumer_gets_past_a_record_larger_than_its_fetch_size(broker: Any) -> None:
+    """Records up to ledger.max_record_bytes (16 MiB) are produced; kafka-python fetches 1 MiB
+    per partition by default, so a group member must still make progress past a 3 MB turn."""
+    cfg = config(broker)  # one key: one partition, in order
+    bus = KafkaBus(cfg)
+    big = Turn(episode_id="e", model="m", version="v1", metadata={"pad": "y" * 3_000_000})
+    turns = [
+        Turn(episode_id="e", model="m", version="v1"),
+        big,
+        Turn(episode_id="e", model="m", version="v1"),
+    ]
+    bus.publish(cfg.topic_prefix + TOPIC_TURNS, [(t.key, t.to_bytes()) for t in turns])
+    consumer = bus.consumer([cfg.topic_prefix + TOPIC_TURNS], "big")
+    got: list[bytes] = []
+    deadline = time.monotonic() + 60
+    while len(got) < 3 and time.monotonic() < deadline:
+        got += [m.value for m in consumer.poll(100, timeout_s=2)]
+    assert got == [t.to_bytes() for t in turns]
+    consumer.close()
+    bus.close()
