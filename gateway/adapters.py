@@ -56,9 +56,12 @@ class AdapterLoader:
         if status == 200:
             replica.adapter_changed(name, loaded=False)
 
-    async def load_everywhere(self, name: str, path: str) -> tuple[dict[str, str], dict[str, float]]:
-        """Load on every healthy replica at once: each replica's outcome, and its time in ms."""
-        replicas = self.pool.healthy()
+    async def load_everywhere(
+        self, name: str, path: str, replicas: list[Replica] | None = None
+    ) -> tuple[dict[str, str], dict[str, float]]:
+        """Load on every healthy replica (or on `replicas`) at once: each replica's outcome
+        ("loaded" or "error: ..."), and its time in ms."""
+        replicas = self.pool.healthy() if replicas is None else replicas
         results = await asyncio.gather(
             *(self._timed_load(r, name, path) for r in replicas), return_exceptions=True
         )

@@ -87,11 +87,8 @@ class VersionController:
             return
         async with self._tick_lock:
             lacking = [r for r in self.pool.healthy() if v.adapter_name not in r.models]
-            results = await asyncio.gather(
-                *(self.loader.load(r, v.adapter_name, v.adapter_path) for r in lacking),
-                return_exceptions=True,
-            )
-            failed = [f"{r.url}: {res}" for r, res in zip(lacking, results, strict=True) if res is not None]
+            outcome, _ = await self.loader.load_everywhere(v.adapter_name, v.adapter_path, lacking)
+            failed = [f"{url}: {state}" for url, state in outcome.items() if state != "loaded"]
             if failed:
                 raise AdapterError(f"version {v.id} could not be loaded again: {'; '.join(failed)}")
             v.unloaded = False

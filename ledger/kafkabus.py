@@ -133,12 +133,15 @@ class KafkaBus:
             producer.flush(timeout=self.cfg.publish_timeout_ms / 1000)
         except KafkaError as exc:
             raise self._unavailable(topic, exc) from exc
+        refused_by_broker = False
         for i, future in futures:  # all done after flush()
             if future.failed():
                 if not isinstance(future.exception, RECORD_ERRORS):
                     raise self._unavailable(topic, future.exception) from future.exception
                 rejected[i] = f"the broker refused it: {future.exception}"
-                self._reset_producer()  # its idempotence session saw a failed batch
+                refused_by_broker = True
+        if refused_by_broker:
+            self._reset_producer()  # its idempotence session saw a failed batch
         if rejected:
             raise BusRejected(rejected)
 

@@ -191,38 +191,35 @@ class Recorder:
         by_topic: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             by_topic.setdefault(item[0], []).append(i)
-        rejected: dict[int, str] = {}  # index in items -> why
+        refused: dict[str, dict[int, str]] = {}  # topic -> {index in items: why}
         for topic, indices in by_topic.items():
             try:
                 self._bus.publish(topic, [(items[i][1], items[i][2]) for i in indices])
             except BusRejected as exc:
-                rejected.update((indices[j], why) for j, why in exc.rejected.items())
-        if rejected:
-            self._set_aside([(items[i], why) for i, why in sorted(rejected.items())])
-            items = [item for i, item in enumerate(items) if i not in rejected]
+                refused[topic] = {indices[j]: why for j, why in exc.rejected.items()}
+        if refused:  # set aside only once every topic took the rest (an outage spools them all)
+            for topic, whys in refused.items():
+                self._set_aside(topic, [(items[i], why) for i, why in sorted(whys.items())])
+            dropped = {i for whys in refused.values() for i in whys}
+            items = [item for i, item in enumerate(items) if i not in dropped]
         self.published += len(items)
         self._backoff = BACKOFF_MIN_S
         if self._on_published is not None:
             self._on_published(items)
 
-    def _set_aside(self, rejected: list[tuple[SpoolItem, str]]) -> None:
-        """Records the bus will never take: kept on disk, each announced by a dead letter."""
+    def _set_aside(self, topic: str, rejected: list[tuple[SpoolItem, str]]) -> None:
+        """Records of `topic` the bus will never take: kept on disk, each announced by a dead letter."""
         self.rejected += len(rejected)
-        by_topic: dict[str, list[SpoolItem]] = {}
-        for item, _why in rejected:
-            by_topic.setdefault(item[0], []).append(item)
-        kept = {
-            topic: str(self._spool.keep_rejected(topic, [v for _t, _k, v in group])) if self._spool else ""
-            for topic, group in by_topic.items()
-        }
-        for (topic, key, value), why in rejected:
+        values = [value for (_t, _k, value), _why in rejected]
+        kept = str(self._spool.keep_rejected(topic, values)) if self._spool is not None else ""
+        for (_t, key, value), why in rejected:
             log.error(
                 "the bus rejected a %d-byte record for %s (key %s) for good: %s; kept in %s",
                 len(value),
                 topic,
                 key,
                 why,
-                kept[topic] or "nothing (no spool): only its dead letter",
+                kept or "nothing (no spool): only its dead letter",
             )
             if topic.endswith(TOPIC_DEAD_LETTERS):
                 continue  # never a letter about a letter
@@ -231,7 +228,7 @@ class Recorder:
                 reason=f"rejected by the bus: {why}",
                 payload=value[:PAYLOAD_PREVIEW].decode("utf-8", "replace"),
                 size=len(value),
-                kept_in=kept[topic],
+                kept_in=kept,
             )
             self.record(TOPIC_DEAD_LETTERS, Encoded(key, letter.to_bytes()))
 

@@ -12,7 +12,6 @@ replay take an exclusive lock on the file, so a replay never reads a half-writte
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,8 +19,6 @@ from pathlib import Path
 
 from ledger.bus import Bus, BusRejected
 from ledger.records import RecordError, parse_record
-
-log = logging.getLogger(__name__)
 
 SUFFIX = ".jsonl"
 REPLAYING = ".replaying"
