@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from learner.checkpoint import TMP_PREFIX, complete_versions, versions_dir
-from tests.fixtures.drills import Gateway, Proc, fake_replica, gateway, stopping, wait_for
+from tests.fixtures.drills import Gateway, Proc, gateway_on_fake_replica, stopping, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,10 +52,7 @@ def test_learner_killed_mid_save_and_mid_publish_resumes(tmp_path: Path, tiny_mo
     root = data_dir / "learner"
     flag = data_dir / "paused"
     with stopping([]) as procs:
-        replica, url = fake_replica(tmp_path)
-        procs.append(replica)
-        gw = gateway(tmp_path / "gw", [url], {"RLGW_LEDGER__BUS": "memory", "RLGW_LEDGER__STORE": "memory"})
-        procs.append(gw)
+        gw = gateway_on_fake_replica(tmp_path, procs)
         t0 = time.monotonic()
 
         # 1. killed mid-save: the version's files are written, its marker is not

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.drills import Traffic, fake_replica, gateway, stopping, wait_for
+from tests.fixtures.drills import MEMORY_LEDGER, Traffic, fake_replica, gateway, stopping, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-MEMORY_LEDGER = {"RLGW_LEDGER__BUS": "memory", "RLGW_LEDGER__STORE": "memory"}
 
 
 def replica_health(gw, url: str) -> bool:  # type: ignore[no-untyped-def]

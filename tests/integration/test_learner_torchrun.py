@@ -23,7 +23,7 @@ from ledger.config import LearnerConfig, Settings
 from ledger.localbus import LocalBus
 from ledger.records import TOPIC_SCORES, TOPIC_TURNS
 from tests.fixtures.drill_learner import scored_episodes
-from tests.fixtures.drills import Gateway, Proc, fake_replica, gateway, stopping, wait_for
+from tests.fixtures.drills import Gateway, Proc, gateway_on_fake_replica, stopping, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -66,10 +66,7 @@ def test_two_ranks_train_and_rank_0_alone_saves_and_publishes(tmp_path: Path, ti
     cmd = [str(bin_dir / "torchrun"), "--standalone", "--nnodes=1", "--nproc-per-node=2", "--no-python"]
     cmd += [str(bin_dir / "rlgw"), "learner", "--data-dir", str(data_dir)]
     with stopping([]) as procs:
-        replica, url = fake_replica(tmp_path)
-        procs.append(replica)
-        gw = gateway(tmp_path / "gw", [url], {"RLGW_LEDGER__BUS": "memory", "RLGW_LEDGER__STORE": "memory"})
-        procs.append(gw)
+        gw = gateway_on_fake_replica(tmp_path, procs)
         t0 = time.monotonic()
         learner = Proc("learner", [*cmd, "--gateway", gw.root], tmp_path / "learner.log", env).start()
         procs.append(learner)
