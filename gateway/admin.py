@@ -11,7 +11,7 @@ from gateway.adapters import AdapterError
 from gateway.auth import Principal, require_admin
 from gateway.controller import VersionController
 from gateway.errors import InvalidRequest, UpstreamError
-from gateway.versions import Version
+from gateway.version_state import Version
 
 
 class VersionIn(BaseModel):
