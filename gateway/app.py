@@ -25,12 +25,14 @@ from gateway.dashboard import add_dashboard_routes
 from gateway.episodes import CallContext, resolve_episode
 from gateway.errors import APIError, InvalidRequest, NoReplica, NotFound, PayloadTooLarge, error_response
 from gateway.explore import Exploration
-from gateway.feeds import Feed, ScoreFeed, VersionFeed
+from gateway.fleet import restore_versions, start_feeds
 from gateway.metrics import Metrics
 from gateway.pool import Pool
 from gateway.routing import Router
 from gateway.scrub import scrub_feedback
+from gateway.turn_lookup import episode_of_turn
 from gateway.turns import TurnWriter
+from gateway.version_log import VersionLog
 from gateway.versions import VersionRegistry
 from ledger.bus import Bus
 from ledger.config import Settings
@@ -97,11 +99,15 @@ class Services:
     controller: VersionController = field(init=False)
     turns: TurnWriter = field(init=False)
     chat: ChatService = field(init=False)
+    turn_feed: Any = field(init=False, default=None)  # the turns feed, once started (gateway/fleet.py)
 
     def __post_init__(self) -> None:
         cfg = self.settings.gateway
         self.versions = VersionRegistry(
-            self.settings.versions, self.recorder, lambda: cfg.base_model or self.pool.base_model()
+            self.settings.versions,
+            self.recorder,
+            lambda: cfg.base_model or self.pool.base_model(),
+            VersionLog(self.bus, self.recorder, self.settings.ledger.topic_prefix),
         )
         self.controller = VersionController(self.versions, self.pool)
         router: Router = self.versions
@@ -226,20 +232,17 @@ def create_fastapi(svc: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         svc.loop = asyncio.get_running_loop()
+        restored = await asyncio.to_thread(restore_versions, svc)  # before serving: docs/versions.md
         await svc.pool.start()
-        control = svc.settings.versions.control
-        if control:
+        if svc.settings.versions.control:
             svc.controller.start()
-        feed: Feed | None = None
-        if svc.bus is not None:
-            kind = ScoreFeed if control else VersionFeed
-            feed = kind(svc.bus, svc.versions, svc.settings.ledger.topic_prefix).start()
+        feeds = start_feeds(svc, restored)
         gc.freeze()  # start-up objects (modules, app, config) leave full collections: ~25 ms each here
         try:
             yield
         finally:
             await svc.controller.stop()
-            if feed is not None:
+            for feed in feeds:
                 feed.close()
             await svc.pool.close()
 
@@ -309,7 +312,7 @@ def create_fastapi(svc: Services) -> FastAPI:
             raise InvalidRequest(message, param=param) from exc
         episode_id = fb.episode_id
         if fb.turn_id:
-            known = svc.turns.index.get(fb.turn_id)
+            known = await episode_of_turn(svc.turns.index, svc.turn_feed, fb.turn_id)
             if known is None and episode_id is None:
                 raise NotFound(f"unknown turn {fb.turn_id}; give its episode_id too", param="turn_id")
             if known is not None:
