@@ -173,7 +173,10 @@ def _latency(canary: Arm, parent: Arm, cfg: VersionsConfig) -> Decision | None:
         low_max = max(low_max, diff - cs_radius(s2, 6.0 * max(both.var, 1e-6) * 2 / MIN_REQUESTS, alpha))
         if low_max > limit:
             ratio = math.exp(diff)
-            figures: dict[str, float | int | None] = {"latency_ratio": round(ratio, 3), "latency_ratio_low": round(math.exp(low_max), 3)}
+            figures: dict[str, float | int | None] = {
+                "latency_ratio": round(ratio, 3),
+                "latency_ratio_low": round(math.exp(low_max), 3),
+            }
             return Decision(
                 "rollback", f"latency {ratio:.2f}x its parent's (over {cfg.max_latency_ratio}x)", figures, at
             )
