@@ -94,21 +94,21 @@ def add_version_routes(app: FastAPI, controller: VersionController, auth: Any, r
         v = await asyncio.to_thread(reg.promote, vid, reason)
         return {"version": v.id, "status": v.status}
 
-    @app.post("/admin/versions/{vid}/rollback")
-    async def rollback(vid: str, request: Request) -> dict[str, Any]:
+    async def roll_back(vid: str | None, request: Request) -> dict[str, Any]:
         await admin(request, changes=True)
         reason = await reason_of(request)
         await load_before_routing(reg.rollback_target(vid))
         v = await asyncio.to_thread(reg.rollback, vid, reason)
         return {"version": v.id, "status": v.status, "serving": reg.serving}
 
+    @app.post("/admin/versions/{vid}/rollback")
+    async def rollback(vid: str, request: Request) -> dict[str, Any]:
+        return await roll_back(vid, request)
+
     @app.post("/admin/rollback")
     async def rollback_current(request: Request) -> dict[str, Any]:
-        await admin(request, changes=True)
-        reason = await reason_of(request)
-        await load_before_routing(reg.rollback_target(None))
-        v = await asyncio.to_thread(reg.rollback, None, reason)
-        return {"version": v.id, "status": v.status, "serving": reg.serving}
+        """Roll back the canary, or the serving version when no canary runs."""
+        return await roll_back(None, request)
 
     @app.post("/admin/versions/{vid}/pin")
     async def pin(vid: str, request: Request) -> dict[str, Any]:

@@ -51,5 +51,5 @@ def start_feeds(svc: Any, restored: bool) -> list[Feed]:
     reg.fleet_requests = True
     watched = feeds[:2]
     svc.controller.caught_up = lambda: all(f.caught_up.is_set() for f in watched)
-    svc.turn_feed = feeds[1]
+    svc.feedback.feed = feeds[1]
     return [f.start() for f in feeds]

@@ -25,6 +25,7 @@ from gateway.routing import BASE_VERSION, Route
 from gateway.version_state import Version, VersionBook
 
 EPISODE_MEMORY = 200_000
+MAX_ID_CHARS = 200
 
 
 def canary_bucket(episode_id: str, canary: str) -> float:
@@ -91,8 +92,11 @@ class VersionRegistry(VersionBook):
         data_window: dict[str, Any],
         traceparent: str | None = None,
     ) -> Version:
-        if not vid or vid == BASE_VERSION or "/" in vid:
-            raise InvalidRequest(f"invalid version id {vid!r}", param="version")
+        if not _valid_id(vid):
+            raise InvalidRequest(
+                f"invalid version id {vid!r}: up to {MAX_ID_CHARS} printable ASCII characters, no '/'",
+                param="version",
+            )
         with self._changing:
             if vid in self.versions:
                 raise InvalidRequest(
@@ -256,3 +260,13 @@ class VersionRegistry(VersionBook):
         """`v` left the replicas (one promoted again meanwhile is loaded back by the next reconcile)."""
         with self._changing:
             self._commit(self._new(v, "unloaded", v.status))
+
+
+def _valid_id(vid: str) -> bool:
+    """A version id goes into the X-Model-Version header and the adapter's name: printable ASCII."""
+    return (
+        0 < len(vid) <= MAX_ID_CHARS
+        and vid != BASE_VERSION
+        and "/" not in vid
+        and all(33 <= ord(c) < 127 for c in vid)
+    )
