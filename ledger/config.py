@@ -198,8 +198,6 @@ class LearnerConfig(Section):
     """Samples longer than this are skipped (counted)."""
     baseline_alpha: float = 0.1
     """Step size of the running reward baseline per (rubric, task key)."""
-    base_version: str = "base"
-    """The version id the gateway gives the base model: samples it served have age = versions since."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Training dtype of the base weights (auto: bfloat16 on CUDA, float32 on CPU)."""
     checkpoint_dir: Path | None = None

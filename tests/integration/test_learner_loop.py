@@ -19,9 +19,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from learner.loop import MemoryScoredEpisodes, run_learner
+from learner.loop import run_learner
 from learner.publish import FakePublisher
 from ledger.config import LearnerConfig, Settings
+from ledger.reads import MemoryScoredEpisodes
 from ledger.records import Episode, Score, Turn, TurnChoice
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -18,9 +18,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext
 
-from learner.loop import MemoryScoredEpisodes, run_learner
+from learner.loop import run_learner
 from learner.publish import HttpPublisher
 from ledger.config import LearnerConfig, Settings
+from ledger.reads import MemoryScoredEpisodes
 from ledger.records import Episode, ModelVersion, Score, Turn, parse_record
 from ledger.tracing import link_to
 from rewards import Rubric, reward

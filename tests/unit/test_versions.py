@@ -152,6 +152,8 @@ def test_base_served_through_zero_adapter_and_errors(two_replicas) -> None:  # t
     assert admin(gw, "/admin/versions/nope/promote").status_code == 404
     bad = admin(gw, "/admin/versions", {"adapter_path": "/x"})
     assert bad.status_code == 400 and "version" in bad.json()["error"]["message"]
+    misspelt = admin(gw, "/admin/versions", {"version": "v9", "adapter_pth": "/x", "adapter_path": "/x"})
+    assert misspelt.status_code == 400 and "adapter_pth" in misspelt.json()["error"]["message"]
 
 
 def _loop_of(gw: GatewayServer) -> asyncio.AbstractEventLoop:
