@@ -45,7 +45,8 @@ def test_the_memory_fake_and_the_store_answer_the_one_scored_read() -> None:
     fake, store = MemoryScoredEpisodes(), MemoryStore()
     readers: list[ScoredReads] = [fake, store]
     turn, fb, score = records()[:3]
-    fake.add(score, Episode(episode_id="e", turns=[turn]))  # type: ignore[list-item]
+    assert isinstance(turn, Turn) and isinstance(score, Score)
+    fake.add(score, Episode(episode_id="e", turns=[turn]))
     store.write([turn, fb, score])
     for reader in readers:
         [item] = reader.scored(None, limit=10)
