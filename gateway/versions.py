@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.canary import Arm
+from gateway.config import VersionsConfig
 from gateway.errors import InvalidRequest, NotFound
 from gateway.routing import Route
-from ledger.config import VersionsConfig
 from ledger.published import BASE_VERSION, PublishedVersion
 from ledger.recorder import Recorder
 from ledger.records import TOPIC_VERSIONS, ModelVersion

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
-from ledger.config import LearnerConfig, Settings
+from learner.config import LearnerConfig, LearnerSettings
 from ledger.ids import new_id
 from ledger.published import BASE_VERSION, PublishedVersion
 from ledger.reads import ScoredReads
@@ -64,7 +64,7 @@ class LearnerReport:
 
 
 def run_learner(
-    settings: Settings,
+    settings: LearnerSettings,
     read_samples: ScoredReads | None,
     publisher: Any,  # learner.publish.Publisher; None on ranks other than 0
     stop_event: threading.Event,

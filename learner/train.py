@@ -35,12 +35,12 @@ from torch import Tensor
 
 from learner.advantages import Advantages
 from learner.attention import check_flash, register
+from learner.config import LearnerConfig
 from learner.distributed import World
 from learner.metrics import LearnerMetrics
 from learner.objective import chunked_logprobs, policy_gradient_loss
 from learner.packing import MicroBatch, pack
 from learner.samples import Sample
-from ledger.config import LearnerConfig
 from ledger.published import BASE_VERSION
 
 log = logging.getLogger(__name__)

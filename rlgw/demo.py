@@ -20,8 +20,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ledger.config import Settings
 from ledger.published import PublishedVersion
+from rlgw.config import Settings
 from rlgw.demo_users import COLOUR_RUBRIC, Traffic, run_users
 from rlgw.stack import InProcessPublisher, Stack, start_stack
 

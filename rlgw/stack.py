@@ -20,8 +20,8 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
-from ledger.config import Settings
 from ledger.published import PublishedVersion
+from rlgw.config import Settings
 
 log = logging.getLogger("rlgw")
 
@@ -168,7 +168,7 @@ def start_stack(
             start_engine(stack, model, say)
         elif model is not None:
             settings.learner.model = str(model)
-        stack.ledger = open_ledger(settings)
+        stack.ledger = open_ledger(settings, record_queue=settings.gateway.record_queue)
         stack.services = build_gateway(settings, stack.ledger)
         import uvicorn
 

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from gateway.auth import KeyStore
+from gateway.config import VersionsConfig
 from gateway.dashboard_data import StoreFigures, percentile, snapshot
 from gateway.versions import VersionRegistry
 from ledger.bus import MemoryBus
-from ledger.config import VersionsConfig
 from ledger.memstore import MemoryStore
 from ledger.published import PublishedVersion
 from ledger.recorder import Recorder

@@ -12,14 +12,15 @@ import torch
 from safetensors.torch import load_file
 
 from learner.checkpoint import complete_versions, latest_version, resume, save_version
+from learner.config import LearnerConfig
 from learner.loop import run_learner
 from learner.publish import FakePublisher, HttpPublisher, PublishError
 from learner.samples import Sample
 from learner.train import Trainer
-from ledger.config import LearnerConfig, Settings
 from ledger.published import PublishedVersion
 from ledger.reads import MemoryScoredEpisodes
 from ledger.records import Episode, Score, Turn, TurnChoice
+from rlgw.config import Settings
 
 TARGETS = [*LearnerConfig().lora_targets, "lm_head"]
 

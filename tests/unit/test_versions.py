@@ -13,8 +13,8 @@ import pytest
 
 from gateway.adapters import AdapterLoader
 from gateway.canary import Arm, decide
+from gateway.config import VersionsConfig
 from gateway.pool import Pool
-from ledger.config import VersionsConfig
 from ledger.records import ModelVersion, parse_record
 from tests.fixtures.upstream import GatewayServer, gateway_settings, start_fake, start_gateway, stop_gateway
 
