@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from ledger.memstore import MemoryStore
+from ledger.plain import plain
 from ledger.published import BASE_VERSION, PublishedVersion
 from ledger.reads import EpisodeAssembly, MemoryScoredEpisodes, ScoredReads, assemble
 from ledger.records import Episode, EpisodeEnd, Feedback, Score, Turn
@@ -59,3 +60,14 @@ def test_a_published_version_refuses_misspelt_fields() -> None:
     assert PublishedVersion.model_validate(v.model_dump(mode="json")) == v
     with pytest.raises(ValidationError, match="adapter_pth"):
         PublishedVersion.model_validate({"version": "v1", "adapter_path": "/a", "adapter_pth": "/a"})
+
+
+def test_plain_data_is_the_record_shape_and_refuses_unknown_names() -> None:
+    data = plain(Turn, episode_id="e", model="rlgw", version=BASE_VERSION)
+    assert set(data) == {f.alias or name for name, f in Turn.model_fields.items()}
+    assert Turn.model_validate(data).model_dump(by_alias=True) == data  # defaults are the model's
+    assert plain(Turn, episode_id="e", model="m", version="v")["id"] != data["id"]  # a new id each time
+    with pytest.raises(TypeError, match="episode_idd"):
+        plain(Turn, episode_idd="e", model="rlgw", version=BASE_VERSION)
+    with pytest.raises(TypeError, match="version"):
+        plain(Turn, episode_id="e", model="rlgw")
