@@ -29,8 +29,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from gateway.config import VersionsConfig
 from gateway.sequence import Running, cs_radius
-from ledger.config import VersionsConfig
 
 MIN_REQUESTS = 20  # requests per arm before the error and latency checks
 

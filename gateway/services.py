@@ -8,6 +8,7 @@ from typing import Protocol
 
 from gateway.auth import KeyStore
 from gateway.chat import ChatService
+from gateway.config import GatewaySettings
 from gateway.controller import VersionController
 from gateway.explore import Exploration
 from gateway.feedback import FeedbackService
@@ -18,7 +19,6 @@ from gateway.turns import TurnWriter
 from gateway.version_log import VersionLog
 from gateway.versions import VersionRegistry
 from ledger.bus import Bus
-from ledger.config import Settings
 from ledger.recorder import Recorder
 from ledger.records import Episode
 
@@ -31,7 +31,7 @@ class EpisodeReader(Protocol):
 
 @dataclass
 class Services:
-    settings: Settings
+    settings: GatewaySettings
     pool: Pool
     recorder: Recorder
     keys: KeyStore

@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from gateway.canary import decide
+from gateway.config import VersionsConfig
 from gateway.live_stats import LiveStats
 from gateway.versions import canary_bucket
-from ledger.config import VersionsConfig
 from ledger.localbus import LocalBus
 from ledger.records import Score, Turn, parse_record
 from tests.fixtures.broker import Broker, free_port

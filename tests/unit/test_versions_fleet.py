@@ -12,10 +12,11 @@ import httpx
 import openai
 
 from gateway.canary import Arm, decide
+from gateway.config import VersionsConfig
 from gateway.versions import canary_bucket
 from ledger.bus import MemoryBus
-from ledger.config import Settings, VersionsConfig
 from ledger.records import ModelVersion, Score, parse_record
+from rlgw.config import Settings
 from tests.fixtures.upstream import GatewayServer, gateway_settings, start_fake, start_gateway, stop_gateway
 
 MSG: Any = [{"role": "user", "content": "hi"}]
