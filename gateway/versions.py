@@ -21,6 +21,7 @@ import hashlib
 from typing import Any
 
 from gateway.errors import InvalidRequest, NoReplica
+from gateway.lineage import descends, rolled_back_between
 from gateway.routing import Route
 from gateway.version_state import Version, VersionBook
 from ledger.published import BASE_VERSION, PublishedVersion
@@ -100,6 +101,13 @@ class VersionRegistry(VersionBook):
             parent = published.parent or self.serving
             if parent not in self.versions:
                 raise InvalidRequest(f"unknown parent version {parent}", param="parent")
+            tainted = rolled_back_between(self.versions, parent, self.serving)
+            if tainted is not None:
+                raise InvalidRequest(
+                    f"version {vid} descends from {tainted}, which was rolled back",
+                    param="parent",
+                    code="parent_rolled_back",
+                )
             v = Version(
                 vid,
                 parent,
@@ -202,7 +210,12 @@ class VersionRegistry(VersionBook):
             vid = vid or self.canary or self.serving
             v = self.get(vid)
             self.rollback_target(vid)  # refuses what cannot be rolled back
-            self._commit(self._new(v, "rolled_back", "rolled_back", reason, figures))
+            heirs = [
+                self._new(d, "retired_with_ancestor", "retired", f"descends from {vid}, rolled back")
+                for d in self.versions.values()
+                if d.status in ("registered", "loaded", "canary") and descends(self.versions, d.id, vid)
+            ]
+            self._commit(self._new(v, "rolled_back", "rolled_back", reason, figures), *heirs)
             return v
 
     def pin(self, vid: str, pinned: bool) -> Version:

@@ -201,3 +201,22 @@ def test_looking_every_step_keeps_false_decisions_under_alpha() -> None:
         d = decide(_arm(c, t), _arm(p, t), cfg)
         wrong += d is not None and d.action in ("promote", "rollback")
     assert wrong / runs <= 0.1, wrong
+
+
+def test_nothing_descending_from_a_rolled_back_version_serves_or_registers(tmp_path: Path) -> None:
+    up, bus = start_fake(), MemoryBus()
+    gw = start_gateway(_settings(tmp_path, up.url), bus)
+    try:
+        _post(gw, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/v1"})
+        _post(gw, "/admin/versions", {"version": "v2", "adapter_path": "/tmp/v2", "parent": "v1"})
+        reg = gw.services.versions
+        assert reg.canary == "v1" and reg.versions["v2"].status == "loaded"
+        assert _post(gw, "/admin/versions/v1/rollback").status_code == 200
+        assert reg.versions["v2"].status == "retired" and reg.canary is None
+        r = _post(gw, "/admin/versions", {"version": "v3", "adapter_path": "/tmp/v3", "parent": "v2"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "parent_rolled_back", r.text
+        ok = _post(gw, "/admin/versions", {"version": "v4", "adapter_path": "/tmp/v4", "parent": "base"})
+        assert ok.status_code == 200 and reg.canary == "v4"
+    finally:
+        stop_gateway(gw)
+        up.stop.set()
