@@ -8,6 +8,7 @@ from typing import Protocol
 
 from gateway.auth import KeyStore
 from gateway.chat import ChatService
+from gateway.config import GatewaySettings
 from gateway.controller import VersionController
 from gateway.explore import Exploration
 from gateway.feedback import FeedbackService
@@ -17,7 +18,6 @@ from gateway.routing import Router
 from gateway.turns import TurnWriter
 from gateway.versions import VersionRegistry
 from ledger.bus import Bus
-from ledger.config import Settings
 from ledger.recorder import Recorder
 from ledger.records import Episode
 
@@ -30,7 +30,7 @@ class EpisodeReader(Protocol):
 
 @dataclass
 class Services:
-    settings: Settings
+    settings: GatewaySettings
     pool: Pool
     recorder: Recorder
     keys: KeyStore

@@ -17,10 +17,10 @@ from itertools import islice
 from typing import Any
 
 from gateway.canary import Arm
+from gateway.config import VersionsConfig
 from gateway.errors import NotFound
 from gateway.live_stats import LiveStats
-from gateway.routing import BASE_VERSION
-from ledger.config import VersionsConfig
+from ledger.published import BASE_VERSION
 from ledger.recorder import Recorder
 from ledger.records import TOPIC_VERSIONS, ModelVersion
 

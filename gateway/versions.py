@@ -20,8 +20,9 @@ import time
 from typing import Any
 
 from gateway.errors import InvalidRequest, NoReplica
-from gateway.routing import BASE_VERSION, Route
+from gateway.routing import Route
 from gateway.version_state import Version, VersionBook
+from ledger.published import BASE_VERSION, PublishedVersion
 
 EPISODE_MEMORY = 200_000
 MAX_ID_CHARS = 200
@@ -61,14 +62,8 @@ class VersionRegistry(VersionBook):
         return self.versions[version].adapter_name
 
     # ---- state changes -------------------------------------------------------------------
-    def register(
-        self,
-        vid: str,
-        adapter_path: str,
-        parent: str | None,
-        data_window: dict[str, Any],
-        traceparent: str | None = None,
-    ) -> Version:
+    def register(self, published: PublishedVersion) -> Version:
+        vid = published.version
         if not _valid_id(vid):
             raise InvalidRequest(
                 f"invalid version id {vid!r}: up to {MAX_ID_CHARS} printable ASCII characters, no '/'",
@@ -79,11 +74,16 @@ class VersionRegistry(VersionBook):
                 raise InvalidRequest(
                     f"version {vid} is already registered", param="version", code="version_exists"
                 )
-            parent = parent or self.serving
+            parent = published.parent or self.serving
             if parent not in self.versions:
                 raise InvalidRequest(f"unknown parent version {parent}", param="parent")
             v = Version(
-                vid, parent, adapter_path, "registered", data_window=data_window, traceparent=traceparent
+                vid,
+                parent,
+                published.adapter_path,
+                "registered",
+                data_window=dict(published.data_window),
+                traceparent=published.traceparent,
             )
             self.versions[vid] = v
             self._event(v, "registered")

@@ -20,6 +20,7 @@ from opentelemetry.trace import Tracer
 
 from gateway.app import BODIES, add_api_routes
 from gateway.auth import KeyStore
+from gateway.config import GatewaySettings
 from gateway.dashboard import add_dashboard_routes
 from gateway.error_handlers import add_error_handlers
 from gateway.feeds import Feed, ScoreFeed, VersionFeed
@@ -28,7 +29,6 @@ from gateway.openapi import document_bodies
 from gateway.pool import Pool
 from gateway.services import EpisodeReader, Services
 from ledger.bus import Bus
-from ledger.config import Settings
 from ledger.recorder import Recorder
 from ledger.tracing import setup_tracing
 
@@ -36,7 +36,7 @@ ROUTES: tuple[Callable[[FastAPI, Services], None], ...] = (add_api_routes, add_d
 
 
 def setup_gateway(
-    settings: Settings,
+    settings: GatewaySettings,
     *,
     recorder: Recorder,
     bus: Bus | None = None,
