@@ -15,8 +15,6 @@ from gateway.errors import InvalidRequest, UpstreamError
 from gateway.version_state import Version
 from ledger.published import PublishedVersion
 
-VersionIn = PublishedVersion  # the body of POST /admin/versions (for the OpenAPI schema)
-
 
 class ActionIn(BaseModel):
     reason: str = "operator"

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from gateway.admin import VersionIn, add_version_routes
+from gateway.admin import add_version_routes
 from gateway.auth import Principal, require_admin
 from gateway.bodies import parse_body, read_json
 from gateway.chat_request import ChatCompletionRequest
@@ -23,12 +23,13 @@ from gateway.errors import NoReplica, NotFound
 from gateway.feedback import FeedbackIn
 from gateway.hot_path import CHAT_PATH
 from gateway.services import Services
+from ledger.published import PublishedVersion
 
 # The request body of each route that reads one, for the OpenAPI schema (gateway/openapi.py).
 BODIES: dict[tuple[str, str], type[BaseModel]] = {
     (CHAT_PATH, "post"): ChatCompletionRequest,
     ("/v1/feedback", "post"): FeedbackIn,
-    ("/admin/versions", "post"): VersionIn,
+    ("/admin/versions", "post"): PublishedVersion,
 }
 
 

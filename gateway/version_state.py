@@ -24,8 +24,8 @@ from gateway.canary import Arm
 from gateway.config import VersionsConfig
 from gateway.errors import NotFound
 from gateway.live_stats import LiveStats
-from gateway.routing import BASE_VERSION
 from gateway.version_log import VersionLog
+from ledger.published import BASE_VERSION
 from ledger.recorder import Recorder
 from ledger.records import ModelVersion
 
