@@ -71,6 +71,14 @@ class VersionsConfig(Section):
     so newer versions waiting behind it get their turn."""
     max_latency_ratio: float = 2.0
     """A canary whose p50 latency exceeds its parent's by this factor is rolled back."""
+    alarm_sigmas: float = 4.0
+    """A canary's side metric (zero-weight rubric metrics, answer length, tool-call errors,
+    questions back, refusals, surprisal) this many standard errors from its parent's raises an
+    alarm (gateway/drift.py)."""
+    alarm_min_samples: int = 30
+    """Values each side needs before a side metric is compared."""
+    alarms_block_promotion: bool = True
+    """A canary with an alarm is not promoted automatically, even when its reward rose."""
 
 
 class GatewaySettings(Protocol):

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from gateway.adapters import AdapterError, AdapterLoader
 from gateway.canary import decide
+from gateway.drift import shifts
 from gateway.pool import Pool
 from gateway.version_state import Version
 from gateway.versions import VersionRegistry
@@ -135,10 +136,16 @@ class VersionController:
         canary = reg.versions[reg.canary]
         if canary.pinned or canary.canary_since is None:
             return
+        self._alarms(canary)
         arm = reg.stats.arm(canary.id, canary.canary_since)
         decision = decide(arm, reg.stats.arm(reg.serving, canary.canary_since), reg.cfg)
         if decision is None:
             return
+        if decision.action == "promote" and canary.alarms and reg.cfg.alarms_block_promotion:
+            if not canary.promotion_blocked:
+                reason = f"{decision.reason}, but alarms on {', '.join(sorted(canary.alarms))}"
+                reg.block_promotion(canary, reason, dict(decision.figures))
+            return  # an operator promotes or rolls back; it may still be rolled back or retired
         log.info("version %s: %s (%s)", canary.id, decision.action, decision.reason)
         if decision.action == "promote":
             reg.promote(canary.id, decision.reason, dict(decision.figures))
@@ -147,6 +154,25 @@ class VersionController:
         else:
             reg.rollback(canary.id, decision.reason, dict(decision.figures))
         reg.next_canary()
+
+    def _alarms(self, canary: Version) -> None:
+        """Raise an alarm for each side metric of the canary newly shifted from its parent's."""
+        reg = self.registry
+        assert canary.canary_since is not None
+        found = shifts(
+            reg.side.since(canary.id, canary.canary_since),
+            reg.side.since(reg.serving, canary.canary_since),
+            reg.cfg.alarm_sigmas,
+            reg.cfg.alarm_min_samples,
+        )
+        for s in found:
+            if s.metric not in canary.alarms:
+                reason = (
+                    f"{s.metric}: {s.canary_mean:.3g} against {s.parent_mean:.3g} on {reg.serving} "
+                    f"({s.sigmas:+.1f} standard errors)"
+                )
+                log.warning("version %s: alarm, %s", canary.id, reason)
+                reg.alarm(canary, reason, s.figures())
 
     async def _unload_stale(self) -> None:
         stale = self.registry.take_out_stale(KEEP_LOADED, RECENT_EPISODES)

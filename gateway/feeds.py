@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from gateway.drift import behaviour, zero_weight
 from gateway.episodes import TurnIndex
 from ledger.bus import Bus, BusError, Consumer, Message
 from ledger.ids import new_id
@@ -110,6 +111,8 @@ class ScoreFeed(Feed):
             return  # older than a score already applied
         self._seen[key] = record.feedback_seq
         self.registry.observe_score(record.version, "|".join(key), record.total, record.created_at)
+        side = zero_weight(record.values, record.weights, record.rubric)
+        self.registry.observe_side(record.version, "|".join(key), side, record.created_at)
 
 
 class TurnFeed(Feed):
@@ -135,6 +138,8 @@ class TurnFeed(Feed):
         self.index.add(tid, eid, str(d.get("tenant") or "default"))
         self.registry.seen(eid, version)
         self.registry.observe_turn(version, tid, ok, latency, at)
+        if ok:
+            self.registry.observe_side(version, tid, behaviour(d), at)
 
 
 class VersionFeed(Feed):

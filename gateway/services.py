@@ -10,6 +10,7 @@ from gateway.auth import KeyStore
 from gateway.chat import ChatService
 from gateway.config import GatewaySettings
 from gateway.controller import VersionController
+from gateway.drift import AlarmGauge
 from gateway.explore import Exploration
 from gateway.feedback import FeedbackService
 from gateway.metrics import Metrics
@@ -54,6 +55,7 @@ class Services:
             VersionLog(self.bus, self.recorder, self.settings.ledger.topic_prefix),
         )
         self.controller = VersionController(self.versions, self.pool)
+        self.metrics.registry.register(AlarmGauge(self.versions))
         router: Router = self.versions
         self.turns = TurnWriter(self.recorder, cfg.model, scrub_pii=self.settings.ledger.scrub_pii)
         self.chat = ChatService(

@@ -22,6 +22,7 @@ from typing import Any
 
 from gateway.canary import Arm
 from gateway.config import VersionsConfig
+from gateway.drift import SideMetrics
 from gateway.errors import NotFound
 from gateway.live_stats import LiveStats
 from gateway.version_log import VersionLog
@@ -46,6 +47,8 @@ class Version:
     episodes_started: int = 0
     unloaded: bool = False  # retired and taken out of the replicas (reloaded if promoted again)
     traceparent: str | None = None  # the learner's span that made it: on every event of the version
+    alarms: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> figures (gateway/drift.py)
+    promotion_blocked: bool = False  # an alarm held back its automatic promotion
 
     @property
     def adapter_name(self) -> str:
@@ -69,6 +72,7 @@ class VersionBook:
         self.canary: str | None = None
         self.events: list[ModelVersion] = []
         self.stats = LiveStats()
+        self.side = SideMetrics()  # side metrics per version, for the drift alarms
         self._sticky: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.RLock()  # every change below; methods call one another
         self._changing = threading.RLock()  # one change at a time: plan, write, apply
@@ -156,6 +160,7 @@ class VersionBook:
             base.adapter_path, base.replicas = e.adapter_path, dict(e.figures.get("replicas", {}))
             return
         v = self.versions.get(e.version)
+        changed = v is None or v.status != e.status  # pins, alarms, reloads: no transition
         if v is None:
             v = Version(
                 e.version,
@@ -172,6 +177,12 @@ class VersionBook:
             v.replicas = dict(e.figures.get("replicas", {}))
         if e.event in ("unloaded", "reloaded"):
             v.unloaded = e.event == "unloaded"
+        elif e.event == "alarm":
+            v.alarms[str(e.figures.get("metric"))] = dict(e.figures)
+        elif e.event == "promotion_blocked":
+            v.promotion_blocked = True
+        if not changed:
+            return
         if e.status == "canary":
             self.canary, v.canary_since = v.id, e.created_at
         elif e.status == "serving":
@@ -204,6 +215,10 @@ class VersionBook:
         """A turn recorded by any gateway (the turns feed)."""
         if version in self.versions:
             self.stats.add_request(version, ok, latency_ms, at, turn_id)
+
+    def observe_side(self, version: str | None, key: str, values: dict[str, float], at: float) -> None:
+        if version is not None and values and version in self.versions:
+            self.side.add(version, key, values, at)
 
     def observe_score(
         self, version: str | None, episode_id: str, total: float | None, at: float | None = None
@@ -241,4 +256,5 @@ def version_row(v: Version, arm: Arm, share: float, confidence: float) -> dict[s
         "data_window": v.data_window,
         "replicas": v.replicas,
         "adapter_path": v.adapter_path,
+        "alarms": sorted(v.alarms),
     }

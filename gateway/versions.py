@@ -218,6 +218,15 @@ class VersionRegistry(VersionBook):
             self._commit(self._new(v, "rolled_back", "rolled_back", reason, figures), *heirs)
             return v
 
+    def alarm(self, v: Version, reason: str, figures: dict[str, Any]) -> None:
+        """A side metric of `v` moved away from its parent's (gateway/drift.py)."""
+        with self._changing:
+            self._commit(self._new(v, "alarm", v.status, reason, figures))
+
+    def block_promotion(self, v: Version, reason: str, figures: dict[str, Any]) -> None:
+        with self._changing:
+            self._commit(self._new(v, "promotion_blocked", v.status, reason, figures))
+
     def pin(self, vid: str, pinned: bool) -> Version:
         with self._changing:
             v = self.get(vid)
