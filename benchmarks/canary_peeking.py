@@ -61,7 +61,7 @@ def main() -> None:
 
     for name, first in (("fixed", fixed_first), ("sequence", sequence_first)):
         wrong = sum(first(arm(args.p), arm(args.p), cfg) is not None for _ in range(args.runs))
-        right, took = 0, []
+        right, took = 0, list[int]()
         for _ in range(args.runs):
             d = first(arm(args.p + args.lift), arm(args.p), cfg)
             if d is not None and d[0] == "promote":

@@ -220,3 +220,38 @@ def test_nothing_descending_from_a_rolled_back_version_serves_or_registers(tmp_p
     finally:
         stop_gateway(gw)
         up.stop.set()
+
+
+def test_a_feed_catches_up_under_steady_traffic() -> None:
+    """Turns keep coming (a poll is never empty): the feed still says when it has read the backlog."""
+    import threading
+
+    from gateway.episodes import TurnIndex
+    from gateway.feeds import TurnFeed
+    from gateway.versions import VersionRegistry
+    from ledger.recorder import Recorder
+    from ledger.records import Turn
+
+    bus = MemoryBus()
+    bus.publish(
+        "turns",
+        [(f"e{i}", Turn(episode_id=f"e{i}", model="m", version="base").to_bytes()) for i in range(2000)],
+    )
+    stop = threading.Event()
+
+    def steady() -> None:
+        i = 0
+        while not stop.is_set():
+            bus.publish("turns", [(f"s{i}", Turn(episode_id=f"s{i}", model="m", version="base").to_bytes())])
+            i += 1
+            time.sleep(0.01)
+
+    threading.Thread(target=steady, daemon=True).start()
+    reg = VersionRegistry(VersionsConfig(), Recorder(bus), lambda: "m")
+    feed = TurnFeed(bus, reg, TurnIndex(), "").start()
+    try:
+        assert feed.caught_up.wait(10)
+        assert len(reg.stats.requests_of("base")) >= 2000
+    finally:
+        stop.set()
+        feed.close()
