@@ -77,8 +77,10 @@ class VersionsConfig(Section):
     alarm (gateway/drift.py)."""
     alarm_min_samples: int = 30
     """Values each side needs before a side metric is compared."""
-    alarms_block_promotion: bool = True
-    """A canary with an alarm is not promoted automatically, even when its reward rose."""
+    block_promotion_on: list[str] = Field(default_factory=list)
+    """Metrics whose alarm keeps a canary from automatic promotion even when its reward rose
+    (e.g. ["tool_call_error", "question_back"]; ["*"]: any alarm). Empty: alarms only report —
+    a trained version drifts on purpose (surprisal falls as it learns)."""
 
 
 class GatewaySettings(Protocol):

@@ -141,9 +141,12 @@ class VersionController:
         decision = decide(arm, reg.stats.arm(reg.serving, canary.canary_since), reg.cfg)
         if decision is None:
             return
-        if decision.action == "promote" and canary.alarms and reg.cfg.alarms_block_promotion:
+        blocking = sorted(
+            m for m in canary.alarms if m in reg.cfg.block_promotion_on or "*" in reg.cfg.block_promotion_on
+        )
+        if decision.action == "promote" and blocking:
             if not canary.promotion_blocked:
-                reason = f"{decision.reason}, but alarms on {', '.join(sorted(canary.alarms))}"
+                reason = f"{decision.reason}, but alarms on {', '.join(blocking)}"
                 reg.block_promotion(canary, reason, dict(decision.figures))
             return  # an operator promotes or rolls back; it may still be rolled back or retired
         log.info("version %s: %s (%s)", canary.id, decision.action, decision.reason)

@@ -7,7 +7,9 @@ So besides the reward, every metric below is compared between the canary and the
 serving beside it; a difference beyond `alarm_sigmas` standard errors (Welch) with at least
 `alarm_min_samples` on each side raises an alarm: a version event `alarm` (the dashboard and
 GET /admin/versions/events show it), the Prometheus gauge `rlgw_version_alarm{version,metric}`,
-and, with `alarms_block_promotion`, no automatic promotion of that canary.
+and, for the metrics named in `block_promotion_on`, no automatic promotion of that canary.
+Alarms are two-sided (drift either way); a version that learns drifts on purpose, so none
+blocks by default.
 
     rubric:<rubric>/<name>   every zero-weight metric a rubric scores (the scores topic)
     answer_tokens            completion tokens of a turn

@@ -47,6 +47,7 @@ def test_a_canary_that_breaks_tool_calls_alarms_and_is_not_promoted(tmp_path: Pa
     up, bus = start_fake(), MemoryBus()
     settings = gateway_settings(tmp_path, [up.url])
     settings.versions.min_episodes, settings.versions.alarm_min_samples = 10, 20
+    settings.versions.block_promotion_on = ["tool_call_error"]
     gw = start_gateway(settings, bus)
     try:
         httpx.post(gw.root + "/admin/versions", json={"version": "v1", "adapter_path": "/tmp/v1"}, timeout=10)
