@@ -20,10 +20,13 @@ from typing import Any
 
 from gateway.canary import Arm
 from gateway.versions import VersionRegistry
+from ledger.training import training_steps, version_summary
 
 log = logging.getLogger(__name__)
 STORE_TTL_S = 5.0
 DECISIONS = 100
+# Version events shown in panels of their own once any exist (their names start with these).
+ALARM_EVENTS, EVAL_EVENTS = "alarm", "eval"
 RUBRIC_SCORES = 2000
 
 
@@ -209,6 +212,9 @@ def snapshot(
             for e in reversed(reg.events[-DECISIONS:])
         ],
         "rubric": stored["rubric"] if stored else [],
+        "learner": learner_rows(reg),
+        "alarms": events_named(reg, ALARM_EVENTS),
+        "evals": events_named(reg, EVAL_EVENTS),
         "ledger": {
             "recorder_pending": recorder.pending,
             "published": getattr(recorder, "published", None),
@@ -220,3 +226,25 @@ def snapshot(
             "store_lag_s": lag,
         },
     }
+
+
+def learner_rows(reg: VersionRegistry) -> list[dict[str, Any]]:
+    """Each version that carries the learner's step figures (ledger/training.py): its summary
+    and its steps, oldest version first."""
+    rows = []
+    for v in list(reg.versions.values()):
+        steps = training_steps(v.data_window)
+        if steps:
+            rows.append(
+                {"version": v.id, "status": v.status, "summary": version_summary(steps), "steps": steps}
+            )
+    return rows
+
+
+def events_named(reg: VersionRegistry, prefix: str) -> list[dict[str, Any]]:
+    """The newest version events whose name starts with `prefix` (alarms, eval-gate results)."""
+    found = [e for e in reg.events[-10 * DECISIONS :] if e.event.startswith(prefix)][-DECISIONS:]
+    return [
+        {"at": e.created_at, "version": e.version, "event": e.event, "reason": e.reason, "figures": e.figures}
+        for e in reversed(found)
+    ]
