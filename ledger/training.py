@@ -36,8 +36,9 @@ def _number(x: Any) -> float | int | None:
 
 def step_figures(stats: Any) -> dict[str, Any]:
     """One step's figures from a StepStats-like dataclass (every numeric field, and `skipped`)."""
-    is_instance = dataclasses.is_dataclass(stats) and not isinstance(stats, type)
-    raw = dataclasses.asdict(stats) if is_instance else dict(vars(stats))
+    # not dataclasses.asdict: it rebuilds a Counter from (key, count) pairs, counting the pairs
+    names = [f.name for f in dataclasses.fields(stats)] if dataclasses.is_dataclass(stats) else vars(stats)
+    raw = {name: getattr(stats, name) for name in names}
     out: dict[str, Any] = {}
     for name, value in raw.items():
         if name == "skipped":

@@ -96,7 +96,7 @@ def run_demo(
     settings = demo_settings(settings)
     if fresh and settings.data_dir.exists():
         shutil.rmtree(settings.data_dir)
-    started = time.monotonic()
+    started, began = time.monotonic(), time.time()
     log_file = route_logs(settings.data_dir, console, settings.telemetry.log_level)
     stack = start_with_progress(settings, console, log_file, rubrics=[COLOUR_RUBRIC])
     traffic, stop_users = Traffic(), threading.Event()
@@ -107,7 +107,7 @@ def run_demo(
     reg = stack.services.versions
     note, broken_at, rolled_back_at = "learning", None, None
     deadline = started + minutes * 60
-    view = LiveView(stack, console, title="rl-gateway demo", extra=lambda: traffic_line(traffic))
+    view = LiveView(stack, console, title="rl-gateway demo", extra=lambda: traffic_line(traffic), since=began)
     try:
         with view:
             while time.monotonic() < deadline:

@@ -60,7 +60,9 @@ class LiveView:
         extra: Callable[[], str] | None = None,
         summary_every_s: float = 30.0,
         interactive: bool | None = None,
+        since: float | None = None,
     ) -> None:
+        """`since`: wall-clock time from which version events are news (default: all of them)."""
         self.stack, self.console, self.title, self.extra = stack, console, title, extra
         self.interactive = console.is_terminal if interactive is None else interactive
         self.summary_every_s = summary_every_s
@@ -68,7 +70,8 @@ class LiveView:
         self.note = ""
         self.started = time.monotonic()
         self._live: Live | None = None
-        self._seen_events = len(self.registry.events)  # events before the view opened are not news
+        self.since = since
+        self._seen_events = 0
         self._last_summary = time.monotonic()
         self._last_render: RenderableType = Text("")
 
@@ -110,10 +113,13 @@ class LiveView:
         events = self.registry.events
         new, self._seen_events = events[self._seen_events :], len(events)
         for e in new:
-            if e.event not in QUIET_EVENTS:
+            if self._news(e):
                 self.console.print(event_text(e), soft_wrap=True, highlight=False)
         for change in self.watch.take_changes():
             self.console.print(f"{time.strftime('%H:%M:%S')}  {change}", soft_wrap=True, highlight=False)
+
+    def _news(self, e: Any) -> bool:
+        return e.event not in QUIET_EVENTS and (self.since is None or e.created_at >= self.since)
 
     def summary(self) -> str:
         reg = self.registry
@@ -136,7 +142,7 @@ class LiveView:
         return self._last_render
 
     def _render(self) -> RenderableType:
-        events = [e for e in list(self.registry.events) if e.event not in QUIET_EVENTS][-EVENTS_SHOWN:]
+        events = [e for e in list(self.registry.events) if self._news(e)][-EVENTS_SHOWN:]
         rows_fit = max(3, self.console.size.height - len(events) - 12)
         table = self.versions_table(rows_fit)
         lines = [Text(self.traffic_line()), Text(self.learner_line())]

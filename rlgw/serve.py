@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +80,12 @@ def run_up(settings: Settings, model: Path | None, rubrics: list[Any] | None = N
     check_keys(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    console = Console(stderr=True)
+    console, began = Console(stderr=True), time.time()
     log_file = route_logs(settings.data_dir, console, settings.telemetry.log_level)
     stack = start_with_progress(settings, console, log_file, model=model, rubrics=rubrics)
     console.print("Ctrl-C stops it")
     try:
-        with LiveView(stack, console, title="rl-gateway") as view:
+        with LiveView(stack, console, title="rl-gateway", since=began) as view:
             while not stop.wait(0.5) and not stack.server.should_exit:
                 view.update()
     except KeyboardInterrupt:

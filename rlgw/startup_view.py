@@ -19,7 +19,6 @@ import typer
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.spinner import Spinner
-from rich.table import Table
 from rich.text import Text
 
 ENGINE_LOG = "vllm.log"  # rlgw/stack.py's start_engine writes the engine's output there
@@ -130,22 +129,23 @@ def explain_start_failure(console: Console, error: BaseException) -> None:
         console.print(Text.assemble(("likely fix: ", "bold yellow"), fix))
 
 
-def ready_block(stack: Any, log_file: Path) -> Table:
-    """One block: where the API, the dashboard, the metrics, the data and the logs are."""
+def ready_block(stack: Any, log_file: Path) -> Text:
+    """One block: where the API, the dashboard, the metrics, the data and the logs are (printed
+    with soft wrap: a long path is never cut, even in a narrow or non-terminal console)."""
     root = stack.url.removesuffix("/v1")
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    grid.add_row("OpenAI base URL", stack.url)
-    grid.add_row("dashboard", f"{root}/dashboard")
-    grid.add_row("metrics", f"{root}/metrics")
-    grid.add_row("data dir", str(stack.settings.data_dir.resolve()))
-    grid.add_row("log file", str(log_file))
+    rows = [
+        ("OpenAI base URL", stack.url),
+        ("dashboard", f"{root}/dashboard"),
+        ("metrics", f"{root}/metrics"),
+        ("data dir", str(stack.settings.data_dir.resolve())),
+        ("log file", str(log_file)),
+    ]
     if stack.engine is not None:
-        grid.add_row("engine log", str(stack.settings.data_dir.resolve() / ENGINE_LOG))
-    outer = Table(title="rl-gateway is ready", title_justify="left", show_header=False, show_edge=True)
-    outer.add_row(grid)
-    return outer
+        rows.append(("engine log", str(stack.settings.data_dir.resolve() / ENGINE_LOG)))
+    block = Text("rl-gateway is ready", style="bold green")
+    for name, where in rows:
+        block.append(f"\n  {name:<16} ", style="bold").append(where)
+    return block
 
 
 def start_with_progress(settings: Any, console: Console, log_file: Path, **start: Any) -> Any:
@@ -160,5 +160,5 @@ def start_with_progress(settings: Any, console: Console, log_file: Path, **start
         explain_start_failure(console, exc)
         console.print(f"full log: {log_file}")
         raise typer.Exit(1) from exc
-    console.print(ready_block(stack, log_file))
+    console.print(ready_block(stack, log_file), soft_wrap=True)
     return stack
