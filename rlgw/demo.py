@@ -17,7 +17,8 @@ from typing import Any
 
 from rich.console import Console
 
-from ledger.config import Settings
+from ledger.published import PublishedVersion
+from rlgw.config import Settings
 from rlgw.demo_users import COLOUR_RUBRIC, Traffic, run_users
 from rlgw.live_view import LiveView
 from rlgw.log_routing import route_logs
@@ -85,7 +86,10 @@ def inject_broken(stack: Stack) -> None:
 
     reg, services = stack.services.versions, stack.services
     path = corrupt_adapter(str(reg.versions[reg.serving].adapter_path), stack.settings.data_dir / "broken")
-    InProcessPublisher(services).publish(BROKEN, str(path), reg.serving, {"injected": True})
+    broken = PublishedVersion(
+        version=BROKEN, adapter_path=str(path), parent=reg.serving, data_window={"injected": True}
+    )
+    InProcessPublisher(services).publish(broken)
     if reg.canary != BROKEN:
         asyncio.run_coroutine_threadsafe(services.controller.canary_now(BROKEN), services.loop).result(30)
 

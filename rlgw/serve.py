@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from ledger.config import Settings
+from rlgw.config import Settings
 
 log = logging.getLogger("rlgw")
 
@@ -62,7 +62,7 @@ def run_gateway(settings: Settings) -> None:
         )
         raise typer.Exit(2)
     check_keys(settings)
-    ledger = open_ledger(settings)
+    ledger = open_ledger(settings, record_queue=settings.gateway.record_queue)
     try:
         uvicorn.Server(uvicorn_config(create_app(build_gateway(settings, ledger)), cfg.host, cfg.port)).run()
     finally:

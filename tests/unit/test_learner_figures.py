@@ -9,16 +9,20 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import VersionsConfig
 from gateway.dashboard_data import snapshot
 from gateway.versions import VersionRegistry
-from learner.loop import MemoryScoredEpisodes, run_learner
+from learner.config import LearnerConfig
+from learner.loop import run_learner
 from learner.publish import FakePublisher
 from learner.train import StepStats
 from ledger.bus import MemoryBus
-from ledger.config import LearnerConfig, Settings, VersionsConfig
+from ledger.published import PublishedVersion
+from ledger.reads import MemoryScoredEpisodes
 from ledger.recorder import Recorder
 from ledger.records import Episode, ModelVersion, Score, Turn, TurnChoice
 from ledger.training import TRAINING_KEY, step_figures, training_steps, training_window, version_summary
+from rlgw.config import Settings
 
 
 def stats(step: int, tokens: int, entropy: float, ratio_max: float, **kw: object) -> StepStats:
@@ -32,7 +36,7 @@ def stats(step: int, tokens: int, entropy: float, ratio_max: float, **kw: object
         ratio_max=ratio_max,
         clipped_fraction=0.1,
         seconds=2.0,
-        skipped=Counter(kw.pop("skipped", {})),  # type: ignore[arg-type]
+        skipped=Counter(kw.pop("skipped", {})),  # type: ignore[call-overload]
         **kw,  # type: ignore[arg-type]
     )
 
@@ -83,7 +87,7 @@ def test_the_dashboard_data_has_learner_rows_alarms_and_evals() -> None:
         "episodes": 8,
         TRAINING_KEY: training_window([stats(1, 100, 2.0, 1.5), stats(2, 100, 2.2, 1.2)]),
     }
-    v1 = reg.register("v1", "/tmp/v1", None, window)
+    v1 = reg.register(PublishedVersion(version="v1", adapter_path="/tmp/v1", data_window=window))
     data = snapshot(reg, reg.recorder, None)
     [row] = data["learner"]
     assert row["version"] == "v1" and [s["step"] for s in row["steps"]] == [1, 2]

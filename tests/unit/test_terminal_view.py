@@ -15,13 +15,16 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from gateway.config import VersionsConfig
 from gateway.engine import EngineStartError
 from gateway.metrics import Metrics
 from gateway.versions import VersionRegistry
+from learner.config import LearnerConfig
 from learner.train import StepStats
 from ledger.bus import MemoryBus
-from ledger.config import LearnerConfig, Settings, VersionsConfig
+from ledger.published import PublishedVersion
 from ledger.recorder import Recorder
+from rlgw.config import Settings
 from rlgw.learner_watch import LearnerWatch
 from rlgw.live_view import LiveView
 from rlgw.log_routing import route_logs
@@ -67,7 +70,7 @@ def test_without_a_terminal_each_event_is_one_line_and_a_summary_follows(tmp_pat
     console, out = text_console()
     with LiveView(stack, console, title="t", summary_every_s=0.0) as view:
         assert not view.interactive
-        v1 = reg.register("v1", "/tmp/v1", None, {})
+        v1 = reg.register(PublishedVersion(version="v1", adapter_path="/tmp/v1"))
         v1.status = "loaded"
         reg.event(v1, "loaded", "on 1 replica")  # routine: not news
         reg.start_canary(v1)
@@ -97,7 +100,7 @@ def test_the_live_view_holds_the_table_the_learner_and_the_events(tmp_path: Path
     stack = fake_stack(tmp_path)
     reg = stack.services.versions
     for i in range(12):  # more versions than fit: the serving and canary ones always show
-        v = reg.register(f"v{i}", f"/tmp/v{i}", None, {})
+        v = reg.register(PublishedVersion(version=f"v{i}", adapter_path=f"/tmp/v{i}"))
         reg.observe_score(v.id, "e", 0.5)
     reg.start_canary(reg.versions["v0"])
     view = LiveView(stack, Console(width=160, height=24), title="rl-gateway", interactive=True)
