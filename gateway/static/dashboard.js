@@ -154,7 +154,9 @@ function drawVersions(data) {
     if (v.status !== "serving") buttons.push(action("promote", v.id, "promote"));
     if ((v.status === "serving" && v.id !== "base") || v.status === "canary") buttons.push(action("rollback", v.id, "rollback", "danger"));
     buttons.push(v.pinned ? action("unpin", v.id, "unpin") : action("pin", v.id, "pin"));
-    const interval = v.reward_interval ? `${fmt(v.reward_interval[0])} … ${fmt(v.reward_interval[1])}` : "–";
+    const [lo, hi] = [Math.min(0, v.reward ?? 0), Math.max(1, v.reward ?? 1)];  // the reward's range
+    const interval = v.reward_interval
+      ? `${fmt(clamp(v.reward_interval[0], lo, hi))} … ${fmt(clamp(v.reward_interval[1], lo, hi))}` : "–";
     return el("tr", { "data-version": v.id },
       el("td", {}, el("span", { class: "swatch", swatch: colorOf[v.id] }), v.id + (v.pinned ? " 📌" : "")),
       el("td", {}, v.parent || "–"), el("td", { class: "status-" + v.status }, v.status),
@@ -184,9 +186,9 @@ function drawEvents(id, events) {
 
 // ---- the learner: figures per version and per step (ledger/training.py) ------------------
 const LEARNER = ["tokens_per_s", "entropy", "kl", "ratio_mean", "ratio_max", "clipped_fraction"];
-const SHOWN = new Set(["step", "samples", "tokens", "seconds", "skipped", "loss", "reward_mean", "grad_norm", ...LEARNER]);
+const SHOWN = new Set(["step", "steps", "version", "samples", "tokens", "seconds", "skipped", "loss", "reward_mean", "grad_norm", ...LEARNER]);
 function learnerCells(f) {
-  const skipped = Object.entries(f.skipped || {}).map(([k, n]) => `${k} ${n}`).join(", ") || "none";
+  const skipped = Object.entries(f.skipped || {}).sort().map(([k, n]) => `${k} ${n}`).join(", ") || "none";
   const others = Object.entries(f).filter(([k]) => !SHOWN.has(k));  // figures the learner adds later
   return [el("td", {}, f.samples ?? "–"), el("td", {}, f.tokens ?? "–"), el("td", {}, fmt(f.tokens_per_s, 1)),
     el("td", {}, fmt(f.entropy)), el("td", {}, fmt(f.kl, 4)), el("td", {}, fmt(f.ratio_mean)),
