@@ -24,7 +24,7 @@ from rich.text import Text
 
 from rlgw.learner_watch import LearnerWatch
 
-QUIET_EVENTS = ("loaded", "base_adapter")  # routine steps every version goes through
+QUIET_EVENTS = ("loaded", "unloaded", "base_adapter")  # routine steps in every version's life
 STATUS_STYLE = {"serving": "green", "canary": "yellow", "rolled_back": "red", "failed": "red"}
 EVENT_STYLE = {"promoted": "green", "rolled_back": "red", "load_failed": "red", "canary": "yellow"}
 EVENTS_SHOWN = 8

@@ -126,7 +126,7 @@ def explain_start_failure(console: Console, error: BaseException) -> None:
         console.print(Text("\n".join("  " + line for line in lines), style="dim"), soft_wrap=True)
     fix = likely_fix(str(error))
     if fix:
-        console.print(Text.assemble(("likely fix: ", "bold yellow"), fix))
+        console.print(Text.assemble(("likely fix: ", "bold yellow"), fix), soft_wrap=True)
 
 
 def ready_block(stack: Any, log_file: Path) -> Text:
@@ -158,7 +158,8 @@ def start_with_progress(settings: Any, console: Console, log_file: Path, **start
             stack = start_stack(settings, say=view.say, **start)
     except EngineStartError as exc:
         explain_start_failure(console, exc)
-        console.print(f"full log: {log_file}")
+        engine_log = settings.data_dir.resolve() / ENGINE_LOG
+        console.print(f"logs: {engine_log} (engine), {log_file}", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from exc
     console.print(ready_block(stack, log_file), soft_wrap=True)
     return stack
