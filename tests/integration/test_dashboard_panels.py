@@ -60,7 +60,7 @@ def busy_gateway(tmp_path: Path, fake_upstream: FakeServer) -> Iterator[tuple[Ga
     for i in range(12):  # scored traffic in the store: the rubric panel and the store lag
         at = now - 200 + i
         records.append(Turn(episode_id=f"s{i}", model="rlgw", version="base", latency_ms=9.0, created_at=at))
-        values = {"names_a_colour": float(i % 2), "answer_words": 3.0}
+        values: dict[str, float | None] = {"names_a_colour": float(i % 2), "answer_words": 3.0}
         weights = {"names_a_colour": 1.0, "answer_words": 0.0}
         score = Score(episode_id=f"s{i}", rubric="colours", rubric_version="1", total=float(i % 2),
                       values=values, weights=weights, version="base", created_at=at)  # fmt: skip
