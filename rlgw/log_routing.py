@@ -1,11 +1,12 @@
 """Where the log lines of `rlgw up` and `rlgw demo` go while a live view holds the terminal.
 
 Every library's records at the configured level go to `<data_dir>/rlgw.log`; only WARNING and
-above also reach the terminal, printed above the live view (rich prints a console's output
-above its live display). HTTP clients' one-line-per-request INFO records (httpx, httpx2 — the
-openai SDK's — httpcore, openai) are held at WARNING everywhere (rlgw/options.py), and tqdm
-progress bars (model loading in transformers, in the learner's thread) are switched off: they
-would tear the live view.
+above also reach the terminal, printed above the live view (rich prints a console's output above
+its live display). Nothing may write to stderr behind rich's back: uvicorn logs through the root
+logger (rlgw/stack.py gives it no handlers of its own), `warnings` are captured as log records,
+and tqdm progress bars (transformers loading weights in the learner's thread) are switched off.
+HTTP clients' one-line-per-request INFO records (httpx, httpx2 — the openai SDK's — httpcore,
+openai) are held at WARNING in every command (rlgw/options.py). docs/terminal.md says more.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def route_logs(data_dir: Path, console: Console, level: str = "INFO") -> Path:
     root.addHandler(to_file)
     root.addHandler(ConsoleLines(console))
     root.setLevel(min(to_file.level, logging.WARNING))
+    logging.captureWarnings(True)  # `warnings` would write to stderr behind the live view's back
     os.environ.setdefault("TQDM_DISABLE", "1")  # read by tqdm when a bar is made
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return path

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -144,3 +145,30 @@ def test_without_a_terminal_one_line_per_event(tmp_path: Path, replica: FakeServ
     assert '"serving": "v1"' in out
     log_file = tmp_path / "demo" / "rlgw.log"
     assert log_file.is_file() and str(log_file) in err
+
+
+@pytest.mark.timeout(180)
+def test_up_without_a_terminal_says_where_things_are_and_stops_on_sigterm(
+    tmp_path: Path, replica: FakeServer
+) -> None:
+    port = free_port()
+    cmd = [sys.executable, "-m", "rlgw.cli", "up", "--upstream", replica.url, "--port", str(port),
+           "--data-dir", str(tmp_path / "up")]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        publish_versions(f"http://127.0.0.1:{port}", tmp_path / "v1")
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    print(err)
+    assert proc.returncode == 0, err[-3000:]
+    for where in (f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{port}/dashboard", "rlgw.log"):
+        assert where in err
+    v1 = [line.split()[2] for line in err.splitlines() if len(line.split()) > 2 and line.split()[1] == "v1"]
+    assert v1[:2] == ["registered", "canary"] and "promoted" in v1, err
+    lines = err.splitlines()
+    assert lines[-1] == "stopping …" and " summary " in lines[-2], err
+    assert "learner: off" in lines[-2]  # an upstream and no --model: nothing to train

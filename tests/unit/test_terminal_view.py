@@ -62,6 +62,7 @@ def restore_logging() -> Iterator[None]:
     for h in handlers:
         root.addHandler(h)
     root.setLevel(level)
+    logging.captureWarnings(False)
 
 
 def test_without_a_terminal_each_event_is_one_line_and_a_summary_follows(tmp_path: Path) -> None:
