@@ -20,7 +20,7 @@ import pytest
 from gateway.auth import KeyStore
 from learner.train import StepStats
 from ledger.memstore import MemoryStore
-from ledger.records import Score, Turn
+from ledger.records import ModelVersion, Score, Turn
 from ledger.training import TRAINING_KEY, training_window
 from tests.fixtures.browser import keep_screenshot
 from tests.fixtures.upstream import FakeServer, GatewayServer, gateway_settings, start_gateway, stop_gateway
@@ -85,9 +85,11 @@ def busy_gateway(tmp_path: Path, fake_upstream: FakeServer) -> Iterator[tuple[Ga
     for i in range(3):  # three canary episodes: an interval far past [0, 1]
         reg.stats.rewards["v2"][f"c{i}"] = (now - 20, float(i % 2))
         reg.stats.requests["v2"].append((now - 20, i != 2, 30.0))
-    v2 = reg.versions["v2"]
-    reg.event(v2, "alarm_kl", "KL to the base 0.41 over its limit 0.3", {"kl": 0.41, "limit": 0.3})
-    reg.event(v2, "eval_passed", "held-out reward 0.62 vs parent 0.58", {"reward": 0.62, "parent": 0.58})
+    for event, reason, figures in (  # as a following gateway takes them from the versions topic
+        ("alarm_kl", "KL to the base 0.41 over its limit 0.3", {"kl": 0.41, "limit": 0.3}),
+        ("eval_passed", "held-out reward 0.62 vs parent 0.58", {"reward": 0.62, "parent": 0.58}),
+    ):
+        reg.apply(ModelVersion(version="v2", status="canary", event=event, reason=reason, figures=figures))
     yield gw, admin_key
     stop_gateway(gw)
 

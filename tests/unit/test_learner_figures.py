@@ -87,14 +87,18 @@ def test_the_dashboard_data_has_learner_rows_alarms_and_evals() -> None:
         "episodes": 8,
         TRAINING_KEY: training_window([stats(1, 100, 2.0, 1.5), stats(2, 100, 2.2, 1.2)]),
     }
-    v1 = reg.register(PublishedVersion(version="v1", adapter_path="/tmp/v1", data_window=window))
+    reg.register(PublishedVersion(version="v1", adapter_path="/tmp/v1", data_window=window))
     data = snapshot(reg, reg.recorder, None)
     [row] = data["learner"]
     assert row["version"] == "v1" and [s["step"] for s in row["steps"]] == [1, 2]
     assert row["summary"]["entropy"] == pytest.approx(2.1) and row["summary"]["ratio_max"] == 1.5
     assert data["alarms"] == [] and data["evals"] == []
-    reg.event(v1, "alarm_entropy", "entropy 3.9 over 3.5", {"entropy": 3.9})
-    reg.event(v1, "eval_passed", "held-out 0.61 vs parent 0.55", {"reward": 0.61})
+    for event, reason, figures in (
+        ("alarm_entropy", "entropy 3.9 over 3.5", {"entropy": 3.9}),
+        ("eval_passed", "held-out 0.61 vs parent 0.55", {"reward": 0.61}),
+    ):  # as a following gateway takes them from the versions topic
+        record = ModelVersion(version="v1", status="registered", event=event, reason=reason, figures=figures)
+        reg.apply(record)
     data = snapshot(reg, reg.recorder, None)
     assert [a["event"] for a in data["alarms"]] == ["alarm_entropy"]
     assert data["evals"][0]["figures"] == {"reward": 0.61}

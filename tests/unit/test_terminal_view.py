@@ -72,9 +72,7 @@ def test_without_a_terminal_each_event_is_one_line_and_a_summary_follows(tmp_pat
     with LiveView(stack, console, title="t", summary_every_s=0.0) as view:
         assert not view.interactive
         v1 = reg.register(PublishedVersion(version="v1", adapter_path="/tmp/v1"))
-        v1.status = "loaded"
-        reg.event(v1, "loaded", "on 1 replica")  # routine: not news
-        reg.start_canary(v1)
+        reg.record_load(v1, {"http://r/v1": "loaded"}, {"load_ms": 12.0})  # "loaded" is not news; "canary" is
         for i in range(30):
             reg.observe_request("base", True, 5.0)
             reg.observe_score("v1", f"e{i}", 1.0)
