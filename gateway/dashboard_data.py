@@ -20,7 +20,7 @@ from typing import Any
 
 from gateway.canary import Arm
 from gateway.versions import VersionRegistry
-from ledger.training import training_steps, version_summary
+from ledger.training import training_steps, training_summary
 
 log = logging.getLogger(__name__)
 STORE_TTL_S = 5.0
@@ -213,7 +213,7 @@ def snapshot(
         ],
         "rubric": stored["rubric"] if stored else [],
         "learner": learner_rows(reg),
-        "alarms": events_named(reg, ALARM_EVENTS),
+        "alarms": held_back(reg) + events_named(reg, ALARM_EVENTS),
         "evals": events_named(reg, EVAL_EVENTS),
         "ledger": {
             "recorder_pending": recorder.pending,
@@ -229,16 +229,43 @@ def snapshot(
 
 
 def learner_rows(reg: VersionRegistry) -> list[dict[str, Any]]:
-    """Each version that carries the learner's step figures (ledger/training.py): its summary
-    and its steps, oldest version first."""
+    """Each version that carries the learner's figures (ledger/training.py): its summary and its
+    steps, oldest version first."""
     rows = []
     for v in list(reg.versions.values()):
-        steps = training_steps(v.data_window)
-        if steps:
+        summary = training_summary(v.data_window)
+        if summary:
             rows.append(
-                {"version": v.id, "status": v.status, "summary": version_summary(steps), "steps": steps}
+                {
+                    "version": v.id,
+                    "status": v.status,
+                    "summary": summary,
+                    "steps": training_steps(v.data_window),
+                }
             )
     return rows
+
+
+def held_back(reg: VersionRegistry) -> list[dict[str, Any]]:
+    """Versions the learner trained but did not publish (a guard held them back): the next
+    published version's data window names them (`held_back`: version, reason, figures)."""
+    out = []
+    for v in list(reg.versions.values()):
+        for h in (v.data_window or {}).get("held_back") or []:
+            if not isinstance(h, dict) or not h.get("version"):
+                continue
+            training = h.get("training")
+            training = training if isinstance(training, dict) else {}
+            out.append(
+                {
+                    "at": v.created_at,
+                    "version": h["version"],
+                    "event": "held_back",
+                    "reason": f"{h.get('reason', '')} (its data went into {v.id})",
+                    "figures": {k: training.get(k) for k in ("kl_base", "entropy", "entropy_base")},
+                }
+            )
+    return out
 
 
 def events_named(reg: VersionRegistry, prefix: str) -> list[dict[str, Any]]:

@@ -83,16 +83,19 @@ class LearnerWatch(logging.Handler):
 
 
 def step_line(f: dict[str, Any], steps: int) -> str:
-    """A step's health figures in one line (entropy, KL, ratios, clipped share, tokens/s, skips)."""
+    """A step's health figures in one line (entropy, KL, ratios, clipped share, tokens/s, skips);
+    either name of a renamed figure (ledger/training.py)."""
 
-    def num(name: str, spec: str) -> str:
-        value = f.get(name)
+    def num(spec: str, *names: str) -> str:
+        value = next((f[n] for n in names if f.get(n) is not None), None)
         return "–" if value is None else format(value, spec)
 
     skipped = ", ".join(f"{k} {n}" for k, n in sorted((f.get("skipped") or {}).items())) or "none"
+    ratio = f"ratio {num('.3f', 'ratio_mean')} ({num('.2f', 'ratio_min')}–{num('.2f', 'ratio_max')})"
+    if f.get("ratio_min") is None:
+        ratio = f"ratio {num('.3f', 'ratio_mean')} (max {num('.2f', 'ratio_max')})"
     return (
-        f"step {f.get('step', steps)} · entropy {num('entropy', '.3f')} · KL {num('kl', '.4f')} · "
-        f"ratio {num('ratio_mean', '.3f')} (max {num('ratio_max', '.2f')}) · "
-        f"clipped {num('clipped_fraction', '.1%')} · {num('tokens_per_s', '.0f')} tokens/s · "
-        f"skipped {skipped}"
+        f"step {f.get('step', steps)} · entropy {num('.3f', 'entropy')} · KL {num('.4f', 'kl_base', 'kl')} · "
+        f"{ratio} · clipped {num('.1%', 'clipped_frac', 'clipped_fraction')} · "
+        f"{num('.0f', 'tokens_per_s')} tokens/s · skipped {skipped}"
     )

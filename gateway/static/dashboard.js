@@ -185,21 +185,25 @@ function drawEvents(id, events) {
 }
 
 // ---- the learner: figures per version and per step (ledger/training.py) ------------------
-const LEARNER = ["tokens_per_s", "entropy", "kl", "ratio_mean", "ratio_max", "clipped_fraction"];
-const SHOWN = new Set(["step", "steps", "version", "samples", "tokens", "seconds", "skipped", "loss", "reward_mean", "grad_norm", ...LEARNER]);
+// Either name of a renamed figure (ledger/training.py): the learner's newer one first.
+const pick = (f, ...names) => names.map((n) => f[n]).find(known);
+const SHOWN = new Set(["step", "steps", "version", "samples", "tokens", "seconds", "skipped", "loss", "reward_mean",
+  "grad_norm", "tokens_per_s", "entropy", "kl_base", "kl", "ratio_mean", "ratio_min", "ratio_max", "clipped_frac",
+  "clipped_fraction", "per_step"]);
 function learnerCells(f) {
   const skipped = Object.entries(f.skipped || {}).sort().map(([k, n]) => `${k} ${n}`).join(", ") || "none";
   const others = Object.entries(f).filter(([k]) => !SHOWN.has(k));  // figures the learner adds later
   return [el("td", {}, f.samples ?? "–"), el("td", {}, f.tokens ?? "–"), el("td", {}, fmt(f.tokens_per_s, 1)),
-    el("td", {}, fmt(f.entropy)), el("td", {}, fmt(f.kl, 4)), el("td", {}, fmt(f.ratio_mean)),
-    el("td", {}, fmt(f.ratio_max)), el("td", {}, pct(f.clipped_fraction)), el("td", {}, skipped),
+    el("td", {}, fmt(f.entropy)), el("td", {}, fmt(pick(f, "kl_base", "kl"), 4)), el("td", {}, fmt(f.ratio_mean)),
+    el("td", {}, `${fmt(f.ratio_min)} … ${fmt(f.ratio_max)}`), el("td", {}, pct(pick(f, "clipped_frac", "clipped_fraction"))),
+    el("td", {}, skipped),
     el("td", { class: "figures" }, others.length ? others.map(([k, v]) => `${k}=${text(v)}`).join("  ") : "–")];
 }
 
 function drawLearner(data) {
   const versions = data.learner.map((v) => el("tr", { "data-version": v.version },
     el("td", {}, el("span", { class: "swatch", swatch: colorOf[v.version] || "#888" }), v.version),
-    el("td", { class: "status-" + v.status }, v.status), el("td", {}, v.summary.steps), ...learnerCells(v.summary)));
+    el("td", { class: "status-" + v.status }, v.status), el("td", {}, v.summary.steps ?? v.steps.length), ...learnerCells(v.summary)));
   if (!versions.length) versions.push(el("tr", {}, el("td", { colspan: 13, class: "muted" }, "no trained version yet")));
   document.querySelector("#learner-versions tbody").replaceChildren(...versions);
   const steps = data.learner.flatMap((v) => v.steps.map((s) => ({ ...s, version: v.version })))

@@ -28,6 +28,10 @@ from tests.fixtures.upstream import FakeServer, GatewayServer, gateway_settings,
 pytestmark = pytest.mark.integration
 PANELS = ("#versions", "#decisions", "#rubric", "#learner-versions", "#learner-steps", "#alarms", "#evals")
 BAD = ("[object Object]", "NaN", "undefined")
+V2_SUMMARY = {"steps": 2, "samples": 16, "tokens": 810, "entropy": 2.151, "kl_base": 0.0045,
+              "ratio_mean": 0.97, "ratio_min": 0.41, "ratio_max": 1.8, "clipped_frac": 0.02,
+              "tokens_per_s": 253.1, "skipped": {"stale": 1, "unknown_version": 2}}  # fmt: skip
+HELD = {"version": "v2-held", "reason": "kl_base 0.410 > max_kl_base 0.3", "training": {"kl_base": 0.41}}
 
 
 def steps(first: int) -> list[StepStats]:
@@ -68,8 +72,11 @@ def busy_gateway(tmp_path: Path, fake_upstream: FakeServer) -> Iterator[tuple[Ga
     store.write(records)
     gw = start_gateway(settings, store=store)
     auth = {"Authorization": f"Bearer {admin_key}"}
-    for vid, first in (("v1", 1), ("v2", 3)):
-        window = {"episodes": 64, TRAINING_KEY: training_window(steps(first))}
+    windows = {  # v1: figures made from today's StepStats; v2: the learner's own summary, newer names
+        "v1": {"episodes": 64, TRAINING_KEY: training_window(steps(1))},
+        "v2": {"episodes": 64, "held_back": [HELD], TRAINING_KEY: training_window(steps(3), V2_SUMMARY)},
+    }
+    for vid, window in windows.items():
         body = {"version": vid, "adapter_path": f"/tmp/{vid}", "data_window": window}
         r = httpx.post(gw.root + "/admin/versions", json=body, headers=auth)
         assert r.status_code == 200, r.text
@@ -110,6 +117,7 @@ return {
   labels: q("#reward-chart text").map((t) => t.textContent),
   bands: q('#reward-chart polygon.band[data-version="v1"]').map((b) => b.getAttribute("points")),
   decisions: text("#decisions tbody"), learner_v2: text('#learner-versions tr[data-version="v2"]'),
+  learner_v1: text('#learner-versions tr[data-version="v1"]'),
   steps: q("#learner-steps tbody tr").map((r) => r.innerText), alarms: text("#alarms"), evals: text("#evals"),
 };
 """
@@ -134,10 +142,12 @@ def test_every_panel_has_values(browser: Any, busy_gateway: tuple[GatewayServer,
         assert bad not in page["page"], f"{bad!r} on the page:\n{page['page']}"
     assert "load_ms={http://" in page["decisions"]  # the loaded event's figure per replica, as text
 
-    assert "2.15" in page["learner_v2"]  # entropy, token-weighted over its two steps
-    assert "stale 1, unknown_version 2" in page["learner_v2"]
+    assert "2.151" in page["learner_v2"] and "0.0045" in page["learner_v2"]  # entropy, KL to the base
+    assert "0.41 … 1.8" in page["learner_v2"] and "stale 1, unknown_version 2" in page["learner_v2"]
+    assert "2.15" in page["learner_v1"]  # entropy, token-weighted over its two steps (made here)
     assert [r.split()[0] for r in page["steps"]] == ["4", "3", "2", "1"]
     assert "KL to the base 0.41" in page["alarms"]
+    assert "v2-held" in page["alarms"] and "kl_base 0.410 > max_kl_base 0.3" in page["alarms"]
     assert "held-out reward 0.62" in page["evals"]
 
     labels = [float(t) for t in page["labels"] if t.replace(".", "", 1).lstrip("-").isdigit()]

@@ -21,7 +21,15 @@ from ledger.published import PublishedVersion
 from ledger.reads import MemoryScoredEpisodes
 from ledger.recorder import Recorder
 from ledger.records import Episode, ModelVersion, Score, Turn, TurnChoice
-from ledger.training import TRAINING_KEY, step_figures, training_steps, training_window, version_summary
+from ledger.training import (
+    PER_STEP,
+    TRAINING_KEY,
+    step_figures,
+    training_steps,
+    training_summary,
+    training_window,
+    version_summary,
+)
 from rlgw.config import Settings
 
 
@@ -44,8 +52,9 @@ def stats(step: int, tokens: int, entropy: float, ratio_max: float, **kw: object
 def test_step_figures_and_the_version_summary() -> None:
     one = step_figures(stats(1, 100, 2.0, 1.5, skipped={"stale": 2}))
     assert one["tokens_per_s"] == 50.0 and one["skipped"] == {"stale": 2} and one["entropy"] == 2.0
-    steps = training_window([stats(1, 100, 2.0, 1.5, skipped={"stale": 2}), stats(2, 300, 4.0, 3.0)])["steps"]
-    summary = version_summary(steps)
+    window = training_window([stats(1, 100, 2.0, 1.5, skipped={"stale": 2}), stats(2, 300, 4.0, 3.0)])
+    summary = version_summary(window[PER_STEP])
+    assert {k: v for k, v in window.items() if k != PER_STEP} == summary
     assert summary["steps"] == 2 and summary["tokens"] == 400 and summary["samples"] == 8
     assert summary["entropy"] == pytest.approx(3.5)  # weighted by loss tokens: (200 + 1200) / 400
     assert summary["ratio_max"] == 3.0 and summary["tokens_per_s"] == 100.0
@@ -53,6 +62,25 @@ def test_step_figures_and_the_version_summary() -> None:
     nan = step_figures(stats(3, 0, float("nan"), 0.0))
     assert "entropy" not in nan and nan["tokens_per_s"] == 0.0  # no NaN travels
     assert training_steps({"after": None}) == [] and training_steps({TRAINING_KEY: "junk"}) == []
+    assert training_summary({TRAINING_KEY: {PER_STEP: window[PER_STEP]}}) == summary  # made from the steps
+
+
+def test_a_learner_summary_with_newer_names_is_read_as_sent() -> None:
+    """The learner's own per-version figures (kl_base, clipped_frac, ratio_min ...) win over a
+    summary made here; a held-back version named in the next one's window is an alarm."""
+    reg = VersionRegistry(VersionsConfig(), Recorder(MemoryBus()), lambda: "fake-base")
+    figures = {"steps": 4, "tokens": 900, "entropy": 2.4, "kl_base": 0.012, "clipped_frac": 0.03,
+               "ratio_min": 0.4, "ratio_max": 2.5, "tokens_per_s": 61.0, "skipped": {"stale": 1}}  # fmt: skip
+    held = {"version": "v2-x", "reason": "kl_base 0.410 > max_kl_base 0.3", "training": {"kl_base": 0.41}}
+    window = {TRAINING_KEY: figures, "held_back": [held]}
+    reg.register(PublishedVersion(version="v3-y", adapter_path="/tmp/v3", data_window=window))
+    data = snapshot(reg, reg.recorder, None)
+    [row] = data["learner"]
+    assert row["summary"] == figures and row["steps"] == []
+    [alarm] = data["alarms"]
+    assert alarm["version"] == "v2-x" and alarm["event"] == "held_back"
+    assert "kl_base 0.410" in alarm["reason"] and "v3-y" in alarm["reason"]
+    assert alarm["figures"]["kl_base"] == 0.41
 
 
 def scored(n: int) -> MemoryScoredEpisodes:

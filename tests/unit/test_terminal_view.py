@@ -25,7 +25,7 @@ from ledger.bus import MemoryBus
 from ledger.published import PublishedVersion
 from ledger.recorder import Recorder
 from rlgw.config import Settings
-from rlgw.learner_watch import LearnerWatch
+from rlgw.learner_watch import LearnerWatch, step_line
 from rlgw.live_view import LiveView
 from rlgw.log_routing import route_logs
 from rlgw.startup_view import explain_start_failure, likely_fix, ready_block
@@ -128,6 +128,12 @@ def test_learner_phases_in_order() -> None:
         line = watch.line(40, 32)
         assert line.startswith("learner: step 1 · entropy 2.500 · KL 0.0020 · ratio 0.980 (max 1.70)")
         assert "clipped 5.0%" in line and "300 tokens/s" in line
+        newer = {"step": 3, "entropy": 2.0, "kl_base": 0.01, "ratio_mean": 1.0, "ratio_min": 0.5,
+                 "ratio_max": 1.5, "clipped_frac": 0.02, "tokens_per_s": 40.0, "skipped": {}}  # fmt: skip
+        assert step_line(newer, 3) == (  # the learner's newer names (ledger/training.py)
+            "step 3 · entropy 2.000 · KL 0.0100 · ratio 1.000 (0.50–1.50) · clipped 2.0% · "
+            "40 tokens/s · skipped none"
+        )
         changes = watch.take_changes()
         assert [c.split(":")[1].split()[0] for c in changes] == ["loading", "model", "first", "first"]
     finally:
