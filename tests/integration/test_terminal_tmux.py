@@ -141,6 +141,7 @@ def test_without_a_terminal_one_line_per_event(tmp_path: Path, replica: FakeServ
     assert len(v1) == len(set(v1)), f"an event was printed twice: {v1}"
     assert any(" summary " in line and "serving v1" in line for line in lines), err
     assert "HTTP Request" not in err and "HTTP Request" not in out
+    assert "ERROR" not in err and "Traceback" not in err, err  # log records at ERROR would show here
     assert len(lines) < 40, f"{len(lines)} lines on stderr"
     assert '"serving": "v1"' in out
     log_file = tmp_path / "demo" / "rlgw.log"
