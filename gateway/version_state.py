@@ -177,10 +177,10 @@ class VersionBook:
             v.replicas = dict(e.figures.get("replicas", {}))
         if e.event in ("unloaded", "reloaded"):
             v.unloaded = e.event == "unloaded"
-        elif e.event == "alarm":
-            v.alarms[str(e.figures.get("metric"))] = dict(e.figures)
-        elif e.event == "promotion_blocked":
+        elif e.event == "alarm_blocked_promotion":
             v.promotion_blocked = True
+        elif e.event.startswith("alarm"):  # ours (gateway/drift.py) or another part's (alarm_kl)
+            v.alarms[str(e.figures.get("metric") or e.event)] = dict(e.figures)
         if not changed:
             return
         if e.status == "canary":

@@ -225,7 +225,7 @@ class VersionRegistry(VersionBook):
 
     def block_promotion(self, v: Version, reason: str, figures: dict[str, Any]) -> None:
         with self._changing:
-            self._commit(self._new(v, "promotion_blocked", v.status, reason, figures))
+            self._commit(self._new(v, "alarm_blocked_promotion", v.status, reason, figures))
 
     def pin(self, vid: str, pinned: bool) -> Version:
         with self._changing:
