@@ -21,15 +21,19 @@ from gateway.admin import add_version_routes
 from gateway.auth import KeyStore, Principal, require_admin
 from gateway.chat import ChatService
 from gateway.controller import VersionController
+from gateway.conversations import Conversations
 from gateway.dashboard import add_dashboard_routes
 from gateway.episodes import CallContext, resolve_episode
 from gateway.errors import APIError, InvalidRequest, NoReplica, NotFound, PayloadTooLarge, error_response
 from gateway.explore import Exploration
 from gateway.feeds import Feed, ScoreFeed, VersionFeed
+from gateway.messages import messages_router
 from gateway.metrics import Metrics
 from gateway.pool import Pool
+from gateway.responses import responses_router
 from gateway.routing import Router
 from gateway.scrub import scrub_feedback
+from gateway.sessions import Sessions, sessions_router, strip_episode_prefix
 from gateway.turns import TurnWriter
 from gateway.versions import VersionRegistry
 from ledger.bus import Bus
@@ -97,6 +101,8 @@ class Services:
     controller: VersionController = field(init=False)
     turns: TurnWriter = field(init=False)
     chat: ChatService = field(init=False)
+    sessions: Sessions = field(init=False)
+    conversations: Conversations = field(init=False)
 
     def __post_init__(self) -> None:
         cfg = self.settings.gateway
@@ -116,6 +122,8 @@ class Services:
             on_request=self.versions.observe_request,
             explore=Exploration(cfg.exploration_share, cfg.exploration_k, cfg.exploration_tasks),
         )
+        self.sessions = Sessions(self.keys)
+        self.conversations = Conversations(self.store)
 
 
 WRITABLE_DEPTH = 250  # orjson and pydantic write ~255 levels of nesting
@@ -177,6 +185,8 @@ class HotPath:
             return response
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/e/"):
+            scope = strip_episode_prefix(scope)  # /e/{episode_id}/v1/... (gateway/sessions.py)
         if scope["type"] != "http" or scope["path"] != "/v1/chat/completions" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -274,15 +284,18 @@ def create_fastapi(svc: Services) -> FastAPI:
         return error_response(500, body)
 
     def auth(request: Request) -> Principal:
-        return svc.keys.authenticate(request.headers.get("authorization"))
+        return svc.sessions.authenticate(request)
 
     async def chat_completions(request: Request) -> Response:
         principal = auth(request)
         body = await read_json(request, limit)
-        ref = resolve_episode(request.headers, body if isinstance(body, dict) else {})
+        ref = resolve_episode(request.headers, body if isinstance(body, dict) else {}, principal)
         return await svc.chat.complete(body, CallContext(principal.tenant, ref))
 
     add_version_routes(app, svc.controller, auth, lambda request: read_json(request, limit))
+    app.include_router(responses_router(svc.chat, svc.conversations, auth, lambda r: read_json(r, limit)))
+    app.include_router(messages_router(svc.chat, auth, lambda r: read_json(r, limit)))
+    app.include_router(sessions_router(svc.sessions, svc.turns, lambda r: read_json(r, limit)))
     app.router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
     _document_chat_route(app)
     app.state.chat_endpoint = chat_completions
