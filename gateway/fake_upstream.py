@@ -179,10 +179,10 @@ def make_app(state: FakeState | None = None) -> web.Application:
                 args = fn["arguments"]
                 for k in range(0, len(args), 5):
                     part = {"index": 0, "function": {"arguments": args[k : k + 5]}}
-                    ch = {"index": i, "delta": {"tool_calls": [part]}}
+                    delta: dict[str, Any] = {"index": i, "delta": {"tool_calls": [part]}}
                     if want_ids and k == 0:
-                        ch["token_ids"], ch["logprobs"] = ids, _logprobs(ids, top) if want_lp else None
-                    await send({**base, "choices": [ch]})
+                        delta["token_ids"], delta["logprobs"] = ids, _logprobs(ids, top) if want_lp else None
+                    await send({**base, "choices": [delta]})
                 await send({**base, "choices": [{"index": i, "delta": {}, "finish_reason": "tool_calls"}]})
                 continue
             pieces = [ids[k : k + 4] for k in range(0, len(ids), 4)] or [[]]

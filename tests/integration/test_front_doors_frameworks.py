@@ -13,6 +13,7 @@ from agents.models.openai_provider import OpenAIProvider as AgentsProvider
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_openai import ChatOpenAI
 from openai import AsyncOpenAI
+from pydantic import SecretStr
 from pydantic_ai import Agent as PydanticAgent
 from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
 from pydantic_ai.providers.openai import OpenAIProvider as PydanticProvider
@@ -36,11 +37,17 @@ def async_client(gw: GatewayServer) -> AsyncOpenAI:
 def _tool_loop_recorded(gw: GatewayServer) -> None:
     one, two = recorded_turns(gw, want=2)
     assert one.choices[0].message["tool_calls"][0]["function"]["name"] == "lookup"
-    assert two.request["messages"][-1] == {"role": "tool", "tool_call_id": "call_fake_0", "content": "x is 42"}
+    assert two.request["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "call_fake_0",
+        "content": "x is 42",
+    }
     assert one.tokens_recorded and two.tokens_recorded
 
 
-@pytest.mark.parametrize("responses", [True, False], ids=["default-responses-model", "chat-completions-model"])
+@pytest.mark.parametrize(
+    "responses", [True, False], ids=["default-responses-model", "chat-completions-model"]
+)
 def test_openai_agents_sdk_tool_loop(gateway: GatewayServer, responses: bool) -> None:
     agent = Agent(name="finder", instructions="Use the tool.", tools=[function_tool(lookup)], model="rlgw")
     provider = AgentsProvider(openai_client=async_client(gateway), use_responses=responses)
@@ -56,7 +63,10 @@ def test_openai_agents_sdk_tool_loop(gateway: GatewayServer, responses: bool) ->
 
 @pytest.mark.parametrize("responses", [False, True], ids=["chat", "responses"])
 def test_langchain_openai_invoke_stream_and_bind_tools(gateway: GatewayServer, responses: bool) -> None:
-    llm = ChatOpenAI(base_url=gateway.url, api_key="unused", model="rlgw", max_retries=0, use_responses_api=responses)  # type: ignore[arg-type]
+    key = SecretStr("unused")
+    llm = ChatOpenAI(
+        base_url=gateway.url, api_key=key, model="rlgw", max_retries=0, use_responses_api=responses
+    )
     assert llm.invoke("hello").text == "echo[fake-base#0]: hello"
     assert "".join(chunk.text for chunk in llm.stream("streamed")) == "echo[fake-base#0]: streamed"
     ask = HumanMessage("find x")

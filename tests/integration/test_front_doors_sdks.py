@@ -9,6 +9,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from openai.types.responses import ResponseFunctionToolCall
 
 from tests.fixtures.upstream import GatewayServer, recorded_turns
 
@@ -34,12 +35,15 @@ def test_responses_create_and_continue_by_previous_response_id(gateway: GatewayS
     assert second.output_text == "echo[fake-base#0]: and again"
     one, two = recorded_turns(gateway, want=2)
     assert one.episode_id == two.episode_id  # a continuation stays in its episode
-    assert two.request["messages"] == [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "hello there"},
-        {"role": "assistant", "content": "echo[fake-base#0]: hello there"},
-        {"role": "user", "content": "and again"},
-    ][1:]  # instructions are not carried on
+    assert (
+        two.request["messages"]
+        == [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "hello there"},
+            {"role": "assistant", "content": "echo[fake-base#0]: hello there"},
+            {"role": "user", "content": "and again"},
+        ][1:]
+    )  # instructions are not carried on
     assert all(t.tokens_recorded for t in (one, two))
     assert c.responses.retrieve(first.id).output_text == first.output_text
 
@@ -53,7 +57,8 @@ def test_responses_stream_with_a_tool_call_split_over_deltas(gateway: GatewaySer
     assert kinds.count("response.function_call_arguments.delta") > 1
     final = events[-1].response  # type: ignore[union-attr]
     [call] = final.output
-    assert call.type == "function_call" and call.name == "lookup" and json.loads(call.arguments) == {"q": "x"}
+    assert isinstance(call, ResponseFunctionToolCall)
+    assert call.name == "lookup" and json.loads(call.arguments) == {"q": "x"}
     assert [e.sequence_number for e in events] == list(range(len(events)))
     [turn] = recorded_turns(gateway)
     assert turn.stream and turn.tokens_recorded
@@ -64,7 +69,8 @@ def test_responses_errors_in_openai_shape(gateway: GatewayServer) -> None:
     with pytest.raises(openai.NotFoundError):
         oai(gateway).responses.create(model="rlgw", input="x", previous_response_id="resp_nope")
     with pytest.raises(openai.BadRequestError) as bad:
-        oai(gateway).responses.create(model="rlgw", input=[{"type": "web_search_call", "id": "w"}])  # type: ignore[list-item]
+        unsupported: Any = [{"type": "web_search_call", "id": "w"}]
+        oai(gateway).responses.create(model="rlgw", input=unsupported)
     assert "not supported" in bad.value.message
 
 

@@ -1,0 +1,175 @@
+"""The front doors' translations into chat messages, and the episode keys (session keys, /e/ paths)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from gateway.conversations import parse_response_id, response_id
+from gateway.errors import InvalidRequest
+from gateway.messages import ToolArguments
+from gateway.messages import to_chat as messages_to_chat
+from gateway.responses import to_chat as responses_to_chat
+from ledger.records import EpisodeEnd, parse_record
+from tests.fixtures.upstream import (
+    FakeServer,
+    GatewayServer,
+    gateway_settings,
+    recorded_turns,
+    start_gateway,
+    stop_gateway,
+)
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a":1}'}}
+TOOL_CONVERSATION = [
+    {"role": "system", "content": "sys"},
+    {"role": "user", "content": "add"},
+    {"role": "assistant", "content": None, "tool_calls": [CALL]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "1"},
+]
+
+
+def test_responses_and_messages_translate_one_tool_conversation_alike() -> None:
+    items: Any = [
+        {"role": "user", "content": [{"type": "input_text", "text": "add"}]},
+        {"type": "function_call", "call_id": "call_1", "name": "add", "arguments": '{"a":1}', "id": "fc_1"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "1"},
+    ]
+    tools: Any = [{"type": "function", "name": "add", "parameters": {"type": "object"}}]
+    body = {"model": "rlgw", "instructions": "sys", "input": items, "tools": tools, "max_output_tokens": 9}
+    chat, instructions = responses_to_chat(body, None)
+    assert chat["messages"] == TOOL_CONVERSATION and instructions == 1 and chat["max_tokens"] == 9
+    assert chat["tools"] == [
+        {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
+    ]
+
+    args = ToolArguments()
+    args.add("call_1", '{"a":1}')  # served compactly: sent back as served, not re-serialised
+    anthropic_body: Any = {
+        "model": "rlgw",
+        "max_tokens": 9,
+        "system": [{"type": "text", "text": "sys"}],
+        "messages": [
+            {"role": "user", "content": "add"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "call_1", "name": "add", "input": {"a": 1}}],
+            },
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "1"}]},
+        ],
+        "tools": [{"name": "add", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+        "stop_sequences": ["END"],
+    }
+    chat = messages_to_chat(anthropic_body, args)
+    assert chat["messages"] == TOOL_CONVERSATION and chat["max_tokens"] == 9 and chat["stop"] == ["END"]
+    assert chat["tool_choice"] == "required" and chat["parallel_tool_calls"] is False
+    fresh = messages_to_chat(anthropic_body, ToolArguments())  # another gateway: JSON re-serialised
+    assert fresh["messages"][2]["tool_calls"][0]["function"]["arguments"] == '{"a": 1}'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "rlgw"},  # no input
+        {"model": "rlgw", "input": [{"type": "web_search_call"}]},
+        {"model": "rlgw", "input": "x", "tools": [{"type": "web_search"}]},
+        {"model": "rlgw", "input": "x", "background": True},
+        {"model": "rlgw", "input": [{"role": "robot", "content": "x"}]},
+    ],
+)
+def test_responses_requests_it_cannot_serve_are_400(body: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRequest):
+        responses_to_chat(body, None)
+
+
+def test_response_ids_name_turn_and_episode() -> None:
+    rid = response_id("0192-turn", "épisode/1.x")
+    assert parse_response_id(rid) == ("0192-turn", "épisode/1.x")
+    assert parse_response_id("resp_nodot") is None and parse_response_id("msg_x.y") is None
+
+
+def test_path_prefix_binds_the_episode_on_every_door(gateway: GatewayServer) -> None:
+    base = gateway.root + "/e/task-7"
+    openai.OpenAI(base_url=base + "/v1", api_key="k", max_retries=0).chat.completions.create(
+        model="rlgw", messages=[{"role": "user", "content": "a"}]
+    )
+    openai.OpenAI(base_url=base + "/v1", api_key="k", max_retries=0).responses.create(model="rlgw", input="b")
+    anthropic.Anthropic(base_url=base, api_key="k", max_retries=0).messages.create(
+        model="rlgw", max_tokens=8, messages=[{"role": "user", "content": "c"}]
+    )
+    assert httpx.post(base + "/v1/episodes/task-7/end").status_code == 200
+    turns = recorded_turns(gateway, want=3)
+    assert [t.episode_id for t in turns] == ["task-7"] * 3
+
+
+def test_session_keys_bind_an_episode_for_the_tenant(tmp_path: Path, fake_upstream: FakeServer) -> None:
+    gw = start_gateway(gateway_settings(tmp_path, [fake_upstream.url]))
+    try:
+        keys = gw.services.keys
+        acme, other = keys.create("acme"), keys.create("other")
+        resp = httpx.post(
+            gw.url + "/sessions", json={"task": "geo"}, headers={"Authorization": f"Bearer {acme}"}
+        )
+        assert resp.status_code == 200
+        session = resp.json()
+        key, episode = session["key"], session["episode_id"]
+        openai.OpenAI(base_url=gw.url, api_key=key, max_retries=0).responses.create(model="rlgw", input="a")
+        anthropic.Anthropic(base_url=gw.root, api_key=key, max_retries=0).messages.create(
+            model="rlgw", max_tokens=8, messages=[{"role": "user", "content": "b"}]
+        )
+        turns = recorded_turns(gw, want=2)
+        assert {(t.episode_id, t.tenant, t.task) for t in turns} == {(episode, "acme", "geo")}
+        tampered = key[:-2] + ("AA" if not key.endswith("AA") else "BB")
+        bad = httpx.post(
+            gw.url + "/responses", json={"model": "rlgw", "input": "x"}, headers={"x-api-key": tampered}
+        )
+        assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"
+        by_session = httpx.post(gw.url + "/sessions", headers={"Authorization": f"Bearer {key}"}, json={})
+        assert by_session.status_code == 403
+        on_other_path = httpx.post(
+            gw.root + "/e/elsewhere/v1/responses",
+            json={"model": "rlgw", "input": "x"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert on_other_path.status_code == 403
+        assert httpx.post(gw.url + "/sessions/end", headers={"x-api-key": key}).json()["status"] == "ended"
+        gw.services.recorder.flush(5)
+        ends = [r for m in gw.bus.messages("turns") if isinstance(r := parse_record(m.value), EpisodeEnd)]
+        assert [(e.episode_id, e.tenant) for e in ends] == [(episode, "acme")]
+        after = httpx.post(
+            gw.url + "/responses", json={"model": "rlgw", "input": "x"}, headers={"x-api-key": key}
+        )
+        assert after.status_code == 401 and after.json()["error"]["code"] == "session_ended"
+        # another tenant's key cannot continue this tenant's responses
+        [first] = [t for t in turns if t.metadata.get("rlgw_door", {}).get("api") == "responses"]
+        rid = response_id(first.id, episode)
+        cont = httpx.post(
+            gw.url + "/responses",
+            json={"model": "rlgw", "input": "x", "previous_response_id": rid},
+            headers={"Authorization": f"Bearer {other}"},
+        )
+        assert cont.status_code == 404
+    finally:
+        stop_gateway(gw)
+
+
+def test_messages_route_answers_errors_in_anthropic_shape(tmp_path: Path, fake_upstream: FakeServer) -> None:
+    gw = start_gateway(gateway_settings(tmp_path, [fake_upstream.url]))
+    try:
+        gw.services.keys.create("acme")
+        resp = httpx.post(gw.url + "/messages", json={"model": "rlgw"}, headers={"x-api-key": "rlgw-wrong"})
+        assert resp.status_code == 401
+        assert resp.json() == {
+            "type": "error",
+            "error": {"type": "authentication_error", "message": "invalid API key"},
+        }
+        resp = httpx.post(gw.url + "/messages", content=b"{", headers={"x-api-key": "rlgw-wrong"})
+        assert resp.status_code == 401
+    finally:
+        stop_gateway(gw)
