@@ -71,13 +71,12 @@ def test_export_keeps_tool_calls_and_results(
         {"role": "tool", "tool_call_id": "c1", "content": "3"},
     ]
     recs: list[Any] = []
-    for i, (request, reply, reward) in enumerate(
-        [
-            (ask, {"role": "assistant", "content": None, "tool_calls": [CALL]}, 1.0),
-            (used, {"role": "assistant", "content": "3"}, 1.0),
-            (ask, {"role": "assistant", "content": "4"}, 0.0),
-        ]
-    ):
+    cases: list[tuple[list[Any], dict[str, Any], float]] = [
+        (ask, {"role": "assistant", "content": None, "tool_calls": [CALL]}, 1.0),
+        (used, {"role": "assistant", "content": "3"}, 1.0),
+        (ask, {"role": "assistant", "content": "4"}, 0.0),
+    ]
+    for i, (request, reply, reward) in enumerate(cases):
         t = Turn(
             episode_id=f"t{i}",
             model="m",
