@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel, ValidationError, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -163,20 +164,22 @@ def _validation_message(exc: ValidationError | RequestValidationError) -> tuple[
 
 
 class HotPath:
-    """The ASGI app served: chat completions go straight to their handler, skipping the
-    middleware and routing layers (measured: a large share of the gateway's CPU per request);
-    everything else, lifespan included, goes to the FastAPI app."""
+    """The ASGI app served: the model endpoints (chat completions and the other front doors) go
+    straight to their handlers, skipping the middleware and routing layers (measured: a large
+    share of the gateway's CPU per request); everything else, lifespan included, goes to the
+    FastAPI app."""
 
     def __init__(self, app: FastAPI, tracer: Tracer | None = None) -> None:
         self.app = app
         self.services: Services = app.state.services
-        self._chat = app.state.chat_endpoint
+        self._fast: dict[str, Any] = app.state.fast_endpoints  # POST path -> handler
         self._tracer = tracer
 
-    async def _traced(self, request: Request) -> Response:
+    async def _traced(self, endpoint: Any, request: Request) -> Response:
         assert self._tracer is not None
-        with self._tracer.start_as_current_span("chat.completions") as span:
-            response = await self._chat(request)
+        name = "chat.completions" if request.url.path == "/v1/chat/completions" else request.url.path[4:]
+        with self._tracer.start_as_current_span(name) as span:
+            response = await endpoint(request)
             h = response.headers
             span.set_attribute("rlgw.episode_id", h.get("x-episode-id", ""))
             span.set_attribute("rlgw.turn_id", h.get("x-turn-id", ""))
@@ -187,17 +190,18 @@ class HotPath:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/e/"):
             scope = strip_episode_prefix(scope)  # /e/{episode_id}/v1/... (gateway/sessions.py)
-        if scope["type"] != "http" or scope["path"] != "/v1/chat/completions" or scope["method"] != "POST":
+        endpoint = self._fast.get(scope["path"]) if scope["type"] == "http" else None
+        if endpoint is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         try:
             request = Request(scope, receive)
-            response = await (self._traced(request) if self._tracer else self._chat(request))
+            response = await (self._traced(endpoint, request) if self._tracer else endpoint(request))
         except APIError as exc:
             self.services.metrics.errors.labels(exc.type).inc()
             response = exc.response()
         except Exception:
-            log.exception("unexpected error on POST /v1/chat/completions")
+            log.exception("unexpected error on POST %s", scope["path"])
             self.services.metrics.errors.labels("server_error").inc()
             body = {
                 "error": {"message": "internal error", "type": "server_error", "param": None, "code": None}
@@ -293,12 +297,17 @@ def create_fastapi(svc: Services) -> FastAPI:
         return await svc.chat.complete(body, CallContext(principal.tenant, ref))
 
     add_version_routes(app, svc.controller, auth, lambda request: read_json(request, limit))
-    app.include_router(responses_router(svc.chat, svc.conversations, auth, lambda r: read_json(r, limit)))
-    app.include_router(messages_router(svc.chat, auth, lambda r: read_json(r, limit)))
-    app.include_router(sessions_router(svc.sessions, svc.turns, lambda r: read_json(r, limit)))
+    doors = [
+        responses_router(svc.chat, svc.conversations, auth, lambda r: read_json(r, limit)),
+        messages_router(svc.chat, auth, lambda r: read_json(r, limit)),
+    ]
+    for router in [*doors, sessions_router(svc.sessions, svc.turns, lambda r: read_json(r, limit))]:
+        app.include_router(router)
     app.router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
     _document_chat_route(app)
-    app.state.chat_endpoint = chat_completions
+    app.state.fast_endpoints = {"/v1/chat/completions": chat_completions} | {
+        r.path: r.endpoint for d in doors for r in d.routes if isinstance(r, APIRoute) and "POST" in r.methods
+    }
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
