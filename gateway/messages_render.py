@@ -19,6 +19,10 @@ from gateway.doors import Door, StreamRender
 from gateway.episodes import CallContext
 from gateway.errors import APIError, error_response
 
+TEXT_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":',
+    b',"delta":{"type":"text_delta","text":',
+)
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -153,8 +157,8 @@ class MessagesStream(StreamRender):
             if delta.get("content"):
                 if self.open != "text":
                     out += self._start({"type": "text", "text": ""}, "text")
-                text = {"type": "text_delta", "text": delta["content"]}
-                out += _event("content_block_delta", {"index": self.blocks - 1, "delta": text})
+                index = str(self.blocks - 1).encode()  # a text delta is written without building its dict
+                out += TEXT_DELTA[0] + index + TEXT_DELTA[1] + orjson.dumps(delta["content"]) + b"}}\n\n"
             for tc in delta.get("tool_calls") or []:
                 index = tc.get("index", 0)
                 fn = tc.get("function") or {}

@@ -19,6 +19,9 @@ from gateway.doors import Door, StreamRender
 from gateway.episodes import CallContext
 from gateway.errors import APIError
 
+DELTA_HEAD = (
+    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":'
+)
 ECHOED = ("instructions", "max_output_tokens", "previous_response_id", "temperature", "top_p", "user")
 
 
@@ -167,11 +170,17 @@ class ResponsesStream(StreamRender):
         self.open_call: int | None = None
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
+        self.delta_tail = b""  # the open message item's fields, as they end a delta event
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self.seq, **fields}
         self.seq += 1
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+    def _text_delta(self, text: str) -> bytes:
+        """A response.output_text.delta event, written without building its dict (one per chunk)."""
+        self.seq += 1
+        return DELTA_HEAD + str(self.seq - 1).encode() + self.delta_tail + orjson.dumps(text) + b"}\n\n"
 
     def _start(self) -> bytes:
         self.started = True
@@ -222,9 +231,9 @@ class ResponsesStream(StreamRender):
                     ids = {"item_id": item["id"], "output_index": n, "content_index": 0}
                     out += self._event("response.output_item.added", output_index=n, item=item)
                     out += self._event("response.content_part.added", **ids, part=part)
+                    self.delta_tail = b"," + orjson.dumps(ids | {"logprobs": []})[1:-1] + b',"delta":'
                 self.text.append(delta["content"])
-                ids = {"item_id": f"msg_{d.ctx.turn_id}", "output_index": n, "content_index": 0}
-                out += self._event("response.output_text.delta", **ids, delta=delta["content"], logprobs=[])
+                out += self._text_delta(delta["content"])
             for tc in delta.get("tool_calls") or []:
                 index = tc.get("index", 0)
                 fn = tc.get("function") or {}
