@@ -66,7 +66,8 @@ def _text(blocks: Any, where: str) -> str:
 
 
 def _image(block: dict[str, Any], where: str) -> dict[str, Any]:
-    src = block.get("source") or {}
+    src = block.get("source")
+    src = src if isinstance(src, dict) else {}
     if src.get("type") == "base64":
         url = f"data:{src.get('media_type')};base64,{src.get('data')}"
     elif src.get("type") == "url":
