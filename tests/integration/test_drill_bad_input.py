@@ -204,10 +204,10 @@ def test_wrong_types_for_documented_chat_fields(gw: GatewayServer, field: str, v
     assert err["param"] == field or (err["param"] or "").startswith(field), err
 
 
-RESPONSES_FIELDS = ("input", "instructions", "tools", "tool_choice", "text", "max_output_tokens", "stream")
-RESPONSES_FIELDS += ("previous_response_id", "metadata", "store", "background")
-MESSAGES_FIELDS = ("messages", "system", "tools", "tool_choice", "max_tokens", "stop_sequences", "stream")
-MESSAGES_FIELDS += ("metadata",)
+RESPONSES_FIELDS = ["input", "instructions", "tools", "tool_choice", "text", "max_output_tokens", "stream"]
+RESPONSES_FIELDS += ["previous_response_id", "metadata", "store", "background"]
+MESSAGES_FIELDS = ["messages", "system", "tools", "tool_choice", "max_tokens", "stop_sequences", "stream"]
+MESSAGES_FIELDS += ["metadata"]
 BLOCKS: list[Any] = [
     [1],
     [{"type": "image", "source": "x"}],
