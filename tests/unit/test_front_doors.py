@@ -15,6 +15,7 @@ from gateway.errors import InvalidRequest
 from gateway.messages import ToolArguments
 from gateway.messages import to_chat as messages_to_chat
 from gateway.responses import to_chat as responses_to_chat
+from ledger.memstore import MemoryStore
 from ledger.records import EpisodeEnd, parse_record
 from tests.fixtures.upstream import (
     FakeServer,
@@ -173,3 +174,37 @@ def test_messages_route_answers_errors_in_anthropic_shape(tmp_path: Path, fake_u
         assert resp.status_code == 401
     finally:
         stop_gateway(gw)
+
+
+def test_another_gateway_continues_a_response_from_the_store(
+    tmp_path: Path, fake_upstream: FakeServer
+) -> None:
+    """The state behind previous_response_id is the recorded turn: a second gateway that never
+    saw the first response continues it once the store holds that turn."""
+    first_gw = start_gateway(gateway_settings(tmp_path / "a", [fake_upstream.url]))
+    second_gw = start_gateway(gateway_settings(tmp_path / "b", [fake_upstream.url]))
+    try:
+        store = MemoryStore()
+        second_gw.services.conversations.store = store
+        c = openai.OpenAI(base_url=first_gw.url, api_key="k", max_retries=0)
+        first = c.responses.create(model="rlgw", input="remember me", instructions="old rules")
+        [turn] = recorded_turns(first_gw)
+        store.write([turn])  # what the store writer does from the bus
+        other = openai.OpenAI(base_url=second_gw.url, api_key="k", max_retries=0)
+        other.responses.create(
+            model="rlgw", input="next", instructions="new rules", previous_response_id=first.id
+        )
+        [cont] = recorded_turns(second_gw)
+        assert cont.episode_id == turn.episode_id
+        assert cont.request["messages"] == [
+            {"role": "system", "content": "new rules"},
+            {"role": "user", "content": "remember me"},
+            {"role": "assistant", "content": first.output_text},
+            {"role": "user", "content": "next"},
+        ]
+        unstored = c.responses.create(model="rlgw", input="private", store=False)
+        with pytest.raises(openai.NotFoundError):
+            c.responses.create(model="rlgw", input="x", previous_response_id=unstored.id)
+    finally:
+        stop_gateway(first_gw)
+        stop_gateway(second_gw)
