@@ -13,6 +13,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from transformers import AutoTokenizer
 
 from learner.samples import build_samples
 from ledger.records import Episode, Score
@@ -130,3 +131,26 @@ def test_one_tool_conversation_through_three_doors_gives_the_same_samples(gw) ->
         assert len(got) == 1 and stats.counts["turns_continued"] == 1  # the second turn extends the first
         samples[door] = (got[0].tokens, got[0].loss_mask, got[0].behaviour_logprobs)
     assert samples["via-chat"] == samples["via-responses"] == samples["via-messages"]
+
+
+def test_streams_of_both_doors_are_recorded_token_exactly(gw, vllm_server) -> None:  # type: ignore[no-untyped-def]
+    """Responses and Messages streams from the real engine: the recorded token ids decode to
+    exactly the text the client assembled, with a behaviour log-prob per token."""
+    tok = AutoTokenizer.from_pretrained(vllm_server.model_dir)
+    oai = openai.OpenAI(base_url=gw.url, api_key="x", max_retries=0)
+    events = list(oai.responses.create(model="rlgw", input="Say a colour", max_output_tokens=12, stream=True))
+    final = events[-1].response  # type: ignore[union-attr]
+    assert events[-1].type in ("response.completed", "response.incomplete")
+    claude = anthropic.Anthropic(base_url=gw.root, api_key="x", max_retries=0)
+    with claude.messages.stream(
+        model="rlgw", max_tokens=12, messages=[{"role": "user", "content": "Say a colour"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        message = stream.get_final_message()
+    assert message.usage.output_tokens > 0 and message.stop_reason in ("end_turn", "max_tokens")
+    one, two = recorded_turns(gw, want=2)
+    for turn, got in ((one, final.output_text), (two, text)):
+        ids = turn.choices[0].token_ids or []
+        assert turn.stream and turn.tokens_recorded and len(turn.choices[0].logprobs or []) == len(ids)
+        # (a random model may end on half a UTF-8 character, which vLLM's stream never sends)
+        assert tok.decode(ids, skip_special_tokens=True).rstrip("\ufffd") == got.rstrip("\ufffd")
