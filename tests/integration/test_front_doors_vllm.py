@@ -153,4 +153,4 @@ def test_streams_of_both_doors_are_recorded_token_exactly(gw, vllm_server) -> No
         ids = turn.choices[0].token_ids or []
         assert turn.stream and turn.tokens_recorded and len(turn.choices[0].logprobs or []) == len(ids)
         # (a random model may end on half a UTF-8 character, which vLLM's stream never sends)
-        assert tok.decode(ids, skip_special_tokens=True).rstrip("\ufffd") == got.rstrip("\ufffd")
+        assert str(tok.decode(ids, skip_special_tokens=True)).rstrip("\ufffd") == got.rstrip("\ufffd")
