@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from typer.testing import CliRunner
 
 from gateway.conversations import parse_response_id, response_id
 from gateway.errors import InvalidRequest
@@ -17,6 +19,7 @@ from gateway.messages import to_chat as messages_to_chat
 from gateway.responses import to_chat as responses_to_chat
 from ledger.memstore import MemoryStore
 from ledger.records import EpisodeEnd, parse_record
+from rlgw.cli import app
 from tests.fixtures.upstream import (
     FakeServer,
     GatewayServer,
@@ -208,3 +211,19 @@ def test_another_gateway_continues_a_response_from_the_store(
     finally:
         stop_gateway(first_gw)
         stop_gateway(second_gw)
+
+
+def test_rlgw_sessions_create_and_end(gateway: GatewayServer) -> None:
+    runner = CliRunner()
+    made = runner.invoke(
+        app, ["sessions", "create", "--url", gateway.root, "--task", "geo", "--episode-id", "a b"]
+    )
+    assert made.exit_code == 0, made.output
+    session = json.loads(made.output)
+    assert session["episode_id"] == "a b" and session["openai_base_url"] == gateway.root + "/e/a%20b/v1"
+    client = openai.OpenAI(base_url=session["openai_base_url"], api_key=session["key"], max_retries=0)
+    client.responses.create(model="rlgw", input="hi")
+    [turn] = recorded_turns(gateway)
+    assert (turn.episode_id, turn.task) == ("a b", "geo")
+    ended = runner.invoke(app, ["sessions", "end", session["key"], "--url", gateway.root])
+    assert ended.exit_code == 0 and json.loads(ended.output)["status"] == "ended"
