@@ -82,7 +82,14 @@ def add_api_routes(app: FastAPI, svc: Services) -> None:
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> dict[str, Any]:
         principal = auth(request)
-        fb = parse_body(FeedbackIn, await read_json(request, limit))
+        raw = await read_json(request, limit)
+        if (
+            principal.episode_id
+            and isinstance(raw, dict)
+            and not (raw.get("episode_id") or raw.get("turn_id"))
+        ):
+            raw["episode_id"] = principal.episode_id  # a session key's (or /e/ path's) episode
+        fb = parse_body(FeedbackIn, raw)
         record = svc.feedback.give(fb, principal.tenant)
         return {"id": record.id, "episode_id": record.episode_id, "status": "accepted"}
 

@@ -107,6 +107,8 @@ def test_path_prefix_binds_the_episode_on_every_door(gateway: GatewayServer) -> 
     anthropic.Anthropic(base_url=base, api_key="k", max_retries=0).messages.create(
         model="rlgw", max_tokens=8, messages=[{"role": "user", "content": "c"}]
     )
+    thumbs = httpx.post(base + "/v1/feedback", json={"name": "thumbs", "value": True})
+    assert thumbs.status_code == 200 and thumbs.json()["episode_id"] == "task-7"
     assert httpx.post(base + "/v1/episodes/task-7/end").status_code == 200
     turns = recorded_turns(gateway, want=3)
     assert [t.episode_id for t in turns] == ["task-7"] * 3
