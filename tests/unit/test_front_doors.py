@@ -229,3 +229,17 @@ def test_rlgw_sessions_create_and_end(gateway: GatewayServer) -> None:
     assert (turn.episode_id, turn.task) == ("a b", "geo")
     ended = runner.invoke(app, ["sessions", "end", session["key"], "--url", gateway.root])
     assert ended.exit_code == 0 and json.loads(ended.output)["status"] == "ended"
+
+
+def test_upstream_failures_reach_each_door_in_its_shape(
+    gateway: GatewayServer, fake_upstream: FakeServer
+) -> None:
+    fake_upstream.state.fail_next = 2
+    msg = {"model": "rlgw", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}
+    resp = httpx.post(gateway.url + "/messages", json=msg)
+    assert resp.status_code == 502 and resp.json()["error"]["type"] == "api_error"
+    resp = httpx.post(gateway.url + "/messages", json={**msg, "stream": True})
+    assert resp.status_code == 502 and resp.json()["type"] == "error"
+    fake_upstream.state.fail_next = 1
+    resp = httpx.post(gateway.url + "/responses", json={"model": "rlgw", "input": "x", "stream": True})
+    assert resp.status_code == 502 and resp.json()["error"]["type"] == "upstream_error"
