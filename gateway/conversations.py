@@ -56,23 +56,27 @@ def parse_response_id(rid: str) -> tuple[str, str] | None:
 
 
 class Conversations:
-    def __init__(self, store: EpisodeReader | None, *, capacity: int = 20_000, wait_s: float = 3.0) -> None:
+    def __init__(
+        self, store: EpisodeReader | None, *, capacity_chars: int = 64_000_000, wait_s: float = 3.0
+    ) -> None:
         self.store = store
         self.wait_s = wait_s  # how long a lookup waits for the store to catch up with the bus
-        self._recent: OrderedDict[str, Stored] = OrderedDict()
-        self._capacity = capacity
+        self._recent: OrderedDict[str, tuple[Stored, int]] = OrderedDict()
+        self._capacity, self._chars = capacity_chars, 0  # bounded by the text it holds
 
     def remember(self, stored: Stored) -> None:
-        self._recent[stored.response_id] = stored
-        if len(self._recent) > self._capacity:
-            self._recent.popitem(last=False)
+        size = sum(len(str(m.get("content") or "")) + 64 for m in stored.messages) + 64
+        old = self._recent.pop(stored.response_id, None)
+        self._chars += size - (old[1] if old else 0)
+        self._recent[stored.response_id] = (stored, size)
+        while self._chars > self._capacity and len(self._recent) > 1:
+            self._chars -= self._recent.popitem(last=False)[1][1]
 
     async def get(self, rid: str, tenant: str) -> Stored | None:
         """The stored response `rid` of this tenant, or None (unknown, another tenant's, or
         created with `store: false`)."""
-        hit = self._recent.get(rid)
-        if hit is None:
-            hit = await self._read(rid, tenant)
+        kept = self._recent.get(rid)
+        hit = kept[0] if kept is not None else await self._read(rid, tenant)
         if hit is None or hit.tenant != tenant or not hit.store:
             return None
         return hit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
-from gateway.conversations import parse_response_id, response_id
+from gateway.conversations import Conversations, Stored, parse_response_id, response_id
 from gateway.errors import InvalidRequest
 from gateway.messages import ToolArguments
 from gateway.messages import to_chat as messages_to_chat
@@ -243,3 +244,14 @@ def test_upstream_failures_reach_each_door_in_its_shape(
     fake_upstream.state.fail_next = 1
     resp = httpx.post(gateway.url + "/responses", json={"model": "rlgw", "input": "x", "stream": True})
     assert resp.status_code == 502 and resp.json()["error"]["type"] == "upstream_error"
+
+
+def test_conversations_kept_in_memory_are_bounded_by_their_text() -> None:
+    conversations = Conversations(None, capacity_chars=1000)
+    for i in range(20):
+        msgs = [{"role": "user", "content": "x" * 200}]
+        conversations.remember(
+            Stored(f"r{i}", "t", "e", msgs, 0, {"role": "assistant", "content": "y"}, True)
+        )
+    kept = [i for i in range(20) if asyncio.run(conversations.get(f"r{i}", "t")) is not None]
+    assert kept and kept == list(range(20 - len(kept), 20)) and len(kept) < 5
