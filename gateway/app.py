@@ -97,6 +97,7 @@ def add_api_routes(app: FastAPI, svc: Services) -> None:
     async def end_episode(episode_id: str, request: Request) -> dict[str, Any]:
         principal = auth(request)
         svc.turns.end_episode(episode_id, principal.tenant, "client")
+        svc.sessions.end(principal.tenant, episode_id)
         return {"episode_id": episode_id, "status": "ended"}
 
     def read_episode(episode_id: str, tenant: str | None) -> dict[str, Any]:

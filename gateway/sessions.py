@@ -102,9 +102,9 @@ class Sessions:
             principal = replace(principal, episode_id=path_episode)
         return principal
 
-    def end(self, principal: Principal) -> None:
-        if principal.episode_id:
-            self._ended.add((principal.tenant, principal.episode_id))
+    def end(self, tenant: str, episode_id: str) -> None:
+        """The episode ended: this gateway refuses its session keys from now on."""
+        self._ended.add((tenant, episode_id))
 
 
 def sessions_router(sessions: Sessions, turns: TurnWriter, read_body: Any) -> APIRouter:
@@ -139,7 +139,7 @@ def sessions_router(sessions: Sessions, turns: TurnWriter, read_body: Any) -> AP
         if principal.episode_id is None:
             raise InvalidRequest("send the session key (or an /e/{episode_id}/ path) to end a session")
         turns.end_episode(principal.episode_id, principal.tenant, "client")
-        sessions.end(principal)
+        sessions.end(principal.tenant, principal.episode_id)
         return {"episode_id": principal.episode_id, "status": "ended"}
 
     return router

@@ -111,6 +111,11 @@ def test_path_prefix_binds_the_episode_on_every_door(gateway: GatewayServer) -> 
     thumbs = httpx.post(base + "/v1/feedback", json={"name": "thumbs", "value": True})
     assert thumbs.status_code == 200 and thumbs.json()["episode_id"] == "task-7"
     assert httpx.post(base + "/v1/episodes/task-7/end").status_code == 200
+    session = httpx.post(gateway.url + "/sessions", json={"episode_id": "task-7"}).json()["key"]
+    refused = httpx.post(
+        gateway.url + "/responses", json={"model": "rlgw", "input": "x"}, headers={"x-api-key": session}
+    )
+    assert refused.status_code == 401  # the episode has ended: its session keys are refused here
     turns = recorded_turns(gateway, want=3)
     assert [t.episode_id for t in turns] == ["task-7"] * 3
 
