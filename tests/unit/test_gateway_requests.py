@@ -8,9 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from gateway import setup_gateway
 from gateway.auth import KeyIn, KeyStore
+from gateway.chat_request import ChatCompletionRequest, ChatLimits, check_chat_request
+from gateway.errors import APIError
 from ledger.bus import MemoryBus
 from ledger.recorder import Recorder
 from tests.fixtures.upstream import gateway_settings
@@ -92,3 +95,35 @@ def test_a_key_names_its_tenant_and_scope_and_nothing_else(tmp_path: Path) -> No
         KeyIn.model_validate({"tenant": "acme", "admn": True})
     key = KeyStore(tmp_path / "keys.json").create("acme", admin=True)
     assert KeyStore(tmp_path / "keys.json").authenticate(f"Bearer {key}").admin
+
+
+WRONG: list[Any] = [None, True, 0, 1, -1, 1.5, "x", [], ["x"], [1], {}, {"a": 1}, [{"role": "user"}]]
+
+
+def _bodies() -> list[dict[str, Any]]:
+    fields = [*ChatCompletionRequest.model_fields, "my_own_field"]
+    base: dict[str, Any] = {"model": "rlgw", "messages": MSG}
+    out = [base, {"messages": MSG}, {"model": "rlgw"}]
+    out += [{**base, f: v} for f in fields for v in WRONG]
+    bad_messages: list[Any] = [[{}], [{"role": 1}], [None], ["hi"], [[]], [{"role": "u", "x": 1}]]
+    out += [{**base, "messages": v} for v in bad_messages]
+    return out
+
+
+def test_the_check_names_the_field_the_model_finds_at_fault() -> None:
+    """check_chat_request refuses what the model refuses (with limits no body here reaches)
+    and accepts the rest, naming in `param` the field of the model's first error."""
+    for body in _bodies():
+        model = body.get("model")
+        limits = ChatLimits(model if isinstance(model, str) else "rlgw", max_n=10**9, max_tokens=10**9)
+        try:
+            ChatCompletionRequest.model_validate(body)
+            expected = None
+        except ValidationError as exc:
+            expected = str(exc.errors()[0]["loc"][0])
+        try:
+            check_chat_request(body, limits)
+            got = None
+        except APIError as err:
+            got = (err.param or "").split(".")[0]
+        assert got == expected, (body, got, expected)
