@@ -11,7 +11,6 @@ from typing import Any, Literal
 
 import orjson
 from fastapi import FastAPI, Request
-from pydantic import BaseModel
 from starlette.responses import Response
 
 from gateway.admin import add_version_routes
@@ -22,15 +21,8 @@ from gateway.episodes import CallContext, resolve_episode
 from gateway.errors import NoReplica, NotFound
 from gateway.feedback import FeedbackIn
 from gateway.hot_path import CHAT_PATH
+from gateway.openapi import document_body
 from gateway.services import Services
-from ledger.published import PublishedVersion
-
-# The request body of each route that reads one, for the OpenAPI schema (gateway/openapi.py).
-BODIES: dict[tuple[str, str], type[BaseModel]] = {
-    (CHAT_PATH, "post"): ChatCompletionRequest,
-    ("/v1/feedback", "post"): FeedbackIn,
-    ("/admin/versions", "post"): PublishedVersion,
-}
 
 
 def add_api_routes(app: FastAPI, svc: Services) -> None:
@@ -55,6 +47,7 @@ def add_api_routes(app: FastAPI, svc: Services) -> None:
         responses={200: {"description": "A chat completion, or an SSE stream of chunks"}},
     )
     app.state.chat_endpoint = chat_completions  # served by gateway/hot_path.py
+    document_body(app, CHAT_PATH, "post", ChatCompletionRequest)
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
@@ -73,6 +66,8 @@ def add_api_routes(app: FastAPI, svc: Services) -> None:
         fb = parse_body(FeedbackIn, await read_json(request, limit))
         record = svc.feedback.give(fb, principal.tenant)
         return {"id": record.id, "episode_id": record.episode_id, "status": "accepted"}
+
+    document_body(app, "/v1/feedback", "post", FeedbackIn)
 
     @app.post("/v1/episodes/{episode_id}/end")
     async def end_episode(episode_id: str, request: Request) -> dict[str, Any]:
