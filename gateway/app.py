@@ -12,7 +12,6 @@ from typing import Any, Literal
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
-from pydantic import BaseModel
 from starlette.responses import Response
 
 from gateway.admin import add_version_routes
@@ -24,17 +23,10 @@ from gateway.errors import NoReplica, NotFound
 from gateway.feedback import FeedbackIn
 from gateway.hot_path import CHAT_PATH
 from gateway.messages import messages_router
+from gateway.openapi import document_body
 from gateway.responses import responses_router
 from gateway.services import Services
 from gateway.sessions import sessions_router
-from ledger.published import PublishedVersion
-
-# The request body of each route that reads one, for the OpenAPI schema (gateway/openapi.py).
-BODIES: dict[tuple[str, str], type[BaseModel]] = {
-    (CHAT_PATH, "post"): ChatCompletionRequest,
-    ("/v1/feedback", "post"): FeedbackIn,
-    ("/admin/versions", "post"): PublishedVersion,
-}
 
 
 def add_api_routes(app: FastAPI, svc: Services) -> None:
@@ -67,6 +59,7 @@ def add_api_routes(app: FastAPI, svc: Services) -> None:
     app.state.fast_endpoints = {CHAT_PATH: chat_completions} | {  # served by gateway/hot_path.py
         r.path: r.endpoint for d in doors for r in d.routes if isinstance(r, APIRoute) and "POST" in r.methods
     }
+    document_body(app, CHAT_PATH, "post", ChatCompletionRequest)
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
@@ -92,6 +85,8 @@ def add_api_routes(app: FastAPI, svc: Services) -> None:
         fb = parse_body(FeedbackIn, raw)
         record = svc.feedback.give(fb, principal.tenant)
         return {"id": record.id, "episode_id": record.episode_id, "status": "accepted"}
+
+    document_body(app, "/v1/feedback", "post", FeedbackIn)
 
     @app.post("/v1/episodes/{episode_id}/end")
     async def end_episode(episode_id: str, request: Request) -> dict[str, Any]:
