@@ -102,6 +102,7 @@ class Pending:
     data_window: dict[str, Any]
     base_equivalent: bool = False
     traceparent: str | None = None  # the version's span
+    kind: str = "lora"  # or "full": adapter_path is a whole model folder
 
 
 @dataclass
@@ -153,8 +154,11 @@ def run_learner(
     position: str | None = last.data_window.get("until") if last else None
     seq = last.seq if last else 0
     parent = last.version if last else cfg.base_version
+    kind = "full" if cfg.full_finetune else "lora"
     if last and world.leader:
-        pending.append(Pending(last.version, str(last.adapter_path), last.parent, last.data_window))
+        pending.append(
+            Pending(last.version, str(last.adapter_path), last.parent, last.data_window, kind=kind)
+        )
         log.info(
             "learner resumed from %s (seq %d, step %d, position %s)", last.version, seq, last.step, position
         )
@@ -196,9 +200,11 @@ def run_learner(
             log.info("learner saved %s (parent %s) window %s", version, parent, window)
             traced = traceparent(version_span)
             pending.append(
-                Pending(version, str(state.adapter_path), state.parent, window, traceparent=traced)
+                Pending(version, str(state.adapter_path), state.parent, window, traceparent=traced, kind=kind)
             )
-            prune(root, cfg.keep_versions)
+            if cfg.keep_versions > 0:
+                pending = _publish_pending(pending, publisher, report)  # so the gateway knows it
+                prune(root, cfg.keep_versions, _in_use(publisher, pending))
         parent = version
     if world.leader:
         _publish_pending(pending, publisher, report)
@@ -281,6 +287,7 @@ def _publish_pending(pending: list[Pending], publisher: Any, report: LearnerRepo
                 p.data_window,
                 base_equivalent=p.base_equivalent,
                 traceparent=p.traceparent,
+                kind=p.kind,
             )
         except Exception as exc:  # the boundary: whatever the gateway says, retry before the next
             log.error("learner could not publish %s (will retry): %s", p.version, exc)
@@ -288,6 +295,13 @@ def _publish_pending(pending: list[Pending], publisher: Any, report: LearnerRepo
         if not p.base_equivalent:
             report.published.append(p.version)
     return []
+
+
+def _in_use(publisher: Any, pending: list[Pending]) -> set[str] | None:
+    """Versions that must stay on disk: the gateway's answer plus what is not published yet."""
+    asked = getattr(publisher, "in_use", None)
+    known = asked() if asked is not None else None
+    return None if known is None else known | {p.version for p in pending}
 
 
 def _tiny_model(data_dir: Path) -> Path:

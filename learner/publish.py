@@ -1,9 +1,11 @@
 """Publishing a version: the learner tells the gateway, which loads it into the pool.
 
-One seam, one method: `publish(version_id, adapter_path, parent, data_window, base_equivalent,
-traceparent)`. `HttpPublisher` POSTs `{gateway}/admin/versions` with JSON
-`{"version", "adapter_path", "parent", "data_window", "base_equivalent", "traceparent"}` and the
-admin bearer key; the gateway registers the version, loads it into every replica and starts its canary.
+One seam: `publish(version_id, adapter_path, parent, data_window, base_equivalent,
+traceparent, kind)`. `HttpPublisher` POSTs `{gateway}/admin/versions` with JSON
+`{"version", "adapter_path", "parent", "data_window", "base_equivalent", "traceparent", "kind"}`
+and the admin bearer key (`kind` "full": `adapter_path` is a whole model folder,
+docs/full-weights.md); the gateway registers the version, loads it into the pool and starts
+its canary.
 `base_equivalent=True` marks an all-zero adapter the gateway serves the base model through
 (vLLM's mixed-batch base-model bug, SERVICES.md); the learner publishes one when it starts.
 Publishing the same version twice must be harmless on the gateway's side (a retry after a
@@ -11,6 +13,10 @@ lost reply does that).
 Only transient failures are retried (connection errors, timeouts, 429, 502, 503, 504), with
 exponential backoff; any other answer raises `PublishError` at once. `FakePublisher` keeps the
 calls in memory for tests and can be told to fail its first calls.
+
+`in_use()` asks which versions the gateway may still need on disk (for `keep_versions`): the
+serving and canary versions, queued and pinned ones, and each of those's parent (a rollback
+target); None when the gateway cannot say.
 """
 
 from __future__ import annotations
@@ -37,7 +43,10 @@ class Publisher(Protocol):
         data_window: dict[str, Any],
         base_equivalent: bool = False,
         traceparent: str | None = None,
+        kind: str = "lora",
     ) -> Any: ...
+
+    def in_use(self) -> set[str] | None: ...
 
 
 class HttpPublisher:
@@ -65,8 +74,10 @@ class HttpPublisher:
         data_window: dict[str, Any],
         base_equivalent: bool = False,
         traceparent: str | None = None,
+        kind: str = "lora",
     ) -> None:
         body = {
+            "kind": kind,
             "version": version_id,
             "adapter_path": adapter_path,
             "parent": parent,
@@ -90,8 +101,26 @@ class HttpPublisher:
                 raise PublishError(f"gateway refused version {version_id}: {last}")
         raise PublishError(f"version {version_id} not published after {self.retries} attempts: {last}")
 
+    def in_use(self) -> set[str] | None:
+        try:
+            resp = self.client.get(self.url)
+            resp.raise_for_status()
+            return in_use(resp.json())
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+
     def close(self) -> None:
         self.client.close()
+
+
+def in_use(listing: dict[str, Any]) -> set[str]:
+    """The versions of a `GET /admin/versions` answer that must stay on disk."""
+    versions = listing["versions"]
+    keep = {listing.get("serving"), listing.get("canary")}
+    keep |= {v["id"] for v in versions if v.get("pinned") or v.get("status") in ("registered", "loaded")}
+    parents = {v["id"]: v.get("parent") for v in versions}
+    keep |= {parents.get(v) for v in list(keep) if v}
+    return {v for v in keep if v}
 
 
 @dataclass
@@ -102,6 +131,10 @@ class FakePublisher:
     published: list[dict[str, Any]] = field(default_factory=list)  # versions
     base_adapters: list[dict[str, Any]] = field(default_factory=list)  # base_equivalent ones
     attempts: int = 0
+    serving: set[str] | None = field(default_factory=set)  # what in_use() answers
+
+    def in_use(self) -> set[str] | None:
+        return None if self.serving is None else set(self.serving)
 
     def publish(
         self,
@@ -111,6 +144,7 @@ class FakePublisher:
         data_window: dict[str, Any],
         base_equivalent: bool = False,
         traceparent: str | None = None,
+        kind: str = "lora",
     ) -> None:
         self.attempts += 1
         if self.attempts <= self.fail_first:
@@ -121,5 +155,6 @@ class FakePublisher:
             "parent": parent,
             "data_window": data_window,
             "traceparent": traceparent,
+            "kind": kind,
         }
         (self.base_adapters if base_equivalent else self.published).append(call)
