@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field, ValidationError
@@ -21,6 +21,7 @@ class VersionIn(BaseModel):
     data_window: dict[str, Any] = Field(default_factory=dict)
     base_equivalent: bool = False
     traceparent: str | None = None  # the learner's span for this version (ledger.tracing)
+    kind: Literal["lora", "full"] = "lora"  # full: adapter_path is a whole model folder
 
 
 class ActionIn(BaseModel):
@@ -70,6 +71,7 @@ def add_version_routes(app: FastAPI, controller: VersionController, auth: Any, r
                 body.data_window,
                 body.base_equivalent,
                 traceparent=body.traceparent,
+                kind=body.kind,
             )
         except AdapterError as exc:
             raise UpstreamError(str(exc), code="adapter_load_failed") from exc

@@ -8,6 +8,10 @@ pinned, and unload retired versions once they are out of the recent episodes' hi
 
 Registers take turns (one lock), but the loop never holds that lock while it waits on a
 replica: a register is never queued behind the loop's loads and unloads.
+
+A full-weight version (`kind="full"`) is not an adapter: gateway/rollout.py puts its weights on
+replicas of their own (in place or rolling, `versions.full_weights`), and each tick converges
+the pool toward the serving and canary versions' weights.
 """
 
 from __future__ import annotations
@@ -16,22 +20,32 @@ import asyncio
 import logging
 import time
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 from gateway.adapters import AdapterError, AdapterLoader
 from gateway.canary import decide
+from gateway.errors import InvalidRequest
 from gateway.pool import Pool
+from gateway.rollout import FullWeightRollout
 from gateway.routing import BASE_VERSION
 from gateway.versions import Version, VersionRegistry
+from gateway.weights import SwapError
 
 log = logging.getLogger(__name__)
 KEEP_LOADED = 1  # retired versions kept loaded for instant rollback (vLLM holds few adapters at once)
 
 
 class VersionController:
-    def __init__(self, registry: VersionRegistry, pool: Pool, *, interval_s: float = 1.0) -> None:
+    def __init__(
+        self, registry: VersionRegistry, pool: Pool, *, interval_s: float = 1.0, launcher: Any = None
+    ) -> None:
         self.registry, self.pool, self.interval_s = registry, pool, interval_s
         self.loader = AdapterLoader(pool)
+        cfg = registry.cfg
+        self.rollout = FullWeightRollout(
+            registry, pool, mode=cfg.full_weights, base_weights=cfg.base_weights, launcher=launcher
+        )
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # registers (and canary_now) one at a time
         self._tick_lock = asyncio.Lock()  # ticks one at a time
@@ -44,6 +58,7 @@ class VersionController:
         data_window: dict[str, Any],
         base_equivalent: bool,
         traceparent: str | None = None,
+        kind: str = "lora",
     ) -> Version:
         """Register, load into every replica, then start its canary (or serve it as the base)."""
         reg = self.registry
@@ -65,6 +80,8 @@ class VersionController:
                 base.adapter_path, base.replicas = adapter_path, outcome
                 reg.event(base, "base_adapter", f"base served through zero adapter {name}", {"adapter": name})
                 return base
+            if kind == "full":
+                return await self._register_full(vid, adapter_path, parent, data_window, traceparent)
             v = reg.register(vid, adapter_path, parent, data_window, traceparent)
             v.replicas, load_ms = await self.loader.load_everywhere(v.adapter_name, adapter_path)
             figures = {"queued_ms": queued_ms, "load_ms": load_ms}
@@ -78,11 +95,42 @@ class VersionController:
                 reg.start_canary(v)
             return v
 
+    async def _register_full(
+        self, vid: str, path: str, parent: str | None, data_window: dict[str, Any], traceparent: str | None
+    ) -> Version:
+        """A full-weight version: checked, registered, canaried, and put on its own replicas
+        before routing sends it anything (routing skips a canary no replica holds yet)."""
+        reg = self.registry
+        if not (Path(path) / "config.json").is_file():
+            raise InvalidRequest(f"{path} is not a model folder (no config.json)", param="adapter_path")
+        v = reg.register(vid, path, parent, data_window, traceparent, kind="full")
+        v.status = "loaded"
+        reg.event(v, "loaded", "full weights: placed on replicas as its canary starts")
+        if reg.canary is None:
+            reg.start_canary(v)
+            async with self._tick_lock:
+                try:
+                    await self.rollout.converge()
+                except SwapError as exc:
+                    v.status = "failed"
+                    reg.canary = None
+                    reg.event(v, "load_failed", str(exc))
+        return v
+
     async def ensure_loaded(self, v: Version) -> None:
         """Load `v`'s adapter into every healthy replica that lacks it (a retired version that
         was unloaded, promoted or rolled back to again), before routing goes to it: switched
         first, its requests would meet replicas without the adapter until the next tick.
         Ticks wait meanwhile, so an unload in flight cannot undo the load."""
+        if v.kind == "full" or not self.rollout.resident(v.weights):  # replicas back on its weights
+            async with self._tick_lock:
+                try:
+                    await self.rollout.ensure_resident(v.weights)
+                except SwapError as exc:
+                    raise AdapterError(f"version {v.id} could not be brought back: {exc}") from exc
+            v.unloaded = False
+            if v.kind == "full":
+                return
         if v.id == BASE_VERSION or not v.adapter_path:
             return
         async with self._tick_lock:
@@ -119,6 +167,10 @@ class VersionController:
         async with self._tick_lock:
             await self._reconcile()
             self._judge()
+            try:
+                await self.rollout.converge()
+            except SwapError as exc:
+                log.warning("full-weight swap failed (retried next tick): %s", exc)
             await self._unload_stale()
 
     def _active(self) -> list[tuple[str, str]]:
@@ -126,7 +178,10 @@ class VersionController:
         out = [
             (v.adapter_name, v.adapter_path)
             for v in reg.versions.values()
-            if v.adapter_path and v.id != BASE_VERSION and v.status in ("serving", "canary", "loaded")
+            if v.adapter_path
+            and v.id != BASE_VERSION
+            and v.kind != "full"
+            and v.status in ("serving", "canary", "loaded")
         ]
         for name, _ in out:
             reg.versions.get(name.removeprefix("rlgw-"), Version("", None, None, "")).unloaded = False
@@ -194,7 +249,10 @@ class VersionController:
         retired = [
             v
             for v in reg.versions.values()
-            if v.status in ("retired", "rolled_back") and v.adapter_path and not v.unloaded
+            if v.status in ("retired", "rolled_back")
+            and v.adapter_path
+            and not v.unloaded
+            and v.kind != "full"
         ]
         recent = set(islice(reversed(reg._sticky.values()), 1000))  # recent episodes may still come back
         stale = (

@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections import OrderedDict, defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,10 +45,16 @@ class Version:
     episodes_started: int = 0
     unloaded: bool = False  # retired and taken out of the replicas (reloaded if promoted again)
     traceparent: str | None = None  # the learner's span that made it: on every event of the version
+    kind: str = "lora"  # or "full": adapter_path is a whole model folder (docs/full-weights.md)
 
     @property
     def adapter_name(self) -> str:
         return ADAPTER_PREFIX + self.id
+
+    @property
+    def weights(self) -> str:
+        """The full weights a replica must hold to serve it: its own, or the base's (adapters)."""
+        return self.id if self.kind == "full" else BASE_VERSION
 
 
 @dataclass
@@ -105,20 +112,29 @@ class VersionRegistry:
         self._episode_started: dict[str, float] = {}
         self._lock = threading.Lock()
         self._rng = random.Random()
+        # weights -> URLs of the replicas that hold them and take requests (None: every replica);
+        # set by the full-weight rollout (gateway/rollout.py)
+        self.holders: Callable[[str], frozenset[str] | None] = lambda weights: None
 
     # ---- routing -----------------------------------------------------------------------
     def route(self, episode_id: str, tenant: str) -> Route:
         version = self._sticky.get(episode_id)
         if version is None or version not in self.versions or self._gone(self.versions[version]):
+            version = None
+        elif self.holders(self.versions[version].weights) == frozenset():
+            version = None  # no replica holds its weights any more: on to the serving version
+        if version is None:
             version = self.serving
-            if self.canary is not None and self._rng.random() < self.cfg.canary_share:
-                version = self.canary
+            canary = self.versions.get(self.canary) if self.canary is not None else None
+            placed = canary is not None and self.holders(canary.weights) != frozenset()
+            if canary is not None and placed and self._rng.random() < self.cfg.canary_share:
+                version = canary.id
             self._sticky[episode_id] = version
             self._sticky.move_to_end(episode_id)
             if len(self._sticky) > EPISODE_MEMORY:
                 self._sticky.popitem(last=False)
             self.versions[version].episodes_started += 1
-        return Route(version, self.upstream_name(version))
+        return Route(version, self.upstream_name(version), self.holders(self.versions[version].weights))
 
     @staticmethod
     def _gone(v: Version) -> bool:
@@ -129,13 +145,18 @@ class VersionRegistry:
         if version == BASE_VERSION:
             if self.base_adapter is not None:
                 return self.base_adapter
-            name = self._base_model()
-            if name is None:
-                from gateway.errors import NoReplica
-
-                raise NoReplica("no upstream replica has reported its model yet", code="no_healthy_replica")
-            return str(name)
+            return self._base_name()
+        if self.versions[version].kind == "full":  # replicas keep their start name across swaps
+            return self._base_name()
         return self.versions[version].adapter_name
+
+    def _base_name(self) -> str:
+        name = self._base_model()
+        if name is None:
+            from gateway.errors import NoReplica
+
+            raise NoReplica("no upstream replica has reported its model yet", code="no_healthy_replica")
+        return str(name)
 
     def describe(self) -> list[dict[str, Any]]:
         out = []
@@ -159,6 +180,7 @@ class VersionRegistry:
             reason=reason,
             figures=figures or {},
             adapter_path=version.adapter_path,
+            weights_kind=version.kind,  # type: ignore[arg-type]
             data_window=version.data_window,
             pinned=version.pinned,
             traceparent=version.traceparent,
@@ -173,6 +195,7 @@ class VersionRegistry:
         parent: str | None,
         data_window: dict[str, Any],
         traceparent: str | None = None,
+        kind: str = "lora",
     ) -> Version:
         if not vid or vid == BASE_VERSION or "/" in vid:
             raise InvalidRequest(f"invalid version id {vid!r}", param="version")
@@ -184,6 +207,7 @@ class VersionRegistry:
         if parent not in self.versions:
             raise InvalidRequest(f"unknown parent version {parent}", param="parent")
         v = Version(vid, parent, adapter_path, "registered", data_window=data_window, traceparent=traceparent)
+        v.kind = kind
         self.versions[vid] = v
         self.event(v, "registered")
         return v
@@ -263,6 +287,7 @@ class VersionRegistry:
         v = self.versions.get(e.version)
         if v is None:
             v = self.versions[e.version] = Version(e.version, e.parent, e.adapter_path, e.status)
+            v.kind = e.weights_kind
         v.status, v.pinned = e.status, e.pinned
         if e.status == "canary":
             self.canary, v.canary_since = v.id, e.created_at

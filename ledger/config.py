@@ -238,6 +238,13 @@ class VersionsConfig(Section):
     so newer versions waiting behind it get their turn."""
     max_latency_ratio: float = 2.0
     """A canary whose p50 latency exceeds its parent's by this factor is rolled back."""
+    full_weights: Literal["in_place", "rolling"] = "in_place"
+    """How a full-weight version reaches the pool (docs/full-weights.md): in_place reloads a
+    drained replica through vLLM's reload_weights (replicas run with VLLM_SERVER_DEV_MODE=1,
+    two or more of them); rolling starts replicas on the new weights and stops the old ones."""
+    base_weights: str | None = None
+    """The base model's folder, to bring replicas back to the base weights (default: the base
+    model's served name, when that is a folder, as vLLM names a model by its path)."""
 
 
 class TelemetryConfig(Section):
