@@ -28,9 +28,9 @@ from gateway.canary import decide
 from gateway.errors import InvalidRequest
 from gateway.pool import Pool
 from gateway.rollout import FullWeightRollout
-from gateway.routing import BASE_VERSION
 from gateway.versions import Version, VersionRegistry
 from gateway.weights import SwapError
+from ledger.published import BASE_VERSION, PublishedVersion
 
 log = logging.getLogger(__name__)
 KEEP_LOADED = 1  # retired versions kept loaded for instant rollback (vLLM holds few adapters at once)
@@ -50,25 +50,17 @@ class VersionController:
         self._lock = asyncio.Lock()  # registers (and canary_now) one at a time
         self._tick_lock = asyncio.Lock()  # ticks one at a time
 
-    async def register(
-        self,
-        vid: str,
-        adapter_path: str,
-        parent: str | None,
-        data_window: dict[str, Any],
-        base_equivalent: bool,
-        traceparent: str | None = None,
-        kind: str = "lora",
-    ) -> Version:
+    async def register(self, published: PublishedVersion) -> Version:
         """Register, load into every replica, then start its canary (or serve it as the base)."""
         reg = self.registry
+        vid, adapter_path = published.version, published.adapter_path
         asked = time.perf_counter()
         async with self._lock:
             queued_ms = round((time.perf_counter() - asked) * 1000, 1)
             known = reg.versions.get(vid)
             if known is not None and known.adapter_path == adapter_path and known.status != "failed":
                 return known  # a learner that restarted re-publishes its last version: harmless
-            if base_equivalent:
+            if published.base_equivalent:
                 name = f"rlgw-base-{vid}"
                 if reg.base_adapter == name:
                     return reg.versions[BASE_VERSION]
@@ -80,9 +72,9 @@ class VersionController:
                 base.adapter_path, base.replicas = adapter_path, outcome
                 reg.event(base, "base_adapter", f"base served through zero adapter {name}", {"adapter": name})
                 return base
-            if kind == "full":
-                return await self._register_full(vid, adapter_path, parent, data_window, traceparent)
-            v = reg.register(vid, adapter_path, parent, data_window, traceparent)
+            if published.kind == "full":
+                return await self._register_full(published)
+            v = reg.register(published)
             v.replicas, load_ms = await self.loader.load_everywhere(v.adapter_name, adapter_path)
             figures = {"queued_ms": queued_ms, "load_ms": load_ms}
             if not v.replicas or any(s != "loaded" for s in v.replicas.values()):
@@ -95,15 +87,15 @@ class VersionController:
                 reg.start_canary(v)
             return v
 
-    async def _register_full(
-        self, vid: str, path: str, parent: str | None, data_window: dict[str, Any], traceparent: str | None
-    ) -> Version:
-        """A full-weight version: checked, registered, canaried, and put on its own replicas
+    async def _register_full(self, published: PublishedVersion) -> Version:
+        """A full-weight version: checked, registered, canaried, and put on replicas of its own
         before routing sends it anything (routing skips a canary no replica holds yet)."""
         reg = self.registry
-        if not (Path(path) / "config.json").is_file():
-            raise InvalidRequest(f"{path} is not a model folder (no config.json)", param="adapter_path")
-        v = reg.register(vid, path, parent, data_window, traceparent, kind="full")
+        if not (Path(published.adapter_path) / "config.json").is_file():
+            raise InvalidRequest(
+                f"{published.adapter_path} is not a model folder (no config.json)", param="adapter_path"
+            )
+        v = reg.register(published)
         v.status = "loaded"
         reg.event(v, "loaded", "full weights: placed on replicas as its canary starts")
         if reg.canary is None:
@@ -112,8 +104,7 @@ class VersionController:
                 try:
                     await self.rollout.converge()
                 except SwapError as exc:
-                    v.status = "failed"
-                    reg.canary = None
+                    v.status, reg.canary = "failed", None
                     reg.event(v, "load_failed", str(exc))
         return v
 
@@ -121,8 +112,9 @@ class VersionController:
         """Load `v`'s adapter into every healthy replica that lacks it (a retired version that
         was unloaded, promoted or rolled back to again), before routing goes to it: switched
         first, its requests would meet replicas without the adapter until the next tick.
-        Ticks wait meanwhile, so an unload in flight cannot undo the load."""
-        if v.kind == "full" or not self.rollout.resident(v.weights):  # replicas back on its weights
+        Ticks wait meanwhile, so an unload in flight cannot undo the load. Full weights (its
+        own, or the base's under an adapter) no replica holds are brought back first."""
+        if v.kind == "full" or not self.rollout.resident(v.weights):
             async with self._tick_lock:
                 try:
                     await self.rollout.ensure_resident(v.weights)

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.pool import Pool, Replica
-from gateway.routing import BASE_VERSION
 from gateway.versions import VersionRegistry
 from gateway.weights import InPlaceReloader, ReplicaLauncher, SwapError, probe
+from ledger.published import BASE_VERSION
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from learner.checkpoint import complete_versions, prune, resume, save_version
+from learner.config import LearnerConfig
 from learner.publish import in_use
 from learner.samples import Sample
 from learner.train import Trainer
-from ledger.config import LearnerConfig
 
 
 def sample(tokens: list[int]) -> Sample:
