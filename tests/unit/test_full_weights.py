@@ -114,7 +114,7 @@ def test_full_weight_canary_promote_rollback_under_load(tmp_path: Path, mode: st
             r.stop.set()
 
 
-def test_in_place_refuses_a_canary_with_a_single_replica(tmp_path: Path) -> None:
+def test_in_place_with_one_replica_keeps_it_serving_and_rejects_a_non_model_folder(tmp_path: Path) -> None:
     replica = start_fake()
     settings = gateway_settings(tmp_path, [replica.url])
     gw = start_gateway(settings)
