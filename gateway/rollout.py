@@ -26,6 +26,7 @@ the replica), `load` (reload, or start until ready), `warm` (the probe).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter
@@ -38,6 +39,15 @@ from gateway.weights import InPlaceReloader, ReplicaLauncher, SwapError, probe
 from ledger.published import BASE_VERSION
 
 log = logging.getLogger(__name__)
+
+
+def ties_embeddings(folder: str) -> bool:
+    """Whether a model folder's config ties the LM head to the input embeddings (transformers'
+    default for a config that does not say: False)."""
+    try:
+        return bool(json.loads((Path(folder) / "config.json").read_text()).get("tie_word_embeddings", False))
+    except (OSError, ValueError):
+        return False
 
 
 class FullWeightRollout:
@@ -134,6 +144,8 @@ class FullWeightRollout:
 
     async def swap_in_place(self, replica: Replica, weights: str) -> None:
         path, old = self.weights_path(weights), replica.weights
+        if ties_embeddings(path):  # vLLM 0.32 reloads tied embeddings wrong (docs/full-weights.md)
+            raise SwapError(f"{path} ties its embeddings: in place cannot serve it exactly; use rolling")
         figures = {"replica": replica.url, "weights": weights, "mode": "in_place"}
         replica.draining = True
         try:
@@ -205,6 +217,7 @@ class FullWeightRollout:
             replica.weights = f"unknown:{old}"
 
     def _done(self, figures: dict[str, Any], weights: str, route: float, load: float, warm: float) -> None:
+        figures["done_at"] = round(time.time(), 3)
         figures |= {
             "route_ms": round(route * 1000, 1),
             "load_ms": round(load * 1000, 1),

@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 import httpx
 
+RESET_TRIES = 250  # × 20 ms
+
 
 class SwapError(Exception):
     """Weights could not be loaded into a replica, or the replica failed its probe."""
@@ -66,11 +68,22 @@ class InPlaceReloader:
                     )
                 if resp.status_code != 200:
                     raise SwapError(f"{root} refused reload_weights: {resp.status_code} {resp.text[:300]}")
-                cache = await client.post(root + "/reset_prefix_cache")
-                if cache.status_code != 200:
-                    raise SwapError(f"{root} did not reset its prefix cache: {cache.status_code}")
+                await self._reset_prefix_cache(client, root)
         except httpx.HTTPError as exc:
             raise SwapError(f"reloading {root} failed: {exc!r}") from exc
+
+    async def _reset_prefix_cache(self, client: httpx.AsyncClient, root: str) -> None:
+        """vLLM refuses the reset (`success: false`) while blocks are still held — briefly, after
+        the last drained request: retry until it succeeds. Cached prefixes computed with the
+        old weights would otherwise serve the new ones (docs/full-weights.md)."""
+        for _ in range(RESET_TRIES):
+            resp = await client.post(root + "/reset_prefix_cache")
+            if resp.status_code != 200:
+                raise SwapError(f"{root} did not reset its prefix cache: {resp.status_code}")
+            if resp.json().get("success"):
+                return
+            await asyncio.sleep(0.02)
+        raise SwapError(f"{root} kept refusing to reset its prefix cache")
 
 
 class ReplicaLauncher(Protocol):

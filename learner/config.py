@@ -18,6 +18,9 @@ class LearnerConfig(Section):
     """Base model: a local HF folder (None in `rlgw demo`: a built-in tiny model)."""
     full_finetune: bool = False
     """Train all weights instead of a LoRA adapter (docs/full-weights.md)."""
+    fsdp: bool = False
+    """Under torchrun, shard the full model's weights, gradients and AdamW state across the ranks
+    with torch FSDP2 (full fine-tuning of models that do not fit one device; docs/scaling.md)."""
     serve_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """dtype full-weight versions are saved in for serving (auto: the base folder's dtype)."""
     lora_rank: int = 8

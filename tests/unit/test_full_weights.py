@@ -20,10 +20,10 @@ from tests.fixtures.swap_load import SwapLoad
 from tests.fixtures.upstream import gateway_settings, start_fake, start_gateway, stop_gateway
 
 
-def model_folder(root: Path, name: str) -> str:
+def model_folder(root: Path, name: str, tied: bool = False) -> str:
     folder = root / name
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"dtype": "float32"}))
+    (folder / "config.json").write_text(json.dumps({"dtype": "float32", "tie_word_embeddings": tied}))
     return str(folder)
 
 
@@ -136,3 +136,20 @@ def test_in_place_with_one_replica_keeps_it_serving_and_rejects_a_non_model_fold
     finally:
         stop_gateway(gw)
         replica.stop.set()
+
+
+def test_in_place_refuses_tied_embeddings_which_vllm_reloads_wrong(tmp_path: Path) -> None:
+    replicas = [start_fake(), start_fake()]
+    gw = start_gateway(gateway_settings(tmp_path, [r.url for r in replicas]))
+    try:
+        tied = model_folder(tmp_path, "tied", tied=True)
+        resp = admin(gw.root, "/admin/versions", {"version": "t1", "adapter_path": tied, "kind": "full"})
+        assert resp.status_code == 200 and resp.json()["status"] == "failed"
+        assert [r.state.reloads for r in replicas] == [0, 0]
+        assert gw.services.versions.canary is None
+        failed = [e for e in gw.services.versions.events if e.event == "load_failed"]
+        assert failed and "ties its embeddings" in failed[0].reason
+    finally:
+        stop_gateway(gw)
+        for r in replicas:
+            r.stop.set()
