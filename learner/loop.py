@@ -86,6 +86,8 @@ def run_learner(
     from learner.train import Trainer
 
     cfg = settings.learner
+    if cfg.fsdp and (world or World()).size > 1:
+        raise ValueError("learner.fsdp: saving sharded versions is not wired yet (docs/scaling.md)")
     world = world or World()
     tracer = tracer or trace.NoOpTracer()
     root = Path(cfg.checkpoint_dir or settings.data_dir / "learner").resolve()

@@ -52,5 +52,6 @@ def test_fsdp_step_matches_the_unsharded_step(tiny_model_dir: Path, tmp_path: Pa
         torch.testing.assert_close(g, named[key.removeprefix("grad.")].grad, rtol=1e-4, atol=1e-6)
     state = one.causal_lm.state_dict()
     for key, w in weights.items():
-        torch.testing.assert_close(w, state[key], rtol=1e-3, atol=1e-5)  # AdamW's first step ~ lr·sign(g)
+        # AdamW's first step is ~lr·g/|g|: a gradient near eps moves it by up to lr; agree to 1% of lr
+        torch.testing.assert_close(w, state[key], rtol=0.0, atol=1e-4)
     assert sharded["local"] <= sharded["total"] / 2 + 1024  # each rank holds about half
