@@ -90,10 +90,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
-    from gateway.app import Services, create_app
-    from gateway.auth import KeyStore
+    from gateway import setup_gateway
     from gateway.engine import stop_vllm
-    from gateway.pool import Pool
     from gateway.weights import LocalVllmLauncher
     from learner.tiny_model import build_tiny_model
     from ledger.bus import MemoryBus
@@ -117,15 +115,11 @@ def main(argv: list[str] | None = None) -> None:
             "base_weights": str(model_dir),
         },
     )
-    svc = Services(
-        settings=settings,
-        pool=Pool(urls),
-        recorder=Recorder(MemoryBus()).start(),
-        keys=KeyStore(work / "keys.json"),
-    )
+    app = setup_gateway(settings, recorder=Recorder(MemoryBus()).start())
+    svc = app.services
     launcher = LocalVllmLauncher(work / "launched") if a.mode == "rolling" else None
     svc.controller.rollout.launcher = launcher
-    server = uvicorn.Server(uvicorn_config(create_app(svc), "127.0.0.1", settings.gateway.port))
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", settings.gateway.port))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)

@@ -68,7 +68,7 @@ class FullWeightRollout:
         self.drain_timeout_s = drain_timeout_s
         self.slots = len(pool.replicas)  # replicas serving the serving version (rolling)
         self.swaps: list[dict[str, Any]] = []  # figures of every swap, newest last
-        registry.holders = self.holders
+        registry.place_with(self.holders)
 
     # ---- routing hook --------------------------------------------------------------------
     def holders(self, weights: str) -> frozenset[str] | None:
@@ -224,7 +224,5 @@ class FullWeightRollout:
             "warm_ms": round(warm * 1000, 1),
         }
         self.swaps.append(figures)
-        v = self.registry.versions.get(weights)
-        if v is not None:
-            v.replicas = {r.url: "loaded" for r in self.pool.replicas if r.weights == weights}
-            self.registry.event(v, "resident", f"{figures['mode']} on {figures['replica']}", figures)
+        holding = [r.url for r in self.pool.replicas if r.weights == weights]
+        self.registry.resident(weights, holding, figures)
