@@ -50,6 +50,7 @@ class VersionController:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # registers (and canary_now) one at a time
         self._tick_lock = asyncio.Lock()  # ticks one at a time
+        self._soon: asyncio.Task[None] | None = None  # a tick asked for ahead of the interval
 
     async def register(self, published: PublishedVersion) -> Version:
         """Register, load into every replica, then start its canary (or serve it as the base)."""
@@ -103,6 +104,9 @@ class VersionController:
                     await self.rollout.ensure_resident(v.weights)
                 except SwapError as exc:
                     raise AdapterError(f"version {v.id} could not be brought back: {exc}") from exc
+            # the caller switches routing next, without awaiting: a tick then moves the other
+            # replicas at once instead of at the next interval
+            self._soon = asyncio.get_running_loop().create_task(self.tick())
             if v.kind == "full":
                 return
         if v.id == BASE_VERSION or not v.adapter_path:

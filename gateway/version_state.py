@@ -117,6 +117,14 @@ class VersionBook:
         self.events.append(rec)
         self.recorder.record(TOPIC_VERSIONS, rec)
 
+    def resident(self, vid: str, replicas: list[str], figures: dict[str, Any]) -> None:
+        """A replica now holds `vid`'s full weights (`replicas`: every one that does)."""
+        with self._lock:
+            v = self.versions.get(vid)
+            if v is not None:
+                v.replicas = dict.fromkeys(replicas, "loaded")
+                self._event(v, "resident", f"{figures.get('mode')} on {figures.get('replica')}", figures)
+
     # ---- following another gateway ------------------------------------------------------
     def apply(self, e: ModelVersion) -> None:
         """Mirror a version event made by the controlling gateway (routing state only); called

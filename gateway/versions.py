@@ -32,8 +32,7 @@ MAX_ID_CHARS = 200
 class VersionRegistry(VersionBook):
     """The router the chat service asks, and the changes the controlling gateway makes."""
 
-    # weights -> URLs of the replicas that hold them and take requests (None: every replica);
-    # gateway/rollout.py places full-weight versions and answers this
+    # weights -> URLs of the replicas holding them, taking requests (None: all); gateway/rollout.py
     holders: Callable[[str], frozenset[str] | None] = staticmethod(lambda weights: None)
 
     def place_with(self, holders: Callable[[str], frozenset[str] | None]) -> None:
@@ -136,18 +135,8 @@ class VersionRegistry(VersionBook):
 
     def full_failed(self, v: Version, reason: str) -> None:
         with self._lock:
-            v.status = "failed"
-            if self.canary == v.id:
-                self.canary = None
+            v.status, self.canary = "failed", None if self.canary == v.id else self.canary
             self._event(v, "load_failed", reason)
-
-    def resident(self, vid: str, replicas: list[str], figures: dict[str, Any]) -> None:
-        """A replica now holds `vid`'s full weights (`replicas`: every one that does)."""
-        with self._lock:
-            v = self.versions.get(vid)
-            if v is not None:
-                v.replicas = dict.fromkeys(replicas, "loaded")
-                self._event(v, "resident", f"{figures.get('mode')} on {figures.get('replica')}", figures)
 
     def serve_base_through(self, adapter: str, adapter_path: str, replicas: dict[str, str]) -> Version:
         """Serve the base model through a zero adapter loaded into every replica."""
