@@ -40,14 +40,19 @@ from rlgw.stack import free_port
 
 
 def weight_folders(model_dir: Path, out: Path, n: int) -> list[Path]:
-    """`n` copies of the model with different weights (the tokenizer and config kept)."""
+    """The model with its LM head untied (in place refuses tied embeddings: docs/full-weights.md)
+    at `out/base`, and `n` copies of it with different weights."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from learner.full_save import copy_tokenizer
 
-    folders = []
     model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach().clone())
+    model.save_pretrained(out / "base")
+    copy_tokenizer(model_dir, out / "base")
+    folders = []
     for i in range(n):
         with torch.no_grad():
             for p in model.parameters():
@@ -100,8 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     from rlgw.stack import uvicorn_config
 
     work = Path(tempfile.mkdtemp(prefix="rlgw-fullswap-"))
-    model_dir = build_tiny_model(work / "model")
-    folders = weight_folders(model_dir, work / "weights", 2)
+    folders = weight_folders(build_tiny_model(work / "model"), work / "weights", 2)
+    model_dir = work / "weights" / "base"
     gb = sum(f.stat().st_size for f in folders[0].glob("*.safetensors")) / 1e9
     urls, procs = start_replicas(a.fake, None if a.fake else model_dir, work)
     settings = Settings(
