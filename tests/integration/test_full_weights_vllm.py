@@ -8,6 +8,7 @@ docs/tolerances.md), and they differ clearly under the other version's."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -21,6 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from gateway.engine import replica_cpus, start_vllm, stop_vllm, wait_ready
+from gateway.weights import LocalVllmLauncher
 from learner.config import LearnerConfig
 from learner.full_save import copy_tokenizer
 from learner.loop import run_learner
@@ -192,3 +194,65 @@ def test_full_weight_version_from_live_traffic_swaps_in_place_without_a_failed_r
         assert len(swaps) >= 4 and all(s["mode"] == "in_place" for s in swaps)
     finally:
         stop_gateway(gw)
+
+
+def test_full_weight_version_rolls_onto_new_vllm_replicas_without_a_failed_request(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """Rolling (any engine, tied embeddings too): the canary gets a vLLM-CPU replica started on
+    its weights, the promotion retires the old one, and the rollback starts one on the base
+    again — never more than two engines at once."""
+    launcher = LocalVllmLauncher(tmp_path / "replicas", cpus="1")
+    first = asyncio.run(launcher.start(str(tiny_model_dir), str(tiny_model_dir)))
+    settings = gateway_settings(tmp_path / "gw", [first], request_timeout_s=120)
+    settings.versions.canary_share = 0.5
+    settings.versions.min_episodes = 1_000_000
+    settings.versions.full_weights = "rolling"
+    settings.versions.base_weights = str(tiny_model_dir)
+    gw = start_gateway(settings)
+    pool = gw.services.pool
+    pool.replicas[0].launched = True  # the launcher started it: it stops it when it retires
+    gw.services.controller.rollout.launcher = launcher
+    try:
+        with SwapLoad(gw.url, clients=2, temperature=1.0) as load:
+            wait_for(lambda: len(recorded(gw.bus)) >= 24)
+            cfg = LearnerConfig(
+                full_finetune=True,
+                device="cpu",
+                cpu_threads=1,
+                lr=3e-2,
+                batch_episodes=12,
+                steps_per_version=1,
+            )
+            report = run_learner(
+                Settings(data_dir=tmp_path / "learner", learner=cfg),
+                scored_traffic(recorded(gw.bus)[:24]),
+                HttpPublisher(gw.root, None, timeout_s=600),
+                threading.Event(),
+                model_dir=tiny_model_dir,
+                max_versions=1,
+            )
+            (v1,) = report.published
+            assert sorted(r.weights for r in pool.replicas) == sorted(["base", v1])
+            wait_for(lambda: sum(o.version == v1 for o in load.outcomes) >= 5)
+            promoted = httpx.post(gw.root + f"/admin/versions/{v1}/promote", json={}, timeout=600)
+            assert promoted.status_code == 200
+            wait_for(lambda: [r.weights for r in pool.replicas] == [v1], 300)
+            back = httpx.post(gw.root + "/admin/rollback", json={"reason": "test"}, timeout=600)
+            assert back.status_code == 200 and back.json()["serving"] == "base", back.text
+            wait_for(lambda: [r.weights for r in pool.replicas] == ["base"], 300)
+            count = len(load.outcomes)
+            wait_for(lambda: len(load.outcomes) >= count + 5)
+        assert load.failed() == []
+        gw.services.recorder.flush(10)
+        turns = [t for t in recorded(gw.bus) if t.tokens_recorded]
+        served_v1 = [t for t in turns if t.version == v1]
+        folder = str(gw.services.versions.get(v1).adapter_path)
+        own = served_logprob_error([t for t in turns if t.version == "base"], str(tiny_model_dir))
+        assert max(own + served_logprob_error(served_v1, folder)) < 2e-3
+        swaps = gw.services.controller.rollout.swaps
+        assert [s["mode"] for s in swaps] == ["rolling", "rolling"]  # the canary's, the rollback's
+        assert len(launcher.procs) == 1  # the retired ones were stopped
+    finally:
+        stop_gateway(gw)
+        asyncio.run(launcher.close())
