@@ -107,6 +107,7 @@ class LocalVllmLauncher:
         self, log_dir: str | Path | None = None, *, ready_timeout_s: float = 300.0, **engine: Any
     ) -> None:
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="rlgw-replicas-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         self.ready_timeout_s = ready_timeout_s
         self.engine = engine  # start_vllm keywords: lora, dtype, max_model_len, cpus
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
