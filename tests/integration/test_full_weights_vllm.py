@@ -120,6 +120,7 @@ def served_logprob_error(turns: list[Turn], model_dir: str) -> list[float]:
     return gaps
 
 
+@pytest.mark.timeout(900)  # two engine starts and a learner on 2 shared cores
 def test_full_weight_version_from_live_traffic_swaps_in_place_without_a_failed_request(
     tmp_path: Path, untied_model_dir: Path, reloadable_replicas: list[str]
 ) -> None:
@@ -196,6 +197,7 @@ def test_full_weight_version_from_live_traffic_swaps_in_place_without_a_failed_r
         stop_gateway(gw)
 
 
+@pytest.mark.timeout(1500)  # three engine starts, one at a time beside the serving one
 def test_full_weight_version_rolls_onto_new_vllm_replicas_without_a_failed_request(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
