@@ -17,6 +17,7 @@ new version: the first token it serves; the load's own requests ask for 4) and
 (`gateway.engine.replica_cpus`).
 
     python benchmarks/hot_swap.py [--swaps 100] [--clients 4] [--fake]
+    python benchmarks/hot_swap.py --full ...   full-weight versions instead (benchmarks/full_swap.py)
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ def start_replicas(fake: bool, work: Path) -> tuple[list[str], list, Path | None
 
 
 def main() -> None:
+    if "--full" in sys.argv:
+        from full_swap import main as full
+
+        full(sys.argv[1:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--swaps", type=int, default=100)
     ap.add_argument("--clients", type=int, default=4)

@@ -103,7 +103,7 @@ class ChatService:
         k = self.explore.pick(body, ctx.episode.task) if self.explore is not None else 1
         for tokens in (True, False) if self._extensions else (False,):
             up, wants = self.upstream_body(body, route, tokens, k)
-            async with self.pool.post("/chat/completions", up) as (replica, resp):
+            async with self.pool.post("/chat/completions", up, only=route.replicas) as (replica, resp):
                 raw = await _read(resp)
             if resp.status == 400 and tokens and _rejects_extensions(raw):
                 log.warning("the upstream rejects token ids / log-probs: turns are recorded without them")
@@ -146,7 +146,7 @@ class ChatService:
         door: Door,
     ) -> Response:
         up, wants = self.upstream_body(body, route, self._extensions)
-        cm = self.pool.post("/chat/completions", up)
+        cm = self.pool.post("/chat/completions", up, only=route.replicas)
         replica, resp = await cm.__aenter__()
         if resp.status != 200:
             try:

@@ -7,7 +7,7 @@ reads. Imports nothing heavy (a test enforces it).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import Field
 
@@ -81,6 +81,13 @@ class VersionsConfig(Section):
     """Metrics whose alarm keeps a canary from automatic promotion even when its reward rose
     (e.g. ["tool_call_error", "question_back"]; ["*"]: any alarm). Empty: alarms only report —
     a trained version drifts on purpose (surprisal falls as it learns)."""
+    full_weights: Literal["in_place", "rolling"] = "in_place"
+    """How a full-weight version reaches the pool (docs/full-weights.md): in_place reloads a
+    drained replica through vLLM's reload_weights (replicas run with VLLM_SERVER_DEV_MODE=1,
+    two or more of them); rolling starts replicas on the new weights and stops the old ones."""
+    base_weights: str | None = None
+    """The base model's folder, to bring replicas back to the base weights (default: the base
+    model's served name, when that is a folder, as vLLM names a model by its path)."""
 
 
 class GatewaySettings(Protocol):

@@ -11,6 +11,10 @@ replica: a register is never queued behind the loop's loads and unloads. Every r
 writes its event to the versions topic before it applies (gateway/version_log.py): those calls
 run in a worker thread, so the server's loop never waits on the bus; while the topic cannot
 be written, a change is not made (the tick logs it and tries again next time).
+
+A full-weight version (`kind="full"`) is not an adapter: gateway/rollout.py puts its weights on
+replicas of their own (in place or rolling, `versions.full_weights`), and each tick converges
+the pool toward the serving and canary versions' weights.
 """
 
 from __future__ import annotations
@@ -19,13 +23,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from gateway.adapters import AdapterError, AdapterLoader
 from gateway.canary import decide
 from gateway.drift import shifts
+from gateway.errors import InvalidRequest
 from gateway.pool import Pool
+from gateway.rollout import FullWeightRollout
 from gateway.version_state import Version
 from gateway.versions import VersionRegistry
+from gateway.weights import SwapError
 from ledger.published import BASE_VERSION, PublishedVersion
 
 log = logging.getLogger(__name__)
@@ -34,13 +43,20 @@ RECENT_EPISODES = 1000  # a retired version these episodes stay on is kept loade
 
 
 class VersionController:
-    def __init__(self, registry: VersionRegistry, pool: Pool, *, interval_s: float = 1.0) -> None:
+    def __init__(
+        self, registry: VersionRegistry, pool: Pool, *, interval_s: float = 1.0, launcher: Any = None
+    ) -> None:
         self.registry, self.pool, self.interval_s = registry, pool, interval_s
         self.loader = AdapterLoader(pool)
+        cfg = registry.cfg
+        self.rollout = FullWeightRollout(
+            registry, pool, mode=cfg.full_weights, base_weights=cfg.base_weights, launcher=launcher
+        )
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # registers (and canary_now) one at a time
         self._tick_lock = asyncio.Lock()  # ticks one at a time
         self.caught_up: Callable[[], bool] = lambda: True  # the feeds have read the topics (fleet.py)
+        self._soon: asyncio.Task[None] | None = None  # a tick asked for ahead of the interval
 
     async def register(self, published: PublishedVersion) -> Version:
         """Register, load into every replica, then start its canary (or serve it as the base)."""
@@ -60,16 +76,47 @@ class VersionController:
                 if not outcome or any(s != "loaded" for s in outcome.values()):
                     raise AdapterError(f"base adapter not loaded everywhere: {outcome}")
                 return await asyncio.to_thread(reg.serve_base_through, name, adapter_path, outcome)
+            if published.kind == "full":
+                return await self._register_full(published)
             v = await asyncio.to_thread(reg.register, published)
             replicas, load_ms = await self.loader.load_everywhere(v.adapter_name, adapter_path)
             figures = {"queued_ms": queued_ms, "load_ms": load_ms}
             return await asyncio.to_thread(reg.record_load, v, replicas, figures)
 
+    async def _register_full(self, published: PublishedVersion) -> Version:
+        """A full-weight version: checked, registered, canaried, and put on replicas of its own
+        before routing sends it anything (routing skips a canary no replica holds yet)."""
+        if not (Path(published.adapter_path) / "config.json").is_file():
+            raise InvalidRequest(
+                f"{published.adapter_path} is not a model folder (no config.json)", param="adapter_path"
+            )
+        reg = self.registry
+        v = await asyncio.to_thread(reg.register, published)
+        if await asyncio.to_thread(reg.full_loaded, v):
+            async with self._tick_lock:
+                try:
+                    await self.rollout.converge()
+                except SwapError as exc:
+                    await asyncio.to_thread(reg.full_failed, v, str(exc))
+        return v
+
     async def ensure_loaded(self, v: Version) -> None:
         """Load `v`'s adapter into every healthy replica that lacks it (a retired version that
         was unloaded, promoted or rolled back to again), before routing goes to it: switched
         first, its requests would meet replicas without the adapter until the next tick.
-        Ticks wait meanwhile, so an unload in flight cannot undo the load."""
+        Ticks wait meanwhile, so an unload in flight cannot undo the load. Full weights (its
+        own, or the base's under an adapter) no replica holds are brought back first."""
+        if v.kind == "full" or not self.rollout.resident(v.weights):
+            async with self._tick_lock:
+                try:
+                    await self.rollout.ensure_resident(v.weights)
+                except SwapError as exc:
+                    raise AdapterError(f"version {v.id} could not be brought back: {exc}") from exc
+            # the caller switches routing next, without awaiting: a tick then moves the other
+            # replicas at once instead of at the next interval
+            self._soon = asyncio.get_running_loop().create_task(self.tick())
+            if v.kind == "full":
+                return
         if v.id == BASE_VERSION or not v.adapter_path:
             return
         async with self._tick_lock:
@@ -86,6 +133,7 @@ class VersionController:
             await asyncio.to_thread(self.registry.start_canary, self.registry.get(vid))
 
     def start(self) -> None:
+        self.rollout.adopt()  # the replicas' full weights, as the restored version events say
         self._task = asyncio.create_task(self._loop(), name="rlgw-versions")
 
     async def stop(self) -> None:
@@ -104,6 +152,10 @@ class VersionController:
         async with self._tick_lock:
             await self._reconcile()
             await asyncio.to_thread(self._judge)
+            try:
+                await self.rollout.converge()
+            except SwapError as exc:
+                log.warning("full-weight swap failed (retried next tick): %s", exc)
             await self._unload_stale()
 
     async def _reconcile(self) -> None:

@@ -40,6 +40,13 @@ class FakeState:
     adapters: dict[str, str] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     keep_requests: bool = True
+    base_model: str = BASE_MODEL  # the served name (vLLM's --served-model-name)
+    weights: str = ""  # the full-weights folder it serves: answers say `@<weights>` when set
+    reloads: int = 0  # in-place reloads through /collective_rpc
+
+
+def _tagged(text: str, weights: str) -> str:
+    return f"@{weights} {text}" if weights else text
 
 
 def _answer(body: dict[str, Any], model: str, i: int) -> str:
@@ -91,7 +98,7 @@ def make_app(state: FakeState | None = None) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
 
     def known(model: str) -> bool:
-        return model == BASE_MODEL or model in state.adapters
+        return model == state.base_model or model in state.adapters
 
     async def chat(request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
@@ -111,7 +118,8 @@ def make_app(state: FakeState | None = None) -> web.Application:
         want_lp = bool(body.get("logprobs"))
         top = int(body.get("top_logprobs") or 0)
         prompt_ids = encode(orjson.dumps(body.get("messages", [])).decode())
-        texts = [_answer(body, model, i) for i in range(n)]
+        weights = state.weights  # a reload before the reply is sent shows as `@old->new`
+        texts = [_tagged(_answer(body, model, i), weights) for i in range(n)]
         call = _tool_call(body)
         created = int(time.time())
         usage = {
@@ -122,6 +130,8 @@ def make_app(state: FakeState | None = None) -> web.Application:
         if not body.get("stream"):
             if state.delay_s:
                 await asyncio.sleep(state.delay_s)
+            if state.weights != weights:
+                texts = [_tagged(_answer(body, model, i), f"{weights}->{state.weights}") for i in range(n)]
             choices = []
             for i, text in enumerate(texts):
                 ids = encode(text)
@@ -203,7 +213,7 @@ def make_app(state: FakeState | None = None) -> web.Application:
         return resp
 
     async def models(_: web.Request) -> web.Response:
-        names = [BASE_MODEL, *state.adapters]
+        names = [state.base_model, *state.adapters]
         data = [{"id": m, "object": "model", "owned_by": "fake"} for m in names]
         if state.models_delay_s:
             await asyncio.sleep(state.models_delay_s)
@@ -230,6 +240,19 @@ def make_app(state: FakeState | None = None) -> web.Application:
             return web.json_response({"error": {"message": "adapter not found"}}, status=404)
         return web.Response(text="Success")
 
+    async def collective_rpc(request: web.Request) -> web.Response:
+        body = await request.json()
+        path = (body.get("kwargs") or {}).get("weights_path")
+        if body.get("method") != "reload_weights" or not path:
+            return web.json_response({"detail": "only reload_weights with a weights_path"}, status=400)
+        state.weights, state.reloads = str(path), state.reloads + 1
+        return web.json_response({"results": [None]})
+
+    async def reset_prefix_cache(_: web.Request) -> web.Response:
+        return web.json_response({"success": True})
+
+    app.router.add_post("/collective_rpc", collective_rpc)
+    app.router.add_post("/reset_prefix_cache", reset_prefix_cache)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)

@@ -4,6 +4,10 @@ Balancing is least-outstanding-requests over healthy replicas. A replica that re
 connection (or answers 503 before generating anything) is marked unhealthy and the request
 goes to another one — only before any byte has reached the client. A background probe
 (`GET {url}/models`) marks replicas healthy again and learns each one's model names.
+
+With full-weight versions (docs/full-weights.md) each replica holds one set of weights
+(`Replica.weights`, a version id) and a request names the replicas that hold its version
+(`only`); a replica being swapped is `draining` and the router leaves it out.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ class Replica:
     slow_probes: int = 0  # consecutive probes that timed out
     endpoint: Endpoint = field(init=False, repr=False)
     adapters_changed_at: float = 0.0  # monotonic time of our last adapter load / unload on it
+    weights: str = "base"  # the version whose full weights it serves (its start weights: base)
+    draining: bool = False  # being swapped: no new requests route to it
+    launched: bool = False  # started by the gateway's launcher (rolling swaps), stopped by it
 
     def adapter_changed(self, name: str, loaded: bool) -> None:
         """Record a load or unload this gateway just made, ahead of the next probe's listing."""
@@ -86,14 +93,26 @@ class Pool:
         for r in self.replicas:
             await r.endpoint.close()
 
+    def add(self, url: str, *, weights: str, launched: bool = True) -> Replica:
+        """A replica joins (a rolling swap started it): it serves `weights`."""
+        replica = Replica(normalise(url), weights=weights, launched=launched)
+        replica.endpoint.connect_timeout_s = self._connect_timeout
+        self.replicas = [*self.replicas, replica]  # a new list: loops over the old one stay valid
+        return replica
+
+    async def remove(self, replica: Replica) -> None:
+        self.replicas = [r for r in self.replicas if r is not replica]
+        await replica.endpoint.close()
+
     def healthy(self) -> list[Replica]:
         return [r for r in self.replicas if r.healthy]
 
-    def pick(self, exclude: set[str]) -> Replica:
-        candidates = [r for r in self.replicas if r.healthy and r.url not in exclude]
+    def pick(self, exclude: set[str], only: frozenset[str] | None = None) -> Replica:
+        allowed = self.replicas if only is None else [r for r in self.replicas if r.url in only]
+        candidates = [r for r in allowed if r.healthy and r.url not in exclude]
         if not candidates:
             # Every replica looks down: try the ones not yet tried anyway (health may be stale).
-            candidates = [r for r in self.replicas if r.url not in exclude]
+            candidates = [r for r in allowed if r.url not in exclude]
         if not candidates:
             raise NoReplica("no upstream replica is reachable", code="no_healthy_replica")
         low = min(r.outstanding for r in candidates)
@@ -101,11 +120,14 @@ class Pool:
         return best[next(self._rr) % len(best)]
 
     @asynccontextmanager
-    async def post(self, path: str, body: bytes) -> AsyncIterator[tuple[Replica, Response]]:
-        """POST to the least-loaded healthy replica, failing over on connect errors / 503."""
+    async def post(
+        self, path: str, body: bytes, only: frozenset[str] | None = None
+    ) -> AsyncIterator[tuple[Replica, Response]]:
+        """POST to the least-loaded healthy replica (of `only`), failing over on connect errors / 503."""
         tried: set[str] = set()
+        reachable = len(self.replicas) if only is None else len(only)
         while True:
-            replica = self.pick(tried)
+            replica = self.pick(tried, only)
             tried.add(replica.url)
             replica.outstanding += 1
             try:
@@ -113,7 +135,7 @@ class Pool:
                     resp = await replica.endpoint.request("POST", path, body, timeout_s=self._request_timeout)
                 except ConnectFailed as exc:
                     self._mark_down(replica, f"connect: {exc}")
-                    if len(tried) >= len(self.replicas):
+                    if len(tried) >= reachable:
                         raise UpstreamError(
                             f"upstream unreachable: {exc}", code="upstream_unreachable"
                         ) from exc
@@ -122,7 +144,7 @@ class Pool:
                     raise UpstreamTimeout("upstream did not answer in time", code="upstream_timeout") from exc
                 except UpstreamIOError as exc:
                     raise UpstreamError(f"upstream failed: {exc}", code="upstream_error") from exc
-                if resp.status in RETRYABLE_STATUS and len(tried) < len(self.replicas):
+                if resp.status in RETRYABLE_STATUS and len(tried) < reachable:
                     resp.release()
                     self._mark_down(replica, f"status {resp.status}")
                     continue

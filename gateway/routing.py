@@ -19,6 +19,7 @@ from ledger.published import BASE_VERSION
 class Route:
     version: str  # the version id recorded on the turn
     upstream_model: str  # the model name sent to the replica (base model or adapter name)
+    replicas: frozenset[str] | None = None  # URLs of the replicas that hold its weights (None: any)
 
 
 class Router(Protocol):

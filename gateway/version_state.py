@@ -49,10 +49,16 @@ class Version:
     traceparent: str | None = None  # the learner's span that made it: on every event of the version
     alarms: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> figures (gateway/drift.py)
     promotion_blocked: bool = False  # an alarm held back its automatic promotion
+    kind: str = "lora"  # or "full": adapter_path is a whole model folder (docs/full-weights.md)
 
     @property
     def adapter_name(self) -> str:
         return ADAPTER_PREFIX + self.id
+
+    @property
+    def weights(self) -> str:
+        """The full weights a replica must hold to serve it: its own, or the base's (adapters)."""
+        return self.id if self.kind == "full" else BASE_VERSION
 
 
 class VersionBook:
@@ -123,6 +129,7 @@ class VersionBook:
             reason=reason,
             figures=figures or {},
             adapter_path=v.adapter_path,
+            weights_kind=v.kind,  # type: ignore[arg-type]
             data_window=v.data_window,
             pinned=v.pinned if pinned is None else pinned,
             traceparent=v.traceparent,
@@ -170,10 +177,11 @@ class VersionBook:
                 created_at=e.created_at,
                 data_window=dict(e.data_window),
                 traceparent=e.traceparent,
+                kind=e.weights_kind,
             )
             self.versions[e.version] = v
         v.status, v.pinned = e.status, e.pinned
-        if e.event in ("loaded", "load_failed"):
+        if e.event in ("loaded", "load_failed", "resident"):  # resident: replicas holding full weights
             v.replicas = dict(e.figures.get("replicas", {}))
         if e.event in ("unloaded", "reloaded"):
             v.unloaded = e.event == "unloaded"

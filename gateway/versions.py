@@ -11,8 +11,9 @@ applied (gateway/version_log.py), one change at a time; the state (gateway/versi
 is the fold of those events, so any gateway rebuilds it from the ledger (docs/versions.md).
 
 Each version is an adapter loaded under its own name (`rlgw-<version>`) — never reloaded in
-place. The base model itself is served through an all-zero adapter once the learner registers
-one (`base_equivalent`), which avoids vLLM's mixed-batch base-model bug.
+place — or full weights on replicas of their own (gateway/full_versions.py). The base model
+itself is served through an all-zero adapter once the learner registers one
+(`base_equivalent`), which avoids vLLM's mixed-batch base-model bug.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from gateway.adapter_versions import AdapterVersions
 from gateway.errors import InvalidRequest, NoReplica
+from gateway.full_versions import FullWeightVersions
 from gateway.lineage import descends, rolled_back_between
 from gateway.routing import Route
-from gateway.version_state import Version, VersionBook
+from gateway.version_state import Version
 from ledger.published import BASE_VERSION, PublishedVersion
 
 EPISODE_MEMORY = 200_000
@@ -37,7 +40,7 @@ def canary_bucket(episode_id: str, canary: str) -> float:
     return int.from_bytes(digest, "big") / 2.0**64
 
 
-class VersionRegistry(VersionBook):
+class VersionRegistry(AdapterVersions, FullWeightVersions):
     """The router the chat service asks, and the changes the controlling gateway makes."""
 
     # ---- routing -----------------------------------------------------------------------
@@ -45,20 +48,29 @@ class VersionRegistry(VersionBook):
         with self._lock:
             version = self._sticky.get(episode_id)
             if version is None or version not in self.versions or self._gone(self.versions[version]):
+                version = None
+            elif not self.placed(self.versions[version]):
+                version = None  # no replica holds its weights any more: on to the serving version
+            if version is None:
                 version = self.assign(episode_id)
                 self._sticky[episode_id] = version
                 self._sticky.move_to_end(episode_id)
                 if len(self._sticky) > EPISODE_MEMORY:
                     self._sticky.popitem(last=False)
                 self.versions[version].episodes_started += 1
-            return Route(version, self.upstream_name(version))
+            return Route(version, self.upstream_name(version), self.holders(self.versions[version].weights))
 
     def assign(self, episode_id: str) -> str:
         """The version a new episode goes to: a function of the episode id and the registry
         alone, so every gateway sends an episode to the same one (docs/versions.md)."""
         with self._lock:
-            if self.canary is not None and canary_bucket(episode_id, self.canary) < self.cfg.canary_share:
-                return self.canary
+            canary = self.versions.get(self.canary) if self.canary is not None else None
+            if (
+                canary is not None
+                and self.placed(canary)  # a full-weight canary no replica holds yet gets nothing
+                and canary_bucket(episode_id, canary.id) < self.cfg.canary_share
+            ):
+                return canary.id
             return self.serving
 
     def seen(self, episode_id: str, version: str) -> None:
@@ -79,11 +91,16 @@ class VersionRegistry(VersionBook):
         if version == BASE_VERSION:
             if self.base_adapter is not None:
                 return self.base_adapter
-            name = self._base_model()
-            if name is None:
-                raise NoReplica("no upstream replica has reported its model yet", code="no_healthy_replica")
-            return str(name)
+            return self._base_name()
+        if self.versions[version].kind == "full":  # replicas keep their start name across swaps
+            return self._base_name()
         return self.versions[version].adapter_name
+
+    def _base_name(self) -> str:
+        name = self._base_model()
+        if name is None:
+            raise NoReplica("no upstream replica has reported its model yet", code="no_healthy_replica")
+        return str(name)
 
     # ---- state changes: each writes its events to the versions topic, then applies them ---------
     def register(self, published: PublishedVersion) -> Version:
@@ -115,6 +132,7 @@ class VersionRegistry(VersionBook):
                 "registered",
                 data_window=dict(published.data_window),
                 traceparent=published.traceparent,
+                kind=published.kind,
             )
             self._commit(self._new(v, "registered", "registered"))
             return self.versions[vid]
@@ -232,56 +250,6 @@ class VersionRegistry(VersionBook):
             v = self.get(vid)
             self._commit(self._new(v, "pinned" if pinned else "unpinned", v.status, pinned=pinned))
             return v
-
-    # ---- adapters in the replicas ------------------------------------------------------------
-    def active_adapters(self) -> list[tuple[str, str]]:
-        """(adapter name, path) of every version that may serve, the base's zero adapter too;
-        a version among them is no longer marked unloaded."""
-        with self._lock:
-            active = [
-                v
-                for v in self.versions.values()
-                if v.adapter_path and v.id != BASE_VERSION and v.status in ("serving", "canary", "loaded")
-            ]
-            out = [(v.adapter_name, str(v.adapter_path)) for v in active]
-            for v in active:
-                v.unloaded = False
-            base = self.versions[BASE_VERSION]
-            if self.base_adapter and base.adapter_path:
-                out.append((self.base_adapter, base.adapter_path))
-            return out
-
-    def reloaded(self, v: Version, replicas: int) -> None:
-        """`v` is in every healthy replica again (`replicas` of them lacked it)."""
-        with self._changing:
-            if replicas:
-                self._commit(
-                    self._new(v, "reloaded", v.status, f"on {replicas} replicas, before routing to it")
-                )
-            with self._lock:
-                v.unloaded = False
-
-    def take_out_stale(self, keep: int, recent_episodes: int) -> list[Version]:
-        """Retired versions past the newest `keep`, out of the recent episodes' history: routing
-        leaves them now, before the replicas drop them (see `unloaded`)."""
-        with self._lock:
-            retired = [
-                v
-                for v in self.versions.values()
-                if v.status in ("retired", "rolled_back") and v.adapter_path and not v.unloaded
-            ]
-            if len(retired) <= keep:
-                return []
-            recent = self.recent_versions(recent_episodes)
-            stale = [v for v in retired[:-keep] if v.id not in recent]
-            for v in stale:
-                v.unloaded = True
-            return stale
-
-    def unloaded(self, v: Version) -> None:
-        """`v` left the replicas (one promoted again meanwhile is loaded back by the next reconcile)."""
-        with self._changing:
-            self._commit(self._new(v, "unloaded", v.status))
 
 
 def _valid_id(vid: str) -> bool:

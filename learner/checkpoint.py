@@ -2,7 +2,9 @@
 
     <root>/versions/<version>/          one complete version, never modified after the rename
         adapter/                        PEFT LoRA adapter, loadable by vLLM's /v1/load_lora_adapter
-        model/                          (full fine-tuning instead) a HF folder with the tokenizer
+        model/                          (full fine-tuning instead) a HF folder with the tokenizer,
+                                        in the serving dtype (learner/full_save.py)
+        master.safetensors              (full, served in another dtype) the training-dtype weights
         optimizer.pt                    AdamW state
         state.json                      version, parent, seq, step, data_window, lineage, baselines
         COMPLETE                        the marker, written last
@@ -26,6 +28,7 @@ from typing import Any
 
 import torch
 
+from learner.full_save import load_full, save_full, serve_dtype
 from learner.train import Trainer
 
 MARKER = "COMPLETE"
@@ -68,8 +71,8 @@ def save_version(
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-", dir=vdir))
     try:
         if trainer.cfg.full_finetune:
-            trainer.causal_lm.save_pretrained(tmp / "model")
-            _copy_tokenizer(trainer.model_dir, tmp / "model")
+            dtype = serve_dtype(trainer.cfg.serve_dtype, trainer.model_dir)
+            save_full(trainer.causal_lm, trainer.model_dir, tmp, dtype)
         else:
             trainer.model.save_pretrained(tmp / "adapter", save_embedding_layers=False)
         torch.save(trainer.optimizer.state_dict(), tmp / "optimizer.pt")
@@ -151,7 +154,7 @@ def resume(root: Path, trainer: Trainer, version: str | None = None) -> VersionS
         return None
     path = Path(state.path)
     if trainer.cfg.full_finetune:
-        trainer.causal_lm.load_state_dict(_load_safetensors(path / "model"), strict=False)
+        load_full(trainer.causal_lm, path)
     else:
         from peft import set_peft_model_state_dict
 
@@ -176,12 +179,14 @@ def clean_partial(root: Path) -> int:
     return n
 
 
-def prune(root: Path, keep: int, protect: str | None = None) -> list[str]:
-    """Delete all but the newest `keep` complete versions (keep <= 0: delete nothing), and never
-    `protect` (the serving version: a rollback continues from it, learner/follow.py)."""
-    if keep <= 0:
+def prune(root: Path, keep: int, protect: set[str] | None = None) -> list[str]:
+    """Delete all but the newest `keep` complete versions (keep <= 0: delete nothing), never
+    one in `protect`: what serves or may be rolled back to (`Fleet.protect`, learner/follow.py;
+    the serving version is in it, as a rollback continues from it). `protect` None means that
+    is not known: nothing is deleted."""
+    if keep <= 0 or protect is None:
         return []
-    old = [s for s in complete_versions(root)[:-keep] if s.version != protect]
+    old = [s for s in complete_versions(root)[:-keep] if s.version not in protect]
     for s in old:
         shutil.rmtree(s.path, ignore_errors=True)
     return [s.version for s in old]
@@ -194,14 +199,6 @@ def _load_safetensors(folder: Path) -> dict[str, torch.Tensor]:
     for f in sorted(folder.glob("*.safetensors")):
         out.update(load_file(f))
     return out
-
-
-def _copy_tokenizer(src: Path, dst: Path) -> None:
-    for f in src.iterdir():
-        if f.is_file() and (
-            f.name.startswith("tokenizer") or f.name in ("chat_template.jinja", "special_tokens_map.json")
-        ):
-            shutil.copy2(f, dst / f.name)
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -17,7 +17,12 @@ class LearnerConfig(Section):
     model: str | None = None
     """Base model: a local HF folder (None in `rlgw demo`: a built-in tiny model)."""
     full_finetune: bool = False
-    """Train all weights instead of a LoRA adapter."""
+    """Train all weights instead of a LoRA adapter (docs/full-weights.md)."""
+    fsdp: bool = False
+    """Under torchrun, shard the full model's weights, gradients and AdamW state across the ranks
+    with torch FSDP2 (full fine-tuning of models that do not fit one device; docs/scaling.md)."""
+    serve_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """dtype full-weight versions are saved in for serving (auto: the base folder's dtype)."""
     lora_rank: int = 8
     """LoRA rank."""
     lora_targets: list[str] = Field(
@@ -65,7 +70,8 @@ class LearnerConfig(Section):
     checkpoint_dir: Path | None = None
     """Where versions are saved. Default: <data_dir>/learner."""
     keep_versions: int = 0
-    """Complete versions kept on disk (0: all; the serving pool may still load old ones)."""
+    """Complete versions kept on disk (0: all). Versions the gateway reports serving, canaried,
+    pinned, queued, or one rollback away are kept too; with the gateway unreachable none go."""
     poll_interval_s: float = 2.0
     """Wait between reads when there are too few new scored episodes for a step."""
     admin_url: str | None = None

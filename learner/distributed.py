@@ -99,6 +99,8 @@ class World:
             return
         grads = []
         for p in params:
+            if type(p).__name__ == "DTensor":  # FSDP2 reduces sharded gradients itself (learner/sharded.py)
+                continue
             if p.grad is None:  # nothing to train on this rank this step
                 p.grad = torch.zeros_like(p)
             grads.append(p.grad)

@@ -22,6 +22,7 @@ A gateway that cannot be asked leaves everything as it is (asked again before th
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class Fleet:
     rolled_back: frozenset[str] = frozenset()
     parents: dict[str, str | None] = field(default_factory=dict)
     adapter_paths: dict[str, str | None] = field(default_factory=dict)
+    held: frozenset[str] = frozenset()  # the canary, queued (registered, loaded) and pinned versions
 
     @classmethod
     def from_listing(cls, listing: dict[str, Any]) -> Fleet:
@@ -48,7 +50,23 @@ class Fleet:
             rolled_back=frozenset(v["id"] for v in versions if v.get("status") == "rolled_back"),
             parents={v["id"]: v.get("parent") for v in versions},
             adapter_paths={v["id"]: v.get("adapter_path") for v in versions},
+            held=frozenset(_held(listing, versions)),
         )
+
+    def protect(self, pending: Sequence[PublishedVersion] = ()) -> set[str]:
+        """The versions that must stay on disk (`keep_versions`): the serving version, the held
+        ones and what is not published yet, and each one's parent (a rollback target)."""
+        parents = dict(self.parents) | {p.version: p.parent for p in pending}
+        keep: set[str | None] = {self.serving, *self.held, *(p.version for p in pending)}
+        keep |= {parents.get(v) for v in keep if v}
+        return {v for v in keep if v}
+
+
+def _held(listing: dict[str, Any], versions: list[dict[str, Any]]) -> list[str]:
+    """The canary, and the queued (registered, loaded) and pinned versions of a listing."""
+    queued = ("registered", "loaded")
+    held = [v["id"] for v in versions if v.get("pinned") or v.get("status") in queued]
+    return held + ([str(listing["canary"])] if listing.get("canary") else [])
 
 
 def ask_fleet(publisher: Any) -> Fleet | None:

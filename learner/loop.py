@@ -39,7 +39,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
@@ -90,6 +90,8 @@ def run_learner(
     from learner.train import Trainer
 
     cfg = settings.learner
+    if cfg.fsdp and (world or World()).size > 1:
+        raise ValueError("learner.fsdp: saving sharded versions is not wired yet (docs/scaling.md)")
     world = world or World()
     tracer = tracer or trace.NoOpTracer()
     root = Path(cfg.checkpoint_dir or settings.data_dir / "learner").resolve()
@@ -108,6 +110,7 @@ def run_learner(
     position: str | None = last.data_window.get("until") if last else None
     seq = last.seq if last else 0
     parent = last.version if last else BASE_VERSION
+    kind: Literal["lora", "full"] = "full" if cfg.full_finetune else "lora"
     if last and world.leader:
         pending.append(
             PublishedVersion(
@@ -115,6 +118,7 @@ def run_learner(
                 adapter_path=str(last.adapter_path),
                 parent=last.parent,
                 data_window=last.data_window,
+                kind=kind,
             )
         )
         log.info(
@@ -183,9 +187,13 @@ def run_learner(
                     parent=state.parent,
                     data_window=window,
                     traceparent=traced,
+                    kind=kind,
                 )
             )
-            prune(root, cfg.keep_versions, protect=fleet.serving if fleet else None)
+            if cfg.keep_versions > 0:
+                pending = _publish_pending(pending, publisher, report)  # so the gateway knows it
+                now = ask_fleet(publisher)
+                prune(root, cfg.keep_versions, now.protect(pending) if now else None)
         parent = version
     if world.leader:
         _publish_pending(pending, publisher, report)

@@ -8,8 +8,10 @@ gateway registers the version, loads it into every replica and starts its canary
 Publishing the same version twice must be harmless on the gateway's side (a retry after a
 lost reply does that).
 Only transient failures are retried (connection errors, timeouts, 429, 502, 503, 504), with
-exponential backoff; any other answer raises `PublishError` at once. `FakePublisher` keeps the
-calls in memory for tests and can be told to fail its first calls.
+exponential backoff; any other answer raises `PublishError` at once. `fleet()` asks what the
+gateway serves (learner/follow.py: the learner follows rollbacks, and `Fleet.protect` names the
+versions `keep_versions` must spare). `FakePublisher` keeps the calls in memory for tests and
+can be told to fail its first calls.
 """
 
 from __future__ import annotations
@@ -89,10 +91,11 @@ class FakePublisher:
     attempts: int = 0
     serving: str = BASE_VERSION  # what the fake gateway serves; tests roll back by setting these
     rolled_back: set[str] = field(default_factory=set)
+    held: set[str] = field(default_factory=set)  # canary, queued and pinned versions
 
     def fleet(self) -> Fleet:
         parents = {v["version"]: v.get("parent") for v in self.published}
-        return Fleet(self.serving, frozenset(self.rolled_back), parents)
+        return Fleet(self.serving, frozenset(self.rolled_back), parents, held=frozenset(self.held))
 
     def publish(self, version: PublishedVersion) -> None:
         self.attempts += 1

@@ -122,6 +122,13 @@ class Trainer:
         self.model.train()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.world.sync_params(self.params)  # one starting point (a LoRA adapter's init is random)
+        if cfg.fsdp and self.world.size > 1:  # full weights sharded across the ranks (learner/sharded.py)
+            from learner.sharded import shard
+
+            if not cfg.full_finetune:
+                raise ValueError("learner.fsdp shards full fine-tuning: set learner.full_finetune")
+            shard(self.model, self.world)
+            self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.advantages = Advantages(alpha=cfg.baseline_alpha)
         self.lineage: list[str] = [BASE_VERSION]  # versions this learner produced, base first
@@ -190,7 +197,8 @@ class Trainer:
         self.world.all_reduce(peak, "max")
         grad_norm = torch.zeros(1, dtype=torch.float64, device=self.device)
         if self.cfg.max_grad_norm > 0:
-            grad_norm += torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+            grad_norm += norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # DTensor when sharded
         self.optimizer.step()
 
         # 6. log and export: the step's one read of device values
@@ -223,7 +231,8 @@ class Trainer:
 
     def _logprobs(self, causal_lm: Any, b: MicroBatch) -> tuple[Tensor, Tensor]:
         """`causal_lm`'s log-probs of the micro-batch's loss tokens and its entropy there, (N,) each."""
-        hidden = causal_lm.model(
+        body = getattr(causal_lm, "fsdp_body", causal_lm.model)  # FSDP2 gathers the root's weights
+        hidden = body(
             input_ids=b.input_ids, position_ids=b.position_ids, use_cache=False, **b.attention_kwargs
         ).last_hidden_state[0]  # (T, H)
         return chunked_logprobs(hidden[b.predict_at], b.targets, causal_lm.lm_head, self.cfg.logprob_chunk)

