@@ -1,7 +1,9 @@
 """The chat-completions service: validate, route, forward, tap the reply, record the turn.
 
-The upstream is always asked for token ids and behaviour log-probs (vLLM's
-`return_token_ids` and `logprobs`); what the client did not ask for is removed from the reply.
+A replica that returns token ids and behaviour log-probs (vLLM's `return_token_ids` and
+`logprobs`; the pool asks each replica, gateway/capabilities.py) is always asked for them;
+what the client did not ask for is removed from the reply. A replica's 400 goes back to the
+client that caused it and changes nothing for anyone else.
 Streams are forwarded chunk by chunk as they arrive; the tap reads each chunk on the way.
 """
 
@@ -19,7 +21,7 @@ from gateway.episodes import CallContext
 from gateway.errors import APIError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout, error_sse
 from gateway.explore import Exploration
 from gateway.metrics import Metrics
-from gateway.pool import Pool
+from gateway.pool import Pool, Replica
 from gateway.routing import Route, Router
 from gateway.sse import EventStream
 from gateway.tap import StreamTap, Wants, choices_from_reply, strip_reply
@@ -93,7 +95,6 @@ class ChatService:
         self._on_request = on_request or (lambda version, ok, latency_ms: None)
         self.explore = explore
         self._logged_unknown: set[str] = set()
-        self._extensions = True  # False once the upstream rejects vLLM's extra request fields
 
     # ---- request -----------------------------------------------------------------------
     def validate(self, body: Any) -> None:
@@ -129,29 +130,33 @@ class ChatService:
                 self._logged_unknown.add(key)
                 log.info("passing unknown request field %r through to the upstream", key)
 
-    def upstream_body(
-        self, body: dict[str, Any], route: Route, tokens: bool, n: int = 1
-    ) -> tuple[bytes, Wants]:
-        stream = bool(body.get("stream"))
+    @staticmethod
+    def wants(body: dict[str, Any]) -> Wants:
+        """What the client itself asked for (the rest is trimmed from its reply)."""
         raw_opts = body.get("stream_options")
         opts: dict[str, Any] = raw_opts if isinstance(raw_opts, dict) else {}
-        wants = Wants(
+        return Wants(
             logprobs=bool(body.get("logprobs")),
             token_ids=bool(body.get("return_token_ids")),
             usage=bool(opts.get("include_usage")),
         )
+
+    def upstream_body(self, body: dict[str, Any], route: Route, tokens: bool, n: int = 1) -> bytes:
+        stream = bool(body.get("stream"))
+        raw_opts = body.get("stream_options")
+        opts: dict[str, Any] = raw_opts if isinstance(raw_opts, dict) else {}
         up = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
         up["model"] = route.upstream_model
         if n > 1:
             up["n"] = n  # an exploration group
         if tokens:
             up["logprobs"] = True
-            if not wants.logprobs:
+            if not body.get("logprobs"):
                 up["top_logprobs"] = 0
             up["return_token_ids"] = True
         if stream:
             up["stream_options"] = {**opts, "include_usage": True}
-        return orjson.dumps(up), wants
+        return orjson.dumps(up)
 
     # ---- serving -----------------------------------------------------------------------
     async def complete(self, body: dict[str, Any], ctx: CallContext) -> Response:
@@ -167,15 +172,9 @@ class ChatService:
         if body.get("stream"):
             return await self._stream(body, ctx, route, headers, started, t0)
         k = self.explore.pick(body, ctx.episode.task) if self.explore is not None else 1
-        for tokens in (True, False) if self._extensions else (False,):
-            up, wants = self.upstream_body(body, route, tokens, k)
-            async with self.pool.post("/chat/completions", up) as (replica, resp):
-                raw = await _read(resp)
-            if resp.status == 400 and tokens and _rejects_extensions(raw):
-                log.warning("the upstream rejects token ids / log-probs: turns are recorded without them")
-                self._extensions = False
-                continue
-            break
+        wants = self.wants(body)
+        async with self.pool.post("/chat/completions", self._for_replica(body, route, k)) as (replica, resp):
+            raw = await _read(resp)
         if resp.status != 200:
             self._observe(route.version, resp.status, False, time.perf_counter() - t0)
             return _upstream_error(resp.status, raw, headers)
@@ -210,8 +209,8 @@ class ChatService:
         started: float,
         t0: float,
     ) -> Response:
-        up, wants = self.upstream_body(body, route, self._extensions)
-        cm = self.pool.post("/chat/completions", up)
+        wants = self.wants(body)
+        cm = self.pool.post("/chat/completions", self._for_replica(body, route))
         replica, resp = await cm.__aenter__()
         if resp.status != 200:
             try:
@@ -260,6 +259,10 @@ class ChatService:
 
         return EventStream(relay(), headers)
 
+    def _for_replica(self, body: dict[str, Any], route: Route, n: int = 1) -> Callable[[Replica], bytes]:
+        """The upstream request for a replica: with token ids and log-probs unless it lacks them."""
+        return lambda replica: self.upstream_body(body, route, replica.tokens is not False, n)
+
     @staticmethod
     def _relay_event(event: bytes, tap: StreamTap, wants: Wants, model: str) -> bytes | None:
         if not event.startswith(b"data:"):
@@ -291,11 +294,6 @@ async def _read(resp: UpstreamResponse) -> bytes:
         raise UpstreamTimeout("upstream did not answer in time", code="upstream_timeout") from exc
     except UpstreamIOError as exc:
         raise UpstreamError(f"upstream failed mid-reply: {exc}", code="upstream_error") from exc
-
-
-def _rejects_extensions(raw: bytes) -> bool:
-    text = raw[:2000].lower()
-    return b"return_token_ids" in text or b"logprobs" in text
 
 
 def _upstream_error(status: int, raw: bytes, headers: dict[str, str]) -> Response:
