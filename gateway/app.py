@@ -7,7 +7,7 @@ import gc
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import orjson
 from fastapi import FastAPI, Request
@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel, ValidationError, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from gateway.admin import add_version_routes
@@ -22,11 +23,21 @@ from gateway.auth import KeyStore, Principal, require_admin
 from gateway.chat import ChatService
 from gateway.controller import VersionController
 from gateway.dashboard import add_dashboard_routes
+from gateway.durability import made_durable, refuse_if_full
 from gateway.episodes import CallContext, resolve_episode
-from gateway.errors import APIError, InvalidRequest, NoReplica, NotFound, PayloadTooLarge, error_response
+from gateway.errors import (
+    APIError,
+    ClientGone,
+    InvalidRequest,
+    NoReplica,
+    NotFound,
+    PayloadTooLarge,
+    error_response,
+)
 from gateway.explore import Exploration
 from gateway.feeds import Feed, ScoreFeed, VersionFeed
 from gateway.metrics import Metrics
+from gateway.opsview import readiness, shows_addresses, update_metrics
 from gateway.pool import Pool
 from gateway.routing import Router
 from gateway.scrub import scrub_feedback
@@ -128,11 +139,14 @@ async def read_json(request: Request, limit: int) -> Any:
     if length is not None and length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(f"request body over {limit} bytes", code="body_too_large")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body over {limit} bytes", code="body_too_large")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body over {limit} bytes", code="body_too_large")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise ClientGone("the client went away before its request body arrived") from exc
     data = b"".join(chunks)
     try:
         value = orjson.loads(data)
@@ -152,6 +166,14 @@ def _validation_message(exc: ValidationError | RequestValidationError) -> tuple[
     first = exc.errors()[0] if exc.errors() else {}
     loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
     return f"{first.get('msg', 'invalid request')}" + (f" (at {loc})" if loc else ""), loc
+
+
+def count_error(metrics: Metrics, exc: APIError) -> None:
+    """A client that went away is counted as such, not as an error of ours."""
+    if isinstance(exc, ClientGone):
+        metrics.disconnects.labels("request").inc()
+    else:
+        metrics.errors.labels(exc.type).inc()
 
 
 class HotPath:
@@ -184,7 +206,7 @@ class HotPath:
             request = Request(scope, receive)
             response = await (self._traced(request) if self._tracer else self._chat(request))
         except APIError as exc:
-            self.services.metrics.errors.labels(exc.type).inc()
+            count_error(self.services.metrics, exc)
             response = exc.response()
         except Exception:
             log.exception("unexpected error on POST /v1/chat/completions")
@@ -249,7 +271,7 @@ def create_fastapi(svc: Services) -> FastAPI:
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> Response:
-        svc.metrics.errors.labels(exc.type).inc()
+        count_error(svc.metrics, exc)
         return exc.response()
 
     @app.exception_handler(RequestValidationError)
@@ -325,15 +347,19 @@ def create_fastapi(svc: Services) -> FastAPI:
             done=fb.done,
             tenant=principal.tenant,
         )
+        refuse_if_full(svc.recorder)
         svc.recorder.record(
             TOPIC_FEEDBACK, scrub_feedback(record) if svc.settings.ledger.scrub_pii else record
         )
+        await made_durable(svc.recorder)
         return {"id": record.id, "episode_id": episode_id, "status": "accepted"}
 
     @app.post("/v1/episodes/{episode_id}/end")
     async def end_episode(episode_id: str, request: Request) -> dict[str, Any]:
         principal = auth(request)
+        refuse_if_full(svc.recorder)
         svc.turns.end_episode(episode_id, principal.tenant, "client")
+        await made_durable(svc.recorder)
         return {"episode_id": episode_id, "status": "ended"}
 
     def read_episode(episode_id: str, tenant: str | None) -> dict[str, Any]:
@@ -360,25 +386,16 @@ def create_fastapi(svc: Services) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz() -> Response:
-        healthy = svc.pool.healthy()
-        status: Literal["ready", "unavailable"] = "ready" if healthy else "unavailable"
-        body = {
-            "status": status,
-            "replicas": [{"url": r.url, "healthy": r.healthy} for r in svc.pool.replicas],
-        }
-        return Response(
-            orjson.dumps(body), status_code=200 if healthy else 503, media_type="application/json"
-        )
+    async def readyz(request: Request) -> Response:
+        expose = svc.settings.gateway.expose_upstreams
+        addresses = shows_addresses(svc.keys, request.headers.get("authorization"), expose)
+        ready, body = readiness(svc.pool, svc.recorder, addresses)
+        return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json")
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        m = svc.metrics
-        m.record_queue.set(svc.recorder.pending)
-        for r in svc.pool.replicas:
-            m.replica_healthy.labels(r.url).set(1 if r.healthy else 0)
-            m.replica_outstanding.labels(r.url).set(r.outstanding)
-        return Response(m.render(), media_type="text/plain; version=0.0.4")
+        update_metrics(svc.metrics, svc.pool, svc.recorder, svc.settings.gateway.expose_upstreams)
+        return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4")
 
     add_dashboard_routes(app, svc)
     return app

@@ -17,8 +17,17 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from gateway.durability import NOT_DURABLE, made_durable, refuse_if_full
 from gateway.episodes import CallContext
-from gateway.errors import APIError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout, error_sse
+from gateway.errors import (
+    APIError,
+    InvalidRequest,
+    LedgerUnavailable,
+    NotFound,
+    UpstreamError,
+    UpstreamTimeout,
+    error_sse,
+)
 from gateway.explore import Exploration
 from gateway.metrics import Metrics
 from gateway.pool import Pool, Replica
@@ -75,6 +84,7 @@ KNOWN_FIELDS = frozenset(
 )
 GATEWAY_FIELDS = ("metadata",)  # consumed here, not forwarded
 MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
+DONE = b"data: [DONE]\n\n"
 
 
 class ChatService:
@@ -161,6 +171,7 @@ class ChatService:
     # ---- serving -----------------------------------------------------------------------
     async def complete(self, body: dict[str, Any], ctx: CallContext) -> Response:
         self.validate(body)
+        refuse_if_full(self.writer.recorder)
         route = self.router.route(ctx.episode.episode_id, ctx.tenant)
         headers = {
             "X-Episode-Id": ctx.episode.episode_id,
@@ -191,14 +202,16 @@ class ChatService:
         strip_reply(data, wants)
         data["model"] = self.public_model  # the client named the public model, not an adapter
         latency = time.perf_counter() - t0
+        reply = Response(orjson.dumps(data), media_type="application/json", headers=headers)
         call = Call(body, ctx, route, replica, started, stream=False)
         self.writer.served(
             call, latency, choices[:1] if group else choices, data.get("usage"), prompt_ids, group_id=group
         )
         if group is not None:
             self.writer.alternatives(call, latency, choices[1:], prompt_ids, group)
+        await made_durable(self.writer.recorder)
         self._observe(route.version, 200, False, latency)
-        return Response(orjson.dumps(data), media_type="application/json", headers=headers)
+        return reply
 
     async def _stream(
         self,
@@ -225,7 +238,23 @@ class ChatService:
         async def relay() -> AsyncIterator[bytes]:
             ttft: float | None = None
             error: str | None = None
+            status = 200  # what the client got: 502 when the upstream broke, 499 when it left
+            recorded = False
             buf = b""
+
+            def record() -> None:  # once: at [DONE] (before the client sees it), or at the end
+                nonlocal recorded
+                if recorded:
+                    return
+                recorded = True
+                latency = time.perf_counter() - t0
+                call = Call(body, ctx, route, replica, started, stream=True)
+                choices, usage, prompt_ids = tap.choices(), tap.usage, tap.prompt_token_ids
+                self.writer.served(
+                    call, latency, choices, usage, prompt_ids, ttft=ttft, error=error, status=status
+                )
+                self._observe(route.version, status, True, latency, ttft)
+
             try:
                 async for piece in resp.iter_chunks():
                     buf += piece
@@ -239,23 +268,24 @@ class ChatService:
                             continue
                         if ttft is None:
                             ttft = time.perf_counter() - t0
+                        if out == DONE:
+                            record()
+                            if not await self.writer.recorder.durable():
+                                yield error_sse(LedgerUnavailable(NOT_DURABLE, code="ledger_unavailable"))
+                                return
                         yield out
             except (UpstreamIOError, TimeoutError) as exc:
-                error = f"upstream stream broke: {exc!r}"
+                error, status = f"upstream stream broke: {exc!r}", 502
                 yield error_sse(
                     UpstreamError("the upstream stream ended early", code="upstream_stream_broken")
                 )
             except BaseException as exc:  # client went away (cancelled / generator closed)
-                error = f"client disconnected: {type(exc).__name__}"
+                error, status = f"client disconnected: {type(exc).__name__}", 499
+                self.metrics.disconnects.labels("reply").inc()
                 raise
             finally:
                 await cm.__aexit__(None, None, None)
-                latency = time.perf_counter() - t0
-                call = Call(body, ctx, route, replica, started, stream=True)
-                self.writer.served(
-                    call, latency, tap.choices(), tap.usage, tap.prompt_token_ids, ttft=ttft, error=error
-                )
-                self._observe(route.version, 200 if error is None else 599, True, latency, ttft)
+                record()
 
         return EventStream(relay(), headers)
 
@@ -269,7 +299,7 @@ class ChatService:
             return event + b"\n\n" if event.strip() else None
         payload = event[5:].strip()
         if payload == b"[DONE]":
-            return b"data: [DONE]\n\n"
+            return DONE
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:

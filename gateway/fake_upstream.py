@@ -104,16 +104,15 @@ def make_app(state: FakeState | None = None) -> web.Application:
                 {"error": {"message": "injected failure", "type": "server_error"}}, status=500
             )
         if state.refuse_extensions and "return_token_ids" in body:
-            err = {
-                "message": "Unrecognized request argument supplied: return_token_ids",
-                "type": "invalid_request_error",
-            }
-            return web.json_response({"error": err}, status=400)
+            refused = "Unrecognized request argument supplied: return_token_ids"
+            return web.json_response(
+                {"error": {"message": refused, "type": "invalid_request_error"}}, status=400
+            )
         if int(body.get("top_logprobs") or 0) > state.max_logprobs:
             top, most = body["top_logprobs"], state.max_logprobs
-            msg = f"Requested sample logprobs of {top}, which is greater than max allowed: {most}"
+            too_many = f"Requested sample logprobs of {top}, which is greater than max allowed: {most}"
             return web.json_response(
-                {"error": {"message": msg, "type": "BadRequestError", "code": 400}}, status=400
+                {"error": {"message": too_many, "type": "BadRequestError", "code": 400}}, status=400
             )
         model = body.get("model", "")
         if not known(model):

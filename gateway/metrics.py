@@ -29,6 +29,27 @@ class Metrics:
         )
         self.errors = Counter("rlgw_errors", "Error replies by type", ["type"], registry=r)
         self.record_queue = Gauge("rlgw_record_queue", "Records waiting for the ledger", registry=r)
+        self.disconnects = Counter(
+            "rlgw_client_disconnects",
+            "Clients that went away before their reply was complete (during: request | reply)",
+            ["during"],
+            registry=r,
+        )
+        self.disk_outage = Gauge(
+            "rlgw_ledger_disk_outage",
+            "1 while the ledger's disk refuses writes (records wait in memory)",
+            registry=r,
+        )
+        self.disk_errors = Gauge(
+            "rlgw_ledger_disk_errors",
+            "Ledger disk writes refused since start (full, failing, read-only)",
+            registry=r,
+        )
+        self.memory_bytes = Gauge(
+            "rlgw_ledger_memory_bytes",
+            "Record bytes held in memory while the ledger's disk refuses them",
+            registry=r,
+        )
         self.replica_healthy = Gauge(
             "rlgw_replica_healthy", "1 if a replica is healthy", ["replica"], registry=r
         )

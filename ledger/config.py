@@ -55,6 +55,9 @@ class GatewayConfig(Section):
     """How often replicas are probed; a failed probe marks a replica unhealthy until one succeeds."""
     record_queue: int = 10000
     """Turns held in memory waiting for the ledger; past it they spill to the disk spool."""
+    expose_upstreams: bool = False
+    """Show replica URLs on /metrics (as the `replica` label) and /readyz to every caller. False:
+    /metrics numbers the replicas and /readyz shows their URLs only to an admin key."""
     keys_file: Path | None = None
     """Hashed API keys (written by `rlgw keys create`). Default: <data_dir>/keys.json."""
     exploration_share: float = 0.0
@@ -100,6 +103,17 @@ class LedgerConfig(Section):
     record_linger_ms: float = 10.0
     """Recorder: wait this long after a publish for the next batch to gather (one thread wake-up
     per batch instead of per record; measured by benchmarks/gateway_overhead.py)."""
+    ack: Literal["async", "durable"] = "async"
+    """When a reply may be sent: "async" at once (a crash loses the records still in memory, up
+    to about `record_linger_ms` of traffic), "durable" once the disk spool's group commit holds
+    its records (one fsync shared by the requests of a window; nothing acknowledged is lost on a
+    crash). See docs/faults.md."""
+    ack_timeout_s: float = 10.0
+    """Durable acks: a reply whose records the disk does not take in this time is answered 503
+    (the turn may still be recorded once the disk takes it)."""
+    memory_limit_bytes: int = 256 * 1024 * 1024
+    """Records held in memory while the disk refuses writes (full, failing, read-only); past it
+    the gateway answers new requests 503 instead of acknowledging what it cannot keep."""
     local_partitions: int = 1
     """Partitions per topic of the embedded log (records go by key hash, so an episode stays ordered)."""
     local_synchronous: Literal["full", "normal"] = "full"
@@ -264,6 +278,10 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.ledger.store == "clickhouse" and not self.ledger.dsn:
             raise ValueError("ledger.store = 'clickhouse' needs ledger.dsn")
+        if self.ledger.ack == "durable" and (
+            self.ledger.bus == "memory" or self.ledger.spool_fsync == "never"
+        ):
+            raise ValueError("ledger.ack = 'durable' needs a disk spool that fsyncs (bus local or kafka)")
         if not 0.0 <= self.versions.canary_share <= 1.0:
             raise ValueError("versions.canary_share must be within [0, 1]")
         if not 0.0 <= self.gateway.exploration_share <= 1.0:

@@ -31,10 +31,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Literal
 
+from ledger.acks import DurableAcks
 from ledger.bus import Bus, BusRejected, BusUnavailable
 from ledger.records import TOPIC_DEAD_LETTERS, DeadLetter, Encoded, Record
 from ledger.spool import Spool, SpoolItem
+from ledger.spooler import Spooler
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,12 @@ class Recorder:
         spool: Spool | None = None,
         on_published: Callable[[list[SpoolItem]], None] | None = None,
         linger_s: float = 0.0,
+        ack: Literal["async", "durable"] = "async",
+        max_memory_bytes: int = 256 * 1024 * 1024,
+        ack_timeout_s: float = 10.0,
     ):
+        if ack == "durable" and spool is None:
+            raise ValueError("durable acknowledgements need a disk spool")
         self._bus = bus
         self._capacity = capacity
         self._prefix = topic_prefix
@@ -63,39 +71,65 @@ class Recorder:
         self._linger_s = linger_s
         self._asleep = False  # the publisher waits for `_wake` (guarded by `_lock`)
         self._queue: deque[tuple[str, Record | Encoded]] = deque()
-        self._overflow: deque[SpoolItem] = deque()  # newer than the queue, on its way to disk
-        self._spool_wake = threading.Event()
-        self._spooler: threading.Thread | None = None
         self._lock = threading.Lock()  # guards the queue / spill decision
-        self._spilling = spool is not None and spool.records > 0
+        self.durable_acks = ack == "durable"
+        self.acks = DurableAcks()
+        self._ack_timeout_s = ack_timeout_s
+        self._max_memory_bytes = max_memory_bytes
+        self._seq = 0  # records recorded so far (numbers them for durable acks)
+        self._spooler: Spooler | None = None
+        if spool is not None:
+            self._spooler = Spooler(spool, self._lock, batch=batch, on_written=self._written)
+        self._spilling = spool is not None and (spool.records > 0 or self.durable_acks)
         self._in_flight = 0
-        self._spooling = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._backoff = BACKOFF_MIN_S
         self.published = 0
-        self.spilled = 0
         self.rejected = 0  # records the bus refused for good (set aside, see _set_aside)
 
     def record(self, topic: str, record: Record | Encoded) -> None:
         """Hand a record to the ledger. Never blocks on the bus (a full queue spills to disk)."""
         with self._lock:
-            if not self._spilling and (self._spool is None or len(self._queue) < self._capacity):
+            self._seq += 1
+            if not self._spilling and (self._spooler is None or len(self._queue) < self._capacity):
                 self._queue.append((topic, record))
                 if self._asleep:
                     self._asleep = False
                     self._wake.set()
                 return
+            assert self._spooler is not None  # spilling needs a spool
             self._spilling = True
-            self._overflow.append((self._prefix + topic, record.key, record.to_bytes()))
-        self._spool_wake.set()
+            self._spooler.put(self._seq, (self._prefix + topic, record.key, record.to_bytes()))
+        self._spooler.wake()
+
+    async def durable(self) -> bool:
+        """With durable acks: wait until what was recorded so far is on disk (False: the disk
+        did not take it within `ack_timeout_s`). Async acks: True at once."""
+        if not self.durable_acks:
+            return True
+        return await self.acks.wait(self._seq, self._ack_timeout_s)
+
+    @property
+    def accepting(self) -> bool:
+        """False while records cannot be kept: the memory limit is reached while the disk
+        refuses them, or (durable acks) the disk refuses writes at all."""
+        sp = self._spooler
+        if sp is None:
+            return True
+        return sp.bytes < self._max_memory_bytes and not (self.durable_acks and sp.outage_since is not None)
+
+    @property
+    def disk(self) -> tuple[bool, int, int]:
+        """(the disk refuses writes now, writes refused since start, bytes waiting in memory)."""
+        sp = self._spooler
+        return (False, 0, 0) if sp is None else (sp.outage_since is not None, sp.errors, sp.bytes)
 
     def start(self) -> Recorder:
         self._thread = threading.Thread(target=self._run, name="rlgw-recorder", daemon=True)
         self._thread.start()
-        if self._spool is not None:
-            self._spooler = threading.Thread(target=self._spool_run, name="rlgw-spooler", daemon=True)
+        if self._spooler is not None:
             self._spooler.start()
         return self
 
@@ -103,21 +137,32 @@ class Recorder:
         """Publish what is queued; what the bus cannot take in time goes to the spool."""
         self._stop.set()
         self._wake.set()
-        self._spool_wake.set()
-        for thread in (self._thread, self._spooler):
-            if thread is not None:
-                thread.join(timeout_s)
-                if thread.is_alive():
-                    log.warning("%s did not stop within %.1f s", thread.name, timeout_s)
-        self._spill_queue()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.warning("rlgw-recorder did not stop within %.1f s", timeout_s)
+        if self._spooler is not None:
+            self._spooler.stop(timeout_s)
+        self._spill_queue(timeout_s)
         if self._spool is not None:
             self._spool.close()
+
+    @property
+    def spilled(self) -> int:
+        """Records written to the spool since start."""
+        return self._spooler.written if self._spooler is not None else 0
 
     @property
     def pending(self) -> int:
         """Records not yet on the bus: queued, being published, or spooled."""
         spooled = self._spool.records if self._spool is not None else 0
-        return len(self._queue) + self._in_flight + len(self._overflow) + self._spooling + spooled
+        waiting = self._spooler.waiting if self._spooler is not None else 0
+        return len(self._queue) + self._in_flight + waiting + spooled
+
+    def _written(self, seq: int) -> None:
+        """The spooler's thread: records up to `seq` are on disk."""
+        self.acks.advance(seq)
+        self._wake.set()
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything recorded so far is published (tests, shutdown)."""
@@ -139,7 +184,13 @@ class Recorder:
                     self._publish_spool()
                 else:
                     with self._lock:
-                        if self._spool is not None and not self._spool.records and not self._overflow:
+                        sp = self._spooler
+                        if (
+                            sp is not None
+                            and not sp.spool.records
+                            and not sp.waiting
+                            and not self.durable_acks
+                        ):
                             self._spilling = False
                         asleep = self._asleep = not self._queue
                     if asleep:
@@ -168,15 +219,16 @@ class Recorder:
             self._publish(items)
         except BusUnavailable:
             with self._lock:  # keep order: this batch, the rest of the queue, then newer overflow
-                if self._spool is None:
+                if self._spooler is None:
                     self._queue.extendleft(reversed(taken))
                 else:
                     rest = [(self._prefix + t, r.key, r.to_bytes()) for t, r in self._queue]
                     self._queue.clear()
-                    self._overflow.extendleft(reversed(items + rest))
+                    self._spooler.put_front(items + rest)
                     self._spilling = True
                 self._in_flight = 0
-            self._spool_wake.set()
+            if self._spooler is not None:
+                self._spooler.wake()
             raise
         self._in_flight = 0
 
@@ -232,34 +284,19 @@ class Recorder:
             )
             self.record(TOPIC_DEAD_LETTERS, Encoded(key, letter.to_bytes()))
 
-    # -- the spooler thread: the spool's only writer ----------------------------------------
-    def _spool_run(self) -> None:
-        while not self._stop.is_set():
-            self._spool_wake.wait(0.5)
-            self._spool_wake.clear()
-            self._write_overflow()
-
-    def _write_overflow(self) -> None:
-        assert self._spool is not None
-        while self._overflow:
-            with self._lock:
-                items = [self._overflow.popleft() for _ in range(min(self._batch, len(self._overflow)))]
-                self._spooling = len(items)  # keeps `pending` whole while they are written
-            try:
-                self._spool.append(items)
-            finally:
-                self._spooling = 0
-            self.spilled += len(items)
-            self._wake.set()
-
-    def _spill_queue(self) -> None:
+    def _spill_queue(self, timeout_s: float) -> None:
         """On close: the queue (older) then the overflow (newer) go to disk, in that order."""
         with self._lock:
-            if self._spool is None:
+            if self._spooler is None:
                 if self._queue:
                     log.error("recorder closed with %d records unpublished and no spool", len(self._queue))
                 return
             items = [(self._prefix + t, r.key, r.to_bytes()) for t, r in self._queue]
             self._queue.clear()
-            self._overflow.extendleft(reversed(items))
-        self._write_overflow()
+            self._spooler.put_front(items)
+        if not self._spooler.write_until(time.monotonic() + timeout_s):
+            log.error(
+                "recorder closed with %d records the disk would not take within %.0f s: they are lost",
+                self._spooler.waiting,
+                timeout_s,
+            )

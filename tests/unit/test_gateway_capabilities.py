@@ -11,8 +11,8 @@ import openai
 import pytest
 
 from gateway.fake_upstream import FakeState
-from tests.fixtures.upstream import recorded_turns, start_fake, start_gateway, stop_gateway
 from tests.fixtures.upstream import gateway_settings as settings_for
+from tests.fixtures.upstream import recorded_turns, start_fake, start_gateway, stop_gateway
 
 MSG: Any = [{"role": "user", "content": "hi"}]
 
