@@ -217,7 +217,7 @@ class Recorder:
         items = [(self._prefix + topic, rec.key, rec.to_bytes()) for topic, rec in taken]
         try:
             self._publish(items)
-        except BusUnavailable:
+        except Exception:  # the bus is down (or failed oddly): nothing taken may be dropped
             with self._lock:  # keep order: this batch, the rest of the queue, then newer overflow
                 if self._spooler is None:
                     self._queue.extendleft(reversed(taken))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
@@ -133,9 +134,11 @@ def run_demo(
     reg = stack.services.versions
     note, broken_at, rolled_back_at = "learning", None, None
     deadline = started + minutes * 60
+    stopped = threading.Event()  # SIGTERM ends the demo as its deadline would: summary, clean close
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
         with Live(live_table(stack, traffic, started, note), console=console, refresh_per_second=2) as live:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not stopped.is_set():
                 time.sleep(0.5)
                 live.update(live_table(stack, traffic, started, note))
                 good = serving_reward(stack, last=50, at_least=50)
