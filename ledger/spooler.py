@@ -86,8 +86,9 @@ class Spooler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self._retry_s if self.outage_since is not None else 0.5)
-            self._wake.clear()
+            if self.outage_since is None:  # in an outage the retry backoff paces the writes
+                self._wake.wait(0.5)
+                self._wake.clear()
             try:
                 if not self.write():
                     self._stop.wait(self._retry_s)

@@ -1,0 +1,132 @@
+"""The recorder when the disk fails (issue #13, items 2 and 3): a spool the disk refuses is an
+outage, never a dead thread; durable acks wait for the spool's group commit.
+
+`RefusingDisk` is the spool with a disk that refuses the next `refuse` writes with a chosen
+errno (the real ENOSPC / EROFS cases run against a tmpfs in tests/integration/test_drill_disk.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.bus import MemoryBus
+from ledger.recorder import Recorder
+from ledger.records import TOPIC_TURNS, Turn, parse_record
+from ledger.spool import Spool
+
+
+class RefusingDisk(Spool):
+    def __init__(self, directory: Path, **kw: Any) -> None:
+        super().__init__(directory, **kw)
+        self.refuse, self.errno, self.tried = 0, errno.EIO, 0
+
+    def _write(self, data: bytes) -> None:
+        self.tried += 1
+        if self.refuse > 0:
+            self.refuse -= 1
+            half = memoryview(data)[: len(data) // 2]
+            if half:
+                self._fh.write(half)  # a torn write: part of the batch reached the file
+            raise OSError(self.errno, os.strerror(self.errno))
+        super()._write(data)
+
+
+def turn(i: int) -> Turn:
+    return Turn(episode_id=f"ep{i % 3}", model="m", version="v1", metadata={"i": i})
+
+
+def order(bus: MemoryBus) -> list[int]:
+    return [parse_record(m.value).metadata["i"] for m in bus.messages("turns")]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO, errno.EROFS])
+def test_a_refused_spool_write_is_an_outage_and_nothing_is_lost(tmp_path: Path, code: int) -> None:
+    bus = MemoryBus()
+    bus.available = False  # the bus is down: every record goes to the spool
+    disk = RefusingDisk(tmp_path, fsync="batch")
+    disk.refuse, disk.errno = 3, code
+    rec = Recorder(bus, spool=disk, capacity=10, batch=50).start()
+    for i in range(200):
+        rec.record(TOPIC_TURNS, turn(i))
+    deadline = time.monotonic() + 10
+    while disk.refuse and time.monotonic() < deadline:
+        time.sleep(0.01)
+    outage, errors, held = rec.disk
+    assert errors == 3 and (held > 0 or not outage)  # refused writes counted; records kept meanwhile
+    assert rec._spooler is not None and rec._spooler._thread is not None and rec._spooler._thread.is_alive()
+    bus.available = True
+    assert rec.flush(20)
+    assert order(bus) == list(range(200))  # each once, in order: torn writes were cut off
+    assert rec.disk == (False, 3, 0)
+    rec.close()
+
+
+def test_memory_is_bounded_while_the_disk_refuses(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    bus.available = False
+    disk = RefusingDisk(tmp_path)
+    disk.refuse = 10**9
+    rec = Recorder(bus, spool=disk, capacity=1, max_memory_bytes=20_000).start()
+    for i in range(400):
+        rec.record(TOPIC_TURNS, turn(i))
+    assert not rec.accepting  # the gateway answers 503 instead of acknowledging more
+    disk.refuse = 0
+    bus.available = True
+    assert rec.flush(20) and rec.accepting
+    assert order(bus) == list(range(400))
+    rec.close()
+
+
+def test_close_waits_for_the_disk_and_a_restart_drains(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    bus.available = False
+    disk = RefusingDisk(tmp_path)
+    disk.refuse = 3
+    rec = Recorder(bus, spool=disk, capacity=1).start()
+    for i in range(50):
+        rec.record(TOPIC_TURNS, turn(i))
+    rec.close(timeout_s=10)  # retries until the disk takes them
+    again = Recorder(bus, spool=Spool(tmp_path))
+    bus.available = True
+    again.start()
+    assert again.flush(10)
+    assert order(bus) == list(range(50))
+    again.close()
+
+
+def test_durable_acks_wait_for_the_group_commit(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    disk = RefusingDisk(tmp_path, fsync="batch")
+    rec = Recorder(bus, spool=disk, ack="durable", ack_timeout_s=5).start()
+
+    async def requests() -> list[bool]:
+        async def one(i: int) -> bool:
+            rec.record(TOPIC_TURNS, turn(i))
+            ok = await rec.durable()
+            assert rec.acks.done_seq >= i + 1 or not ok
+            return ok
+
+        return await asyncio.gather(*(one(i) for i in range(64)))
+
+    assert asyncio.run(requests()) == [True] * 64
+    assert disk.tried < 64  # one write (and fsync) carried many requests' records
+    assert rec.flush(10) and order(bus) == list(range(64))
+    disk.refuse = 10**9
+
+    async def refused() -> bool:
+        rec.record(TOPIC_TURNS, turn(64))
+        return await rec.durable()
+
+    rec._ack_timeout_s = 0.3
+    assert asyncio.run(refused()) is False  # the reply is a 503: never acknowledged, never lost
+    assert not rec.accepting  # durable acks refuse new requests while the disk refuses writes
+    disk.refuse = 0
+    assert rec.flush(10) and order(bus) == list(range(65))
+    rec.close()
