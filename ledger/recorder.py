@@ -182,6 +182,8 @@ class Recorder:
                         time.sleep(self._linger_s)  # let the next batch gather
                 elif self._spool is not None and self._spool.records:
                     self._publish_spool()
+                    if self._linger_s and self._spool.records < self._batch and not self._stop.is_set():
+                        time.sleep(self._linger_s)  # durable acks: every record comes this way
                 else:
                     with self._lock:
                         sp = self._spooler

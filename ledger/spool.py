@@ -12,7 +12,8 @@ deduplicate. A torn frame at the end of the last segment (a crash mid-append) is
 open. A restarted process therefore drains what its predecessor left.
 
 fsync policy: `always` fsyncs every record, `batch` once per `append()` call (the recorder
-spills in batches), `never` leaves it to the OS. Past `alarm_bytes` a warning is logged once
+spills in batches: a group commit), `never` leaves it to the OS. The drain cursor is fsynced
+only with `always` (a lost cursor replays, never loses). Past `alarm_bytes` a warning is logged once
 per crossing and the `rlgw_spool_alarm` gauge reads 1.
 
 A write the disk refuses (ENOSPC, EIO, EROFS) raises `OSError` and leaves the segment as it
@@ -48,6 +49,7 @@ from ledger import rejected
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<IIHH")
+RESET_AT_BYTES = 1 << 20  # a drained segment is started afresh past this size (not at every drain)
 SpoolItem = tuple[str, str, bytes]  # (topic, key, value)
 
 
@@ -239,7 +241,8 @@ class Spool:
             self._bytes -= freed
             try:
                 self._remove_drained()
-                if self._records == 0 and self._read_seg == self._write_seg:
+                drained = self._records == 0 and self._read_seg == self._write_seg
+                if drained and self._read_off >= RESET_AT_BYTES:
                     self._reset_current()
                 self._store_cursor()
             except OSError as exc:
@@ -293,10 +296,13 @@ class Spool:
             return (segs[0] if segs else 1), 0
 
     def _store_cursor(self) -> None:
+        """Written at once (a killed process leaves it in the page cache), fsynced only with
+        `always`: a cursor lost to a power cut replays records, which readers dedupe, and the
+        fsync would widen the window in which a crash replays the batch just published."""
         tmp = self.dir / "cursor.tmp"
         with open(tmp, "w") as fh:
             fh.write(f"{self._read_seg} {self._read_off}")
-            if self._fsync != "never":
+            if self._fsync == "always":
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, self.dir / "cursor")
