@@ -16,9 +16,9 @@ from gateway.app import Services, create_app
 from gateway.auth import KeyStore
 from gateway.pool import Pool
 from ledger.bus import MemoryBus
-from ledger.config import Settings
 from ledger.recorder import Recorder
 from ledger.records import Encoded, Record
+from rlgw.config import Settings
 
 
 class NullRecorder(Recorder):
@@ -46,7 +46,7 @@ def main() -> None:
     if bus_kind == "local":
         from ledger.wiring import open_ledger
 
-        recorder = open_ledger(settings).recorder
+        recorder = open_ledger(settings, record_queue=settings.gateway.record_queue).recorder
     else:
         cls = NullRecorder if a.record == "off" else Recorder
         linger_s = settings.ledger.record_linger_ms / 1000.0

@@ -91,8 +91,8 @@ def main() -> None:
     from gateway.engine import stop_vllm
     from gateway.pool import Pool
     from ledger.bus import MemoryBus
-    from ledger.config import Settings
     from ledger.recorder import Recorder
+    from rlgw.config import Settings
     from rlgw.stack import uvicorn_config
 
     work = Path(tempfile.mkdtemp(prefix="rlgw-hotswap-"))

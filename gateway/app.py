@@ -21,6 +21,7 @@ from starlette.responses import Response
 from gateway.admin import add_version_routes
 from gateway.auth import KeyStore, Principal, require_admin
 from gateway.chat import ChatService
+from gateway.config import GatewaySettings
 from gateway.controller import VersionController
 from gateway.dashboard import add_dashboard_routes
 from gateway.durability import made_durable, refuse_if_full
@@ -44,7 +45,6 @@ from gateway.scrub import scrub_feedback
 from gateway.turns import TurnWriter
 from gateway.versions import VersionRegistry
 from ledger.bus import Bus
-from ledger.config import Settings
 from ledger.recorder import Recorder
 from ledger.records import TOPIC_FEEDBACK, Episode, Feedback, FeedbackValue
 from ledger.tracing import setup_tracing
@@ -96,7 +96,7 @@ class FeedbackIn(BaseModel):
 
 @dataclass
 class Services:
-    settings: Settings
+    settings: GatewaySettings
     pool: Pool
     recorder: Recorder
     keys: KeyStore

@@ -16,13 +16,12 @@ import asyncio
 import logging
 import time
 from itertools import islice
-from typing import Any
 
 from gateway.adapters import AdapterError, AdapterLoader
 from gateway.canary import decide
 from gateway.pool import Pool
-from gateway.routing import BASE_VERSION
 from gateway.versions import Version, VersionRegistry
+from ledger.published import BASE_VERSION, PublishedVersion
 
 log = logging.getLogger(__name__)
 KEEP_LOADED = 1  # retired versions kept loaded for instant rollback (vLLM holds few adapters at once)
@@ -36,24 +35,17 @@ class VersionController:
         self._lock = asyncio.Lock()  # registers (and canary_now) one at a time
         self._tick_lock = asyncio.Lock()  # ticks one at a time
 
-    async def register(
-        self,
-        vid: str,
-        adapter_path: str,
-        parent: str | None,
-        data_window: dict[str, Any],
-        base_equivalent: bool,
-        traceparent: str | None = None,
-    ) -> Version:
+    async def register(self, published: PublishedVersion) -> Version:
         """Register, load into every replica, then start its canary (or serve it as the base)."""
         reg = self.registry
+        vid, adapter_path = published.version, published.adapter_path
         asked = time.perf_counter()
         async with self._lock:
             queued_ms = round((time.perf_counter() - asked) * 1000, 1)
             known = reg.versions.get(vid)
             if known is not None and known.adapter_path == adapter_path and known.status != "failed":
                 return known  # a learner that restarted re-publishes its last version: harmless
-            if base_equivalent:
+            if published.base_equivalent:
                 name = f"rlgw-base-{vid}"
                 if reg.base_adapter == name:
                     return reg.versions[BASE_VERSION]
@@ -65,7 +57,7 @@ class VersionController:
                 base.adapter_path, base.replicas = adapter_path, outcome
                 reg.event(base, "base_adapter", f"base served through zero adapter {name}", {"adapter": name})
                 return base
-            v = reg.register(vid, adapter_path, parent, data_window, traceparent)
+            v = reg.register(published)
             v.replicas, load_ms = await self.loader.load_everywhere(v.adapter_name, adapter_path)
             figures = {"queued_ms": queued_ms, "load_ms": load_ms}
             if not v.replicas or any(s != "loaded" for s in v.replicas.values()):

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.canary import Arm
+from gateway.config import VersionsConfig
 from gateway.errors import InvalidRequest, NotFound
-from gateway.routing import BASE_VERSION, Route
-from ledger.config import VersionsConfig
+from gateway.routing import Route
+from ledger.published import BASE_VERSION, PublishedVersion
 from ledger.recorder import Recorder
 from ledger.records import TOPIC_VERSIONS, ModelVersion
 
@@ -166,24 +167,25 @@ class VersionRegistry:
         self.events.append(rec)
         self.recorder.record(TOPIC_VERSIONS, rec)
 
-    def register(
-        self,
-        vid: str,
-        adapter_path: str,
-        parent: str | None,
-        data_window: dict[str, Any],
-        traceparent: str | None = None,
-    ) -> Version:
+    def register(self, published: PublishedVersion) -> Version:
+        vid = published.version
         if not vid or vid == BASE_VERSION or "/" in vid:
             raise InvalidRequest(f"invalid version id {vid!r}", param="version")
         if vid in self.versions:
             raise InvalidRequest(
                 f"version {vid} is already registered", param="version", code="version_exists"
             )
-        parent = parent or self.serving
+        parent = published.parent or self.serving
         if parent not in self.versions:
             raise InvalidRequest(f"unknown parent version {parent}", param="parent")
-        v = Version(vid, parent, adapter_path, "registered", data_window=data_window, traceparent=traceparent)
+        v = Version(
+            vid,
+            parent,
+            published.adapter_path,
+            "registered",
+            data_window=dict(published.data_window),
+            traceparent=published.traceparent,
+        )
         self.versions[vid] = v
         self.event(v, "registered")
         return v

@@ -35,12 +35,13 @@ from torch import Tensor
 
 from learner.advantages import Advantages
 from learner.attention import check_flash, register
+from learner.config import LearnerConfig
 from learner.distributed import World
 from learner.metrics import LearnerMetrics
 from learner.objective import chunked_logprobs, policy_gradient_loss
 from learner.packing import MicroBatch, pack
 from learner.samples import Sample
-from ledger.config import LearnerConfig
+from ledger.published import BASE_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class Trainer:
         self.world.sync_params(self.params)  # one starting point (a LoRA adapter's init is random)
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.advantages = Advantages(alpha=cfg.baseline_alpha)
-        self.lineage: list[str] = [cfg.base_version]  # versions this learner produced, base first
+        self.lineage: list[str] = [BASE_VERSION]  # versions this learner produced, base first
         self.steps = 0
         self.metrics = LearnerMetrics(registry)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from ledger.config import Settings
+from rlgw.config import Settings
 
 log = logging.getLogger("rlgw")
 
@@ -61,7 +61,7 @@ def run_gateway(settings: Settings) -> None:
         )
         raise typer.Exit(2)
     check_keys(settings)
-    ledger = open_ledger(settings)
+    ledger = open_ledger(settings, record_queue=settings.gateway.record_queue)
     outlive_reraised_signals()
     try:
         uvicorn.Server(uvicorn_config(create_app(build_gateway(settings, ledger)), cfg.host, cfg.port)).run()

@@ -20,7 +20,8 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
-from ledger.config import Settings
+from ledger.published import PublishedVersion
+from rlgw.config import Settings
 
 log = logging.getLogger("rlgw")
 
@@ -72,21 +73,11 @@ class InProcessPublisher:
     def __init__(self, services: Any) -> None:
         self.services = services
 
-    def publish(
-        self,
-        version: str,
-        adapter_path: str,
-        parent: str | None,
-        data_window: dict[str, Any],
-        base_equivalent: bool = False,
-        traceparent: str | None = None,
-    ) -> dict[str, Any]:
+    def publish(self, version: PublishedVersion) -> dict[str, Any]:
         loop = self.services.loop
         if loop is None or loop.is_closed() or not loop.is_running():
             raise RuntimeError("the gateway is not running")
-        coro = self.services.controller.register(
-            version, adapter_path, parent, data_window, base_equivalent, traceparent=traceparent
-        )
+        coro = self.services.controller.register(version)
         v = asyncio.run_coroutine_threadsafe(coro, loop).result(300)
         return {"version": v.id, "status": v.status}
 
@@ -177,7 +168,7 @@ def start_stack(
             start_engine(stack, model, say)
         elif model is not None:
             settings.learner.model = str(model)
-        stack.ledger = open_ledger(settings)
+        stack.ledger = open_ledger(settings, record_queue=settings.gateway.record_queue)
         stack.services = build_gateway(settings, stack.ledger)
         import uvicorn
 
