@@ -3,8 +3,9 @@ what the replies acknowledged against what the ledger holds afterwards.
 
 Per trial: a fresh data dir, `rlgw gateway` on the embedded log (store off) in front of a fake
 replica process, `--clients` threads sending chat requests back to back (one episode each,
-keeping the X-Turn-Id of every reply read to its end). Once traffic runs, the next reply a
-client reads arms the killer: `delay` ms later the gateway gets SIGKILL. The gateway is then
+keeping the X-Turn-Id of every reply read to its end; half the clients stream, a stream
+counting once its [DONE] is read). Once traffic runs, the next reply a client reads arms the
+killer: `delay` ms later the gateway gets SIGKILL. The gateway is then
 started again on the same data dir (it drains the spool its predecessor left), stopped with
 SIGTERM, and the log is read back.
 
@@ -89,20 +90,26 @@ class Clients:
 
     def run(self) -> list[threading.Thread]:
         self.t0 = time.monotonic()
-        threads = [threading.Thread(target=self._client, daemon=True) for _ in range(self.count)]
+        threads = [  # half the clients stream
+            threading.Thread(target=self._client, args=(i % 2 == 1,), daemon=True) for i in range(self.count)
+        ]
         for t in threads:
             t.start()
         return threads
 
-    def _client(self) -> None:
+    def _client(self, stream: bool) -> None:
         body = {"model": "rlgw", "messages": [{"role": "user", "content": "crash drill"}], "max_tokens": 16}
+        body["stream"] = stream
         with httpx.Client(base_url=self.root + "/v1", timeout=10) as c:
             while not self.stop.is_set():
                 try:
-                    r = c.post("/chat/completions", json=body, headers={"X-Episode-Id": uuid.uuid4().hex})
-                    r.read()
+                    headers = {"X-Episode-Id": uuid.uuid4().hex}
+                    with c.stream("POST", "/chat/completions", json=body, headers=headers) as r:
+                        text = r.read()
                 except httpx.HTTPError:
                     continue  # the gateway is gone: nothing acknowledged
+                if stream and not text.rstrip().endswith(b"data: [DONE]"):
+                    continue  # a stream is acknowledged by its [DONE]
                 if r.status_code == 200:
                     now = time.monotonic()
                     self.acked.append((now, r.headers["x-turn-id"]))

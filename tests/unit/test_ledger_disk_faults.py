@@ -129,3 +129,14 @@ def test_durable_acks_wait_for_the_group_commit(tmp_path: Path) -> None:
     disk.refuse = 0
     assert rec.flush(10) and order(bus) == list(range(65))
     rec.close()
+
+
+@pytest.mark.parametrize("ledger", [{"bus": "memory"}, {"bus": "local", "spool_fsync": "never"}])
+def test_durable_acks_need_a_spool_that_fsyncs(ledger: dict[str, str]) -> None:
+    from pydantic import ValidationError
+
+    from ledger.config import LedgerConfig
+
+    with pytest.raises(ValidationError, match="durable"):
+        LedgerConfig.model_validate({**ledger, "ack": "durable"})
+    assert LedgerConfig.model_validate({"bus": "local", "ack": "durable"}).ack == "durable"
