@@ -12,9 +12,7 @@ from pathlib import Path
 
 import uvicorn
 
-from gateway.app import Services, create_app
-from gateway.auth import KeyStore
-from gateway.pool import Pool
+from gateway import setup_gateway
 from ledger.bus import MemoryBus
 from ledger.recorder import Recorder
 from ledger.records import Encoded, Record
@@ -51,10 +49,8 @@ def main() -> None:
         cls = NullRecorder if a.record == "off" else Recorder
         linger_s = settings.ledger.record_linger_ms / 1000.0
         recorder = cls(MemoryBus(), capacity=settings.gateway.record_queue, linger_s=linger_s).start()
-    pool = Pool(settings.gateway.upstreams)
-    svc = Services(settings=settings, pool=pool, recorder=recorder, keys=KeyStore(settings.keys_path))
     uvicorn.run(
-        create_app(svc),
+        setup_gateway(settings, recorder=recorder),
         host="127.0.0.1",
         port=a.port,
         loop="uvloop",

@@ -11,7 +11,7 @@ from gateway.adapters import AdapterError
 from gateway.auth import Principal, require_admin
 from gateway.controller import VersionController
 from gateway.errors import InvalidRequest, UpstreamError
-from gateway.versions import Version
+from gateway.version_state import Version
 from ledger.published import PublishedVersion
 
 
@@ -78,21 +78,21 @@ def add_version_routes(app: FastAPI, controller: VersionController, auth: Any, r
         v = reg.promote(vid, reason)
         return {"version": v.id, "status": v.status}
 
-    @app.post("/admin/versions/{vid}/rollback")
-    async def rollback(vid: str, request: Request) -> dict[str, Any]:
+    async def roll_back(vid: str | None, request: Request) -> dict[str, Any]:
         await admin(request, changes=True)
         reason = await reason_of(request)
         await load_before_routing(reg.rollback_target(vid))
         v = reg.rollback(vid, reason)
         return {"version": v.id, "status": v.status, "serving": reg.serving}
 
+    @app.post("/admin/versions/{vid}/rollback")
+    async def rollback(vid: str, request: Request) -> dict[str, Any]:
+        return await roll_back(vid, request)
+
     @app.post("/admin/rollback")
     async def rollback_current(request: Request) -> dict[str, Any]:
-        await admin(request, changes=True)
-        reason = await reason_of(request)
-        await load_before_routing(reg.rollback_target(None))
-        v = reg.rollback(None, reason)
-        return {"version": v.id, "status": v.status, "serving": reg.serving}
+        """Roll back the canary, or the serving version when no canary runs."""
+        return await roll_back(None, request)
 
     @app.post("/admin/versions/{vid}/pin")
     async def pin(vid: str, request: Request) -> dict[str, Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gateway.errors import APIError, ClientGone
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -75,6 +77,13 @@ class Metrics:
         latency.observe(seconds)
         if ttft is not None:
             first.observe(ttft)
+
+    def api_error(self, exc: APIError) -> None:
+        """An error answered: a client that went away is counted as such, not as our error."""
+        if isinstance(exc, ClientGone):
+            self.disconnects.labels("request").inc()
+        else:
+            self.errors.labels(exc.type).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

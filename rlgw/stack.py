@@ -32,25 +32,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def build_gateway(settings: Settings, ledger: Any) -> Any:
-    """The gateway's services over an opened ledger (used by `rlgw gateway` and `rlgw up`)."""
-    from gateway.app import Services
-    from gateway.auth import KeyStore
-    from gateway.pool import Pool
-
-    cfg = settings.gateway
-    pool = Pool(
-        cfg.upstreams,
-        connect_timeout_s=cfg.connect_timeout_s,
-        request_timeout_s=cfg.request_timeout_s,
-        health_interval_s=cfg.health_interval_s,
-    )
-    keys = KeyStore(settings.keys_path)
-    return Services(
-        settings=settings, pool=pool, recorder=ledger.recorder, keys=keys, store=ledger.reader, bus=ledger.bus
-    )
-
-
 def uvicorn_config(app: Any, host: str, port: int) -> Any:
     import uvicorn
 
@@ -158,7 +139,7 @@ def start_stack(
     say: Callable[[str], None] = log.info,
 ) -> Stack:
     """Start everything and return once the gateway serves; `Stack.close()` stops it all."""
-    from gateway.app import create_app
+    from gateway import setup_gateway
     from ledger.wiring import open_ledger
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -169,12 +150,12 @@ def start_stack(
         elif model is not None:
             settings.learner.model = str(model)
         stack.ledger = open_ledger(settings, record_queue=settings.gateway.record_queue)
-        stack.services = build_gateway(settings, stack.ledger)
+        ledger = stack.ledger
+        app = setup_gateway(settings, recorder=ledger.recorder, bus=ledger.bus, store=ledger.reader)
+        stack.services = app.services
         import uvicorn
 
-        stack.server = uvicorn.Server(
-            uvicorn_config(create_app(stack.services), settings.gateway.host, settings.gateway.port)
-        )
+        stack.server = uvicorn.Server(uvicorn_config(app, settings.gateway.host, settings.gateway.port))
         stack.spawn("rlgw-gateway", stack.server.run)
         deadline = time.monotonic() + 60
         while not stack.server.started or stack.services.loop is None:

@@ -156,6 +156,14 @@ def test_base_served_through_zero_adapter_and_errors(two_replicas) -> None:  # t
     assert misspelt.status_code == 400 and "adapter_pth" in misspelt.json()["error"]["message"]
 
 
+def test_a_version_id_that_cannot_travel_in_a_header_is_refused(two_replicas) -> None:  # type: ignore[no-untyped-def]
+    gw, _, _ = two_replicas
+    for vid in ("v\U0001c95b", "v 1", "a/b", "x" * 201, "base"):
+        r = admin(gw, "/admin/versions", {"version": vid, "adapter_path": "/x"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "version", vid
+    assert admin(gw, "/admin/versions", {"version": "v1-abc.2", "adapter_path": "/x"}).status_code == 200
+
+
 def _loop_of(gw: GatewayServer) -> asyncio.AbstractEventLoop:
     """The gateway server's event loop (the controller's tasks live there)."""
     task = gw.services.controller._task
