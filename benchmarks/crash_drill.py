@@ -4,8 +4,8 @@ what the replies acknowledged against what the ledger holds afterwards.
 Per trial: a fresh data dir, `rlgw gateway` on the embedded log (store off) in front of a fake
 replica process, `--clients` threads sending chat requests back to back (one episode each,
 keeping the X-Turn-Id of every reply read to its end; half the clients stream, a stream
-counting once its [DONE] is read). Once traffic runs, the next reply a client reads arms the
-killer: `delay` ms later the gateway gets SIGKILL. The gateway is then
+counting once its [DONE] is read). Once traffic runs (100 replies and 1 s in), the next reply
+a client reads arms the killer: `delay` ms later the gateway gets SIGKILL. The gateway is then
 started again on the same data dir (it drains the spool its predecessor left), stopped with
 SIGTERM, and the log is read back.
 
@@ -84,6 +84,7 @@ class Clients:
     root: str
     count: int
     warmup_s: float = 1.0
+    warmup_replies: int = 100  # traffic is flowing, not starting, when the killer is armed
     acked: list[tuple[float, str]] = field(default_factory=list)  # (time read, turn id)
     armed: threading.Event = field(default_factory=threading.Event)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -113,7 +114,7 @@ class Clients:
                 if r.status_code == 200:
                     now = time.monotonic()
                     self.acked.append((now, r.headers["x-turn-id"]))
-                    if now - self.t0 > self.warmup_s:
+                    if now - self.t0 > self.warmup_s and len(self.acked) >= self.warmup_replies:
                         self.armed.set()
 
 
