@@ -97,6 +97,21 @@ class LocalBus:
         except sqlite3.Error:
             pass
 
+    def tail_values(self, topic: str, limit: int) -> set[bytes]:
+        """The last `limit` values of each partition of `topic` (what a crash may have left
+        published but not yet marked drained in the spool)."""
+        with self._lock:
+            if self._closed:
+                raise BusUnavailable("local bus is closed")
+            out: set[bytes] = set()
+            for part in range(self.partitions):
+                rows = self._db.execute(
+                    "SELECT value FROM log WHERE topic = ? AND part = ? ORDER BY off DESC LIMIT ?",
+                    (topic, part, limit),
+                ).fetchall()
+                out.update(bytes(v) for (v,) in rows)
+            return out
+
     def consumer(self, topics: Sequence[str], group: str) -> LocalConsumer:
         return LocalConsumer(self, list(topics), group)
 

@@ -22,6 +22,9 @@ A record the bus refuses for good (`BusRejected`: larger than Kafka's size limit
 block the spool forever if retried: it is set aside in the spool's `rejected/` files, logged,
 and announced by a dead letter (reason, size, where it is kept, its first bytes) on the
 dead-letter topic; the records after it flow on.
+
+A failing disk is an outage too (ledger/spooler.py). `ack`: "async" replies at once, "durable"
+after the spool's group commit (`await durable()`, ledger/acks.py); see docs/faults.md.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from ledger.acks import DurableAcks
 from ledger.bus import Bus, BusRejected, BusUnavailable
 from ledger.records import TOPIC_DEAD_LETTERS, DeadLetter, Encoded, Record
 from ledger.spool import Spool, SpoolItem
-from ledger.spooler import Spooler
+from ledger.spooler import Spooler, skip_published
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +80,8 @@ class Recorder:
         self._ack_timeout_s = ack_timeout_s
         self._max_memory_bytes = max_memory_bytes
         self._seq = 0  # records recorded so far (numbers them for durable acks)
-        self._spooler: Spooler | None = None
-        if spool is not None:
-            self._spooler = Spooler(spool, self._lock, batch=batch, on_written=self._written)
+        on_disk = None if spool is None else Spooler(spool, self._lock, batch=batch, on_written=self._written)
+        self._spooler = on_disk
         self._spilling = spool is not None and (spool.records > 0 or self.durable_acks)
         self._in_flight = 0
         self._wake = threading.Event()
@@ -113,20 +115,20 @@ class Recorder:
 
     @property
     def accepting(self) -> bool:
-        """False while records cannot be kept: the memory limit is reached while the disk
-        refuses them, or (durable acks) the disk refuses writes at all."""
+        """False while records cannot be kept: memory is full while the disk refuses them, or
+        (durable acks) the disk refuses writes at all (docs/faults.md)."""
         sp = self._spooler
-        if sp is None:
-            return True
-        return sp.bytes < self._max_memory_bytes and not (self.durable_acks and sp.outage_since is not None)
+        refusing = sp is not None and sp.outage_since is not None and self.durable_acks
+        return sp is None or (sp.bytes < self._max_memory_bytes and not refusing)
 
     @property
     def disk(self) -> tuple[bool, int, int]:
         """(the disk refuses writes now, writes refused since start, bytes waiting in memory)."""
-        sp = self._spooler
-        return (False, 0, 0) if sp is None else (sp.outage_since is not None, sp.errors, sp.bytes)
+        return self._spooler.state if self._spooler is not None else (False, 0, 0)
 
     def start(self) -> Recorder:
+        if self._spool is not None:
+            skip_published(self._spool, self._bus, self._batch)
         self._thread = threading.Thread(target=self._run, name="rlgw-recorder", daemon=True)
         self._thread.start()
         if self._spooler is not None:
@@ -159,8 +161,7 @@ class Recorder:
         waiting = self._spooler.waiting if self._spooler is not None else 0
         return len(self._queue) + self._in_flight + waiting + spooled
 
-    def _written(self, seq: int) -> None:
-        """The spooler's thread: records up to `seq` are on disk."""
+    def _written(self, seq: int) -> None:  # the spooler's thread: records up to `seq` are on disk
         self.acks.advance(seq)
         self._wake.set()
 
@@ -293,12 +294,6 @@ class Recorder:
                 if self._queue:
                     log.error("recorder closed with %d records unpublished and no spool", len(self._queue))
                 return
-            items = [(self._prefix + t, r.key, r.to_bytes()) for t, r in self._queue]
+            self._spooler.put_front([(self._prefix + t, r.key, r.to_bytes()) for t, r in self._queue])
             self._queue.clear()
-            self._spooler.put_front(items)
-        if not self._spooler.write_until(time.monotonic() + timeout_s):
-            log.error(
-                "recorder closed with %d records the disk would not take within %.0f s: they are lost",
-                self._spooler.waiting,
-                timeout_s,
-            )
+        self._spooler.write_until(time.monotonic() + timeout_s)

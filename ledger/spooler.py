@@ -20,7 +20,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
+from ledger.bus import BusUnavailable
 from ledger.spool import Spool, SpoolItem
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,11 @@ class Spooler:
         """Older records than any in the overflow (a batch the bus did not take)."""
         self.overflow.extendleft((0, item) for item in reversed(items))
         self.bytes += sum(len(item[2]) for item in items)
+
+    @property
+    def state(self) -> tuple[bool, int, int]:
+        """(the disk refuses writes now, writes refused since start, bytes waiting in memory)."""
+        return self.outage_since is not None, self.errors, self.bytes
 
     @property
     def waiting(self) -> int:
@@ -127,6 +134,7 @@ class Spooler:
         """On close: keep trying until the disk takes everything or time runs out."""
         while not self.write():
             if time.monotonic() >= deadline:
+                log.error("closing with %d records the disk would not take in time: lost", self.waiting)
                 return False
             time.sleep(self._retry_s)
             self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
@@ -153,3 +161,29 @@ class Spooler:
                 self.errors,
             )
             self.outage_since = None
+
+
+def skip_published(spool: Spool, bus: Any, batch: int) -> int:
+    """On start: drop the spool's oldest records that the bus already holds, byte for byte (a
+    crash between a publish and its drain mark replays them). Only a bus that can show its
+    tail (the embedded log: `tail_values`) is asked; elsewhere readers dedupe by record id."""
+    tail_values = getattr(bus, "tail_values", None)
+    if tail_values is None or not spool.records:
+        return 0
+    items, _ = spool.read(batch)
+    tails: dict[str, set[bytes]] = {}
+    held = 0
+    try:
+        for topic, _key, value in items:
+            if topic not in tails:
+                tails[topic] = tail_values(topic, batch)
+            if value not in tails[topic]:
+                break
+            held += 1
+    except BusUnavailable:
+        return 0  # drained as usual once the bus is back (readers dedupe by id)
+    if held:
+        _, cursor = spool.read(held)
+        spool.commit(cursor)
+        log.info("spool: %d records were already on the bus before the restart; not sent again", held)
+    return held

@@ -140,3 +140,21 @@ def test_durable_acks_need_a_spool_that_fsyncs(ledger: dict[str, str]) -> None:
     with pytest.raises(ValidationError, match="durable"):
         LedgerConfig.model_validate({**ledger, "ack": "durable"})
     assert LedgerConfig.model_validate({"bus": "local", "ack": "durable"}).ack == "durable"
+
+
+def test_a_restart_does_not_resend_what_a_crash_left_published_but_not_marked(tmp_path: Path) -> None:
+    """The crash window: the embedded log took a batch, the spool's drain mark was not moved."""
+    from ledger.localbus import LocalBus
+    from ledger.spooler import skip_published
+
+    bus = LocalBus(tmp_path / "log.sqlite")
+    spool = Spool(tmp_path / "spool")
+    items = [("turns", f"ep{i}", turn(i).to_bytes()) for i in range(6)]
+    spool.append(items)
+    bus.publish("turns", [(k, v) for _t, k, v in items[:4]])  # published, then the crash
+    assert skip_published(spool, bus, batch=100) == 4
+    left, _ = spool.read(100)
+    assert left == items[4:]  # only what the bus lacks is sent again
+    assert skip_published(spool, bus, batch=100) == 0
+    spool.close()
+    bus.close()
