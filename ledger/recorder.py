@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.05, 2.0
 PAYLOAD_PREVIEW = 1024  # bytes of a rejected record copied into its dead letter
+DURABLE_DRAIN_S = 0.05  # durable acks: records wait on disk; fewer bus fsyncs beside the spool's (measured)
 
 
 class Recorder:
@@ -150,8 +151,7 @@ class Recorder:
             self._spool.close()
 
     @property
-    def spilled(self) -> int:
-        """Records written to the spool since start."""
+    def spilled(self) -> int:  # records written to the spool since start
         return self._spooler.written if self._spooler is not None else 0
 
     @property
@@ -184,7 +184,7 @@ class Recorder:
                 elif self._spool is not None and self._spool.records:
                     self._publish_spool()
                     if self._linger_s and self._spool.records < self._batch and not self._stop.is_set():
-                        time.sleep(self._linger_s)  # durable acks: every record comes this way
+                        time.sleep(DURABLE_DRAIN_S if self.durable_acks else self._linger_s)
                 else:
                     with self._lock:
                         sp = self._spooler
