@@ -48,6 +48,7 @@ from ledger.ids import new_id
 from ledger.published import BASE_VERSION, PublishedVersion
 from ledger.reads import ScoredReads
 from ledger.tracing import links, traceparent
+from ledger.training import TRAINING_KEY, training_window
 
 if TYPE_CHECKING:
     from learner.distributed import World
@@ -123,7 +124,7 @@ def run_learner(
         enough = max_versions is not None and len(report.versions) >= max_versions
         if world.broadcast(stop_event.is_set() or enough):
             break
-        window_start, episodes = position, 0
+        window_start, episodes, first_step = position, 0, len(report.steps)
         with tracer.start_as_current_span("learner.version") as version_span:
             for _ in range(cfg.steps_per_version):
                 batch = _read_batch(read_samples, position, cfg, stop_event) if world.leader else []
@@ -137,7 +138,8 @@ def run_learner(
                 break
             seq += 1
             version = f"v{seq}-{new_id()[-6:]}"
-            window = {"after": window_start, "until": position, "episodes": episodes, "steps": trainer.steps}
+            window: dict[str, Any] = {"after": window_start, "until": position, "episodes": episodes}
+            window |= {"steps": trainer.steps, TRAINING_KEY: training_window(report.steps[first_step:])}
             state = None
             if world.leader:
                 state = save_version(
@@ -193,6 +195,8 @@ def _step(
     """One training step, in a span linked to the scores it trains on (rank 0 has the batch)."""
     report.skipped.update(skipped)
     trainer.metrics.observe_skips(dict(skipped))
+    if trainer.steps == 0:
+        log.info("learner first step: %d samples", len(samples), extra={"learner_phase": "first_step"})
     with tracer.start_as_current_span("learner.step", links=_trained_on(batch)) as span:
         step = trainer.step(samples)
         span.set_attributes({"rlgw.step": step.step, "rlgw.samples": step.samples, "rlgw.scores": len(batch)})

@@ -137,7 +137,9 @@ def demo(
 
 
 def main() -> None:
-    app()
+    from rlgw.process_exit import run_and_exit
+
+    run_and_exit(app)  # exits without the native libraries' teardown noise (rlgw/process_exit.py)
 
 
 if __name__ == "__main__":
