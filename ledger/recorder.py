@@ -38,14 +38,14 @@ from typing import Literal
 
 from ledger.acks import DurableAcks
 from ledger.bus import Bus, BusRejected, BusUnavailable
-from ledger.records import TOPIC_DEAD_LETTERS, DeadLetter, Encoded, Record
+from ledger.records import TOPIC_DEAD_LETTERS, Encoded, Record
+from ledger.rejected import dead_letters
 from ledger.spool import Spool, SpoolItem
 from ledger.spooler import Spooler, skip_published
 
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.05, 2.0
-PAYLOAD_PREVIEW = 1024  # bytes of a rejected record copied into its dead letter
 DURABLE_DRAIN_S = 0.05  # durable acks: records wait on disk; fewer bus fsyncs beside the spool's (measured)
 
 
@@ -81,8 +81,9 @@ class Recorder:
         self._ack_timeout_s = ack_timeout_s
         self._max_memory_bytes = max_memory_bytes
         self._seq = 0  # records recorded so far (numbers them for durable acks)
-        on_disk = None if spool is None else Spooler(spool, self._lock, batch=batch, on_written=self._written)
-        self._spooler = on_disk
+        self._spooler = (
+            None if spool is None else Spooler(spool, self._lock, batch, self._written, self._busy)
+        )
         self._spilling = spool is not None and (spool.records > 0 or self.durable_acks)
         self._in_flight = 0
         self._wake = threading.Event()
@@ -103,6 +104,9 @@ class Recorder:
                     self._wake.set()
                 return
             assert self._spooler is not None  # spilling needs a spool
+            if not self._spilling:  # the queue is older: it goes to disk first, in order
+                self._spooler.put_front([(self._prefix + t, r.key, r.to_bytes()) for t, r in self._queue])
+                self._queue.clear()
             self._spilling = True
             self._spooler.put(self._seq, (self._prefix + topic, record.key, record.to_bytes()))
         self._spooler.wake()
@@ -160,6 +164,9 @@ class Recorder:
         spooled = self._spool.records if self._spool is not None else 0
         waiting = self._spooler.waiting if self._spooler is not None else 0
         return len(self._queue) + self._in_flight + waiting + spooled
+
+    def _busy(self) -> bool:  # (under the lock) a batch from the queue is being published
+        return self._in_flight > 0
 
     def _written(self, seq: int) -> None:  # the spooler's thread: records up to `seq` are on disk
         self.acks.advance(seq)
@@ -234,6 +241,8 @@ class Recorder:
                 self._spooler.wake()
             raise
         self._in_flight = 0
+        if self._spooler is not None and self._spooler.overflow:
+            self._spooler.wake()  # it waited for this batch (older than the overflow) to land
 
     def _publish_spool(self) -> None:
         assert self._spool is not None
@@ -267,33 +276,16 @@ class Recorder:
         self.rejected += len(rejected)
         values = [value for (_t, _k, value), _why in rejected]
         kept = str(self._spool.keep_rejected(topic, values)) if self._spool is not None else ""
-        for (_t, key, value), why in rejected:
-            log.error(
-                "the bus rejected a %d-byte record for %s (key %s) for good: %s; kept in %s",
-                len(value),
-                topic,
-                key,
-                why,
-                kept or "nothing (no spool): only its dead letter",
-            )
-            if topic.endswith(TOPIC_DEAD_LETTERS):
-                continue  # never a letter about a letter
-            letter = DeadLetter(
-                topic=topic,
-                reason=f"rejected by the bus: {why}",
-                payload=value[:PAYLOAD_PREVIEW].decode("utf-8", "replace"),
-                size=len(value),
-                kept_in=kept,
-            )
-            self.record(TOPIC_DEAD_LETTERS, Encoded(key, letter.to_bytes()))
+        for letter in dead_letters(topic, rejected, kept):
+            self.record(TOPIC_DEAD_LETTERS, letter)
 
     def _spill_queue(self, timeout_s: float) -> None:
         """On close: the queue (older) then the overflow (newer) go to disk, in that order."""
         with self._lock:
-            if self._spooler is None:
-                if self._queue:
-                    log.error("recorder closed with %d records unpublished and no spool", len(self._queue))
-                return
-            self._spooler.put_front([(self._prefix + t, r.key, r.to_bytes()) for t, r in self._queue])
+            items = [(self._prefix + t, r.key, r.to_bytes()) for t, r in self._queue]
             self._queue.clear()
-        self._spooler.write_until(time.monotonic() + timeout_s)
+        if self._spooler is not None:
+            self._spooler.put_front(items)
+            self._spooler.write_until(time.monotonic() + timeout_s)
+        elif items:
+            log.error("recorder closed with %d records unpublished and no spool", len(items))

@@ -35,12 +35,13 @@ class Spooler:
         self,
         spool: Spool,
         lock: threading.Lock,
-        *,
         batch: int,
         on_written: Callable[[int], None],
+        publishing: Callable[[], bool],
     ) -> None:
         self.spool = spool
         self._lock = lock  # the recorder's: guards `overflow`, `bytes` and `holding`
+        self._publishing = publishing  # the publisher holds a batch from its queue (older)
         self._batch = batch
         self._on_written = on_written  # called with `written_seq` after each batch is on disk
         self.overflow: deque[tuple[int, SpoolItem]] = deque()  # (sequence number, item); 0: no waiter
@@ -104,10 +105,14 @@ class Spooler:
                 log.exception("spooler: unexpected error; records stay in memory and are retried")
                 self._stop.wait(RETRY_MAX_S)
 
-    def write(self) -> bool:
-        """Append everything in the overflow; False when the disk refused (records kept)."""
+    def write(self, force: bool = False) -> bool:
+        """Append everything in the overflow; False when the disk refused (records kept). Waits
+        (returns True, writing nothing) while the publisher holds a batch from its queue: that
+        batch is older, and goes in front of the overflow if the bus refuses it."""
         while self.overflow:
             with self._lock:
+                if not force and self._publishing():
+                    return True
                 n = min(self._batch, len(self.overflow))
                 taken = [self.overflow.popleft() for _ in range(n)]
                 self.holding = n
@@ -132,7 +137,7 @@ class Spooler:
 
     def write_until(self, deadline: float) -> bool:
         """On close: keep trying until the disk takes everything or time runs out."""
-        while not self.write():
+        while not self.write(force=True):
             if time.monotonic() >= deadline:
                 log.error("closing with %d records the disk would not take in time: lost", self.waiting)
                 return False

@@ -158,3 +158,34 @@ def test_a_restart_does_not_resend_what_a_crash_left_published_but_not_marked(tm
     assert skip_published(spool, bus, batch=100) == 0
     spool.close()
     bus.close()
+
+
+class SlowOutageBus(MemoryBus):
+    """A bus that takes a while to fail while it is down (a Kafka publish timing out)."""
+
+    def publish(self, topic: str, items: Any) -> None:
+        if not self.available:
+            time.sleep(0.2)
+        super().publish(topic, items)
+
+
+@pytest.mark.parametrize("started", [True, False])
+def test_older_records_reach_the_spool_ahead_of_newer_ones(tmp_path: Path, started: bool) -> None:
+    """The bus is down and slow to say so: the batch being published and the queue are older
+    than what spilled past them, and must reach the spool (and the bus) first."""
+    bus = SlowOutageBus()
+    bus.available = False
+    rec = Recorder(bus, capacity=50, batch=20, spool=Spool(tmp_path))
+    if started:
+        rec.start()
+    for i in range(300):
+        rec.record(TOPIC_TURNS, turn(i))
+        if i == 0:
+            time.sleep(0.05)  # the publisher has taken record 0 and waits on the bus
+    if not started:
+        rec.start()
+    time.sleep(0.6)  # the spooler writes, the publisher fails on the bus
+    bus.available = True
+    assert rec.flush(20)
+    assert order(bus) == list(range(300))
+    rec.close()
