@@ -49,7 +49,7 @@ def test_sigterm_stops_a_store_writer_with_exit_0(tmp_path: Path) -> None:
     )
     with stopping([proc]):
         proc.start()
-        time.sleep(3)
+        wait_for(lambda: "store writer:" in proc.log_tail(), "the store writer to start", 60)
         assert proc.alive, proc.log_tail()
         proc.stop(30)
         assert proc.popen is not None and proc.popen.returncode == 0, proc.log_tail()
