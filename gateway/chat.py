@@ -18,6 +18,7 @@ import orjson
 from starlette.responses import Response
 
 from gateway.chat_request import KNOWN_FIELDS, ChatLimits, check_chat_request
+from gateway.doors import CHAT, Door, StreamRender
 from gateway.durability import NOT_DURABLE, made_durable, refuse_if_full
 from gateway.episodes import CallContext
 from gateway.errors import (
@@ -27,7 +28,6 @@ from gateway.errors import (
     NotFound,
     UpstreamError,
     UpstreamTimeout,
-    error_sse,
 )
 from gateway.explore import Exploration
 from gateway.metrics import Metrics
@@ -42,7 +42,6 @@ from gateway.upstream import UpstreamIOError
 log = logging.getLogger(__name__)
 
 GATEWAY_FIELDS = ("metadata",)  # consumed here, not forwarded
-DONE = b"data: [DONE]\n\n"
 
 
 class ChatService:
@@ -102,7 +101,7 @@ class ChatService:
         return orjson.dumps(up)
 
     # ---- serving -----------------------------------------------------------------------
-    async def complete(self, body: dict[str, Any], ctx: CallContext) -> Response:
+    async def complete(self, body: dict[str, Any], ctx: CallContext, door: Door = CHAT) -> Response:
         self.validate(body)
         refuse_if_full(self.writer.recorder)
         route = self.router.route(ctx.episode.episode_id, ctx.tenant)
@@ -114,14 +113,14 @@ class ChatService:
         started = time.time()
         t0 = time.perf_counter()
         if body.get("stream"):
-            return await self._stream(body, ctx, route, headers, started, t0)
+            return await self._stream(body, ctx, route, headers, started, t0, door)
         k = self.explore.pick(body, ctx.episode.task) if self.explore is not None else 1
         wants = self.wants(body)
         async with self.pool.post("/chat/completions", self._for_replica(body, route, k)) as (replica, resp):
             raw = await _read(resp)
         if resp.status != 200:
             self._observe(route.version, resp.status, False, time.perf_counter() - t0)
-            return _upstream_error(resp.status, raw, headers)
+            return door.error(_upstream_error(resp.status, raw), headers)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -135,7 +134,7 @@ class ChatService:
         strip_reply(data, wants)
         data["model"] = self.public_model  # the client named the public model, not an adapter
         latency = time.perf_counter() - t0
-        reply = Response(orjson.dumps(data), media_type="application/json", headers=headers)
+        reply = door.reply(data, headers)  # built first: a reply that cannot be built is not recorded
         call = Call(body, ctx, route, replica, started, stream=False)
         self.writer.served(
             call, latency, choices[:1] if group else choices, data.get("usage"), prompt_ids, group_id=group
@@ -154,6 +153,7 @@ class ChatService:
         headers: dict[str, str],
         started: float,
         t0: float,
+        door: Door,
     ) -> Response:
         wants = self.wants(body)
         cm = self.pool.post("/chat/completions", self._for_replica(body, route))
@@ -164,9 +164,9 @@ class ChatService:
             finally:
                 await cm.__aexit__(None, None, None)
             self._observe(route.version, resp.status, True, time.perf_counter() - t0)
-            return _upstream_error(resp.status, raw, headers)
+            return door.error(_upstream_error(resp.status, raw), headers)
 
-        tap = StreamTap()
+        tap, render = StreamTap(), door.stream()
 
         async def relay() -> AsyncIterator[bytes]:
             ttft: float | None = None
@@ -196,20 +196,22 @@ class ChatService:
                         if cut < 0:
                             break
                         event, buf = buf[:cut], buf[cut + 2 :]
-                        out = self._relay_event(event, tap, wants, self.public_model)
+                        out = self._relay_event(
+                            event, tap, wants, self.public_model, render, door.passthrough
+                        )
+                        if event.startswith(b"data:") and event[5:].strip() == b"[DONE]":
+                            record()  # before the client sees the end: durable acks wait here
+                            if not await self.writer.recorder.durable():
+                                yield render.fail(LedgerUnavailable(NOT_DURABLE, code="ledger_unavailable"))
+                                return
                         if out is None:
                             continue
                         if ttft is None:
                             ttft = time.perf_counter() - t0
-                        if out == DONE:
-                            record()
-                            if not await self.writer.recorder.durable():
-                                yield error_sse(LedgerUnavailable(NOT_DURABLE, code="ledger_unavailable"))
-                                return
                         yield out
             except (UpstreamIOError, TimeoutError) as exc:
                 error, status = f"upstream stream broke: {exc!r}", 502
-                yield error_sse(
+                yield render.fail(
                     UpstreamError("the upstream stream ended early", code="upstream_stream_broken")
                 )
             except BaseException as exc:  # client went away (cancelled / generator closed)
@@ -227,21 +229,23 @@ class ChatService:
         return lambda replica: self.upstream_body(body, route, replica.tokens is not False, n)
 
     @staticmethod
-    def _relay_event(event: bytes, tap: StreamTap, wants: Wants, model: str) -> bytes | None:
+    def _relay_event(
+        event: bytes, tap: StreamTap, wants: Wants, model: str, render: StreamRender, passthrough: bool
+    ) -> bytes | None:
         if not event.startswith(b"data:"):
-            return event + b"\n\n" if event.strip() else None
+            return event + b"\n\n" if event.strip() and passthrough else None
         payload = event[5:].strip()
         if payload == b"[DONE]":
-            return DONE
+            return render.done()
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return event + b"\n\n"
+            return event + b"\n\n" if passthrough else None
         if not isinstance(chunk, dict) or not tap.feed(chunk, wants):
             return None
         if "model" in chunk:
             chunk["model"] = model
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        return render.chunk(chunk)
 
     def _observe(
         self, version: str, status: int, stream: bool, latency: float, ttft: float | None = None
@@ -259,8 +263,8 @@ async def _read(resp: UpstreamResponse) -> bytes:
         raise UpstreamError(f"upstream failed mid-reply: {exc}", code="upstream_error") from exc
 
 
-def _upstream_error(status: int, raw: bytes, headers: dict[str, str]) -> Response:
-    """Pass a replica's 4xx through in OpenAI's shape; anything else is a 502."""
+def _upstream_error(status: int, raw: bytes) -> APIError:
+    """A replica's 4xx passes through as the same status; anything else is a 502."""
     try:
         data = orjson.loads(raw)
         message = data["error"]["message"] if isinstance(data.get("error"), dict) else str(data)[:500]
@@ -273,4 +277,4 @@ def _upstream_error(status: int, raw: bytes, headers: dict[str, str]) -> Respons
         err = UpstreamTimeout(f"upstream timed out: {message}")
     else:
         err = UpstreamError(f"upstream answered {status}: {message}", code="upstream_error")
-    return err.response(headers)
+    return err

@@ -6,7 +6,6 @@ in its embedded log afterwards and the SQLite WAL is gone (the log was closed, n
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
