@@ -86,7 +86,7 @@ def add_api_routes(app: FastAPI, svc: Services) -> None:
             raw["episode_id"] = principal.episode_id  # a session key's (or /e/ path's) episode
         fb = parse_body(FeedbackIn, raw)
         refuse_if_full(svc.recorder)
-        record = svc.feedback.give(fb, principal.tenant)
+        record = await svc.feedback.give(fb, principal.tenant)
         await made_durable(svc.recorder)
         return {"id": record.id, "episode_id": record.episode_id, "status": "accepted"}
 

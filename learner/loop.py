@@ -5,6 +5,7 @@
     resume the last complete version (weights, optimizer, baselines, ledger position)
     re-publish it (idempotent: a crash may have come between save and publish)
     loop until stop_event:
+        follow the fleet: after a rollback, continue from the serving version (learner/follow.py)
         steps_per_version times: read `batch_episodes` scored episodes after the position,
                                  build samples, one training step
         save the version atomically (its data window: the ledger positions it read)
@@ -44,6 +45,7 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from learner.config import LearnerConfig, LearnerSettings
+from learner.follow import ask_fleet, continue_from_serving, off_the_fleet
 from ledger.ids import new_id
 from ledger.published import BASE_VERSION, PublishedVersion
 from ledger.reads import ScoredReads
@@ -62,6 +64,7 @@ class LearnerReport:
     versions: list[str] = field(default_factory=list)  # saved, in order
     published: list[str] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)  # sample-building skips
+    followed: list[str] = field(default_factory=list)  # serving versions continued from after a rollback
 
 
 def run_learner(
@@ -118,7 +121,25 @@ def run_learner(
             "learner resumed from %s (seq %d, step %d, position %s)", last.version, seq, last.step, position
         )
 
+    fleet = None
     while True:
+        if world.leader:
+            fleet = ask_fleet(publisher)
+        if world.broadcast(fleet is not None and off_the_fleet(parent, fleet, pending)):
+            fleet = world.broadcast(fleet)
+            assert fleet is not None
+            how = continue_from_serving(root, trainer, fleet)
+            dropped = [p.version for p in pending if not p.base_equivalent]
+            pending = [p for p in pending if p.base_equivalent]
+            log.warning(
+                "learner: %s is off the fleet (rolled back); continuing from %s (%s), dropped %s",
+                parent,
+                fleet.serving,
+                how,
+                dropped,
+            )
+            parent = fleet.serving
+            report.followed.append(fleet.serving)
         if world.leader:
             pending = _publish_pending(pending, publisher, report)
         enough = max_versions is not None and len(report.versions) >= max_versions
@@ -164,7 +185,7 @@ def run_learner(
                     traceparent=traced,
                 )
             )
-            prune(root, cfg.keep_versions)
+            prune(root, cfg.keep_versions, protect=fleet.serving if fleet else None)
         parent = version
     if world.leader:
         _publish_pending(pending, publisher, report)
