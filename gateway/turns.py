@@ -55,8 +55,10 @@ class TurnWriter:
         ttft: float | None = None,
         error: str | None = None,
         group_id: str | None = None,
+        status: int = 200,
     ) -> None:
-        """The client's turn; ends its episode when the client said so."""
+        """The client's turn (`status`: what the client got; a broken stream's is not 200);
+        ends its episode when the client said so."""
         ctx = call.ctx
         turn = self._turn(
             call,
@@ -69,6 +71,7 @@ class TurnWriter:
             ttft=ttft,
             error=error,
             group_id=group_id,
+            status=status,
         )
         self._write(turn)
         self.index.add(ctx.turn_id, ctx.episode.episode_id, ctx.tenant)
@@ -124,6 +127,7 @@ class TurnWriter:
         error: str | None = None,
         group_id: str | None = None,
         extra_meta: dict[str, Any] | None = None,
+        status: int = 200,
     ) -> dict[str, Any]:
         body = call.body
         raw_meta = body.get("metadata")
@@ -152,5 +156,6 @@ class TurnWriter:
             task=call.ctx.episode.task,
             metadata=meta,
             group_id=group_id,
+            status=status,
             error=error,
         )
