@@ -153,9 +153,9 @@ def train_step(
             input_ids=b.input_ids, position_ids=b.position_ids, use_cache=False, **b.attention_kwargs
         )
         hidden = hidden.last_hidden_state[0]  # (T, H)
-        logps, _ = chunked_logprobs(
+        logps = chunked_logprobs(
             hidden[b.predict_at], b.targets, model.lm_head, chunk, recompute=recompute
-        )
+        ).logprobs
         loss, _ = policy_gradient_loss(logps, b.behaviour, b.advantages, clip=2.0, normaliser=n_loss)
         loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

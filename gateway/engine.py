@@ -63,6 +63,10 @@ def vllm_command(
         str(max_model_len),
         "--dtype",
         dtype or folder_dtype(model_dir),
+        "--logprobs-mode",
+        "processed_logprobs",
+        "--generation-config",
+        "vllm",
     ]
     if served_name:
         cmd += ["--served-model-name", served_name]

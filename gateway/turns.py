@@ -23,6 +23,7 @@ from gateway.tap import Choice, tokens_complete
 from ledger.ids import new_id
 from ledger.recorder import Recorder
 from ledger.records import SCHEMA_VERSION, TOPIC_TURNS, Encoded, EpisodeEnd, Turn
+from ledger.sampling import sampling_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,7 @@ class TurnWriter:
             "ttft_ms": None if ttft is None else ttft * 1000.0,
             "stream": call.stream,
             "request": {k: v for k, v in body.items() if k != "metadata"},
+            "sampling": sampling_of(body).model_dump(),
             "choices": choices,
             "usage": usage,
             "prompt_token_ids": prompt_ids if complete else None,

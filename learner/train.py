@@ -37,7 +37,7 @@ from learner.advantages import Advantages
 from learner.attention import check_flash, register
 from learner.distributed import World
 from learner.metrics import LearnerMetrics
-from learner.objective import chunked_logprobs, policy_gradient_loss
+from learner.objective import TokenLogProbs, chunked_logprobs, policy_gradient_loss
 from learner.packing import MicroBatch, pack
 from learner.samples import Sample
 from ledger.config import LearnerConfig
@@ -55,6 +55,7 @@ class StepStats:
     entropy: float = 0.0  # mean per loss token, nats
     ratio_mean: float = 0.0  # importance ratio learner / behaviour
     ratio_max: float = 0.0
+    ratio_min: float = 0.0
     clipped_fraction: float = 0.0
     kl: float = 0.0
     grad_norm: float = 0.0
@@ -66,7 +67,8 @@ class StepStats:
         return (
             f"step={self.step} samples={self.samples} tokens={self.tokens} loss={self.loss:.4f} "
             f"reward={self.reward_mean:.3f} entropy={self.entropy:.3f} ratio={self.ratio_mean:.3f} "
-            f"ratio_max={self.ratio_max:.3f} clipped={self.clipped_fraction:.3f} kl={self.kl:.4f} "
+            f"ratio_min={self.ratio_min:.3f} ratio_max={self.ratio_max:.3f} "
+            f"clipped={self.clipped_fraction:.3f} kl={self.kl:.4f} "
             f"grad_norm={self.grad_norm:.3f} skipped={skipped} s={self.seconds:.2f}"
         )
 
@@ -161,35 +163,36 @@ class Trainer:
         #    figures add up on the device (module docstring)
         self.optimizer.zero_grad(set_to_none=True)
         sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # loss kl ratio_sum clipped entropy
-        peak = torch.zeros(1, dtype=torch.float64, device=self.device)  # ratio_max
+        peak = torch.zeros(2, dtype=torch.float64, device=self.device)  # ratio_max, -ratio_min
         for b in batches:
-            logps, entropy = self._logprobs(self.causal_lm, b)  # (N,), (N,)
+            out = self._logprobs(self.causal_lm, b)  # (N,) each: processed, entropy, raw
             ref = self._reference_logprobs(b) if self.cfg.kl_coef > 0 else None
             loss, part = policy_gradient_loss(
-                logps,
+                out.logprobs,
                 b.behaviour,
                 b.advantages,
                 clip=self.cfg.clip,
                 normaliser=float(n_tokens),
                 ref_logprobs=ref,
                 kl_coef=self.cfg.kl_coef,
+                raw_logprobs=out.raw,
             )
             loss.backward()
-            figures = [part["loss"], part["kl"], part["ratio_sum"], part["clipped"], entropy.sum()]
+            figures = [part["loss"], part["kl"], part["ratio_sum"], part["clipped"], out.entropy.sum()]
             sums += torch.stack(figures).double()
-            peak = torch.maximum(peak, part["ratio_max"].double())
+            peak = torch.maximum(peak, torch.stack([part["ratio_max"], -part["ratio_min"]]).double())
 
         # 5. sum gradients and figures over the ranks (no-ops in one process), clip and apply
         self.world.all_reduce_grads(self.params)
         self.world.all_reduce(sums)
-        self.world.all_reduce(peak, "max")
+        self.world.all_reduce(peak, "max")  # the max of -ratio_min is minus the min
         grad_norm = torch.zeros(1, dtype=torch.float64, device=self.device)
         if self.cfg.max_grad_norm > 0:
             grad_norm += torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
         self.optimizer.step()
 
         # 6. log and export: the step's one read of device values
-        loss_sum, kl, ratio_sum, clipped, entropy_sum, ratio_max, norm = torch.cat(
+        loss_sum, kl, ratio_sum, clipped, entropy_sum, ratio_max, neg_ratio_min, norm = torch.cat(
             [sums, peak, grad_norm]
         ).tolist()
         stats.samples = len(fresh)
@@ -200,6 +203,7 @@ class Trainer:
         stats.entropy = entropy_sum / n_tokens
         stats.ratio_mean = ratio_sum / n_tokens
         stats.ratio_max = ratio_max
+        stats.ratio_min = -neg_ratio_min
         stats.clipped_fraction = clipped / n_tokens
         stats.grad_norm = norm
         stats.seconds = time.perf_counter() - t0
@@ -216,19 +220,26 @@ class Trainer:
             ages.append(len(self.lineage) - 1 - self.lineage.index(v))
         return "stale" if max(ages) > self.cfg.max_staleness else None
 
-    def _logprobs(self, causal_lm: Any, b: MicroBatch) -> tuple[Tensor, Tensor]:
-        """`causal_lm`'s log-probs of the micro-batch's loss tokens and its entropy there, (N,) each."""
+    def _logprobs(self, causal_lm: Any, b: MicroBatch, *, processed: bool = True) -> TokenLogProbs:
+        """`causal_lm`'s log-probs of the micro-batch's loss tokens (under each token's sampling
+        distribution, and raw) and its entropy there, (N,) each."""
         hidden = causal_lm.model(
             input_ids=b.input_ids, position_ids=b.position_ids, use_cache=False, **b.attention_kwargs
         ).last_hidden_state[0]  # (T, H)
-        return chunked_logprobs(hidden[b.predict_at], b.targets, causal_lm.lm_head, self.cfg.logprob_chunk)
+        return chunked_logprobs(
+            hidden[b.predict_at],
+            b.targets,
+            causal_lm.lm_head,
+            self.cfg.logprob_chunk,
+            processing=b.processing if processed else None,
+        )
 
     @torch.no_grad()
     def _reference_logprobs(self, b: MicroBatch) -> Tensor:
         if self.reference is not None:
-            return self._logprobs(self.reference, b)[0]
+            return self._logprobs(self.reference, b, processed=False).raw
         with self.model.disable_adapter():
-            return self._logprobs(self.causal_lm, b)[0]
+            return self._logprobs(self.causal_lm, b, processed=False).raw
 
 
 def load_causal_lm(model_dir: Path, dtype: torch.dtype) -> Any:
