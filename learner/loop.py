@@ -169,7 +169,7 @@ def run_learner(
         with tracer.start_as_current_span("learner.version") as version_span:
             for _ in range(cfg.steps_per_version):
                 batch = _read_batch(read_samples, position, cfg, stop_event) if world.leader else []
-                built = world.broadcast(_samples(batch, cfg.max_sample_tokens) if batch else None)
+                built = world.broadcast(_samples(batch, trainer, cfg.max_sample_tokens) if batch else None)
                 if built is None:
                     break  # stopping
                 if batch:
@@ -205,23 +205,29 @@ def run_learner(
     return report
 
 
-def _samples(batch: Sequence[Any], max_tokens: int) -> tuple[list[Any], Counter[str]]:
-    """The training samples of a batch of scored episodes, and what was skipped building them."""
+def _samples(
+    batch: Sequence[Any], trainer: Any, max_tokens: int
+) -> tuple[list[Any], Counter[str], list[tuple[str, str, float]]]:
+    """The training samples of a batch of scored episodes (each episode once, with one reward:
+    learner/selection.py), what was skipped building them, and the baseline-only rewards."""
     from learner.samples import build_samples
+    from learner.selection import select
 
+    chosen = select(batch, trainer.trained)
     samples = []
-    skipped: Counter[str] = Counter()
-    for item in _latest_scores(batch):
-        built, stats = build_samples(item.score, item.episode, max_tokens=max_tokens)
+    skipped: Counter[str] = Counter(chosen.skipped)
+    for item, score in chosen.items:
+        built, stats = build_samples(score, item.episode, max_tokens=max_tokens)
         samples += built
         skipped.update({k: v for k, v in stats.counts.items() if k not in ("samples", "turns_continued")})
-    return samples, skipped
+    return samples, skipped, chosen.baseline_only
 
 
 def _step(
     trainer: Any,
     samples: list[Any],
     skipped: Counter[str],
+    baseline_only: list[tuple[str, str, float]],
     batch: Sequence[Any],
     report: LearnerReport,
     tracer: Any,
@@ -229,6 +235,8 @@ def _step(
     """One training step, in a span linked to the scores it trains on (rank 0 has the batch)."""
     report.skipped.update(skipped)
     trainer.metrics.observe_skips(dict(skipped))
+    for rubric, task, reward in baseline_only:  # re-scores of trained episodes (learner/selection.py)
+        trainer.advantages.observe(rubric, task, reward)
     with tracer.start_as_current_span("learner.step", links=_trained_on(batch)) as span:
         step = trainer.step(samples)
         span.set_attributes({"rlgw.step": step.step, "rlgw.samples": step.samples, "rlgw.scores": len(batch)})
@@ -251,14 +259,6 @@ def _read_batch(
         if not got:
             stop.wait(cfg.poll_interval_s)
     return []
-
-
-def _latest_scores(batch: Sequence[Any]) -> list[Any]:
-    """Within one read, a re-score supersedes an earlier score of the same episode and rubric."""
-    latest: dict[tuple[str, str, str], Any] = {}
-    for item in batch:
-        latest[(item.score.tenant, item.episode.episode_id, item.score.rubric)] = item
-    return list(latest.values())
 
 
 def _trained_on(batch: Sequence[Any]) -> list[Any]:

@@ -40,6 +40,7 @@ from learner.metrics import LearnerMetrics
 from learner.objective import TokenLogProbs, chunked_logprobs, policy_gradient_loss
 from learner.packing import MicroBatch, pack
 from learner.samples import Sample
+from learner.selection import TrainedEpisodes
 from ledger.config import LearnerConfig
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class Trainer:
         self.world.sync_params(self.params)  # one starting point (a LoRA adapter's init is random)
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.advantages = Advantages(alpha=cfg.baseline_alpha)
+        self.trained = TrainedEpisodes()  # episodes trained on, each once (learner/selection.py)
         self.lineage: list[str] = [cfg.base_version]  # versions this learner produced, base first
         self.steps = 0
         self.metrics = LearnerMetrics(registry)
