@@ -31,7 +31,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -44,28 +44,52 @@ from learner.objective import chunked_logprobs
 from learner.packing import MicroBatch, pack
 
 CHECK_LENGTHS = (3000, 1200, 37, 1, 900, 250, 2000)
-# (compile, ctx, layout, tokens per forward, LM-head chunks recomputed in the backward), most wanted first
-CASES: list[tuple[bool, int, str, int, bool]] = [
-    (False, 2048, "packed", 8192, True),
-    (False, 2048, "single", 8192, True),
-    (False, 8192, "packed", 8192, True),
-    (False, 8192, "single", 8192, True),
-    (True, 2048, "packed", 8192, True),
-    (True, 2048, "single", 8192, True),
-    (True, 8192, "packed", 8192, True),
-    (True, 8192, "single", 8192, True),
-    (False, 2048, "full", 8192, True),
-    (True, 2048, "full", 8192, True),
-    (False, 2048, "packed", 16384, True),
-    (True, 2048, "packed", 16384, True),
-    (False, 2048, "packed", 8192, False),
-    (True, 2048, "packed", 8192, False),
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class Case(NamedTuple):
+    lora: bool  # rank-16 adapters on every linear layer of the body (the learner's default targets)
+    compile: bool  # each decoder layer compiled (learner_step.compiled_body "layers")
+    ctx: int
+    layout: str  # learner_step's: packed | single | full
+    micro: int  # tokens per forward
+    recompute: bool = True  # LM-head chunks recomputed in the backward
+
+
+# most wanted first: the targets' cases (2k and 8k, full weights and LoRA), then what might tune them
+CASES = [
+    Case(False, False, 2048, "packed", 8192),
+    Case(False, False, 8192, "packed", 8192),
+    Case(False, True, 2048, "packed", 8192),
+    Case(False, True, 8192, "packed", 8192),
+    Case(True, True, 2048, "packed", 8192),
+    Case(True, True, 8192, "packed", 8192),
+    Case(True, False, 2048, "packed", 8192),
+    Case(False, True, 2048, "packed", 16384),
+    Case(False, True, 8192, "packed", 16384),
+    Case(False, True, 2048, "packed", 8192, recompute=False),
+    Case(True, True, 2048, "packed", 16384),
+    Case(True, True, 8192, "packed", 16384),
+    Case(False, True, 2048, "single", 8192),
+    Case(False, True, 8192, "single", 8192),
+    Case(True, False, 8192, "packed", 8192),
+    Case(False, True, 2048, "full", 8192),
 ]
-QUICK_CASES: list[tuple[bool, int, str, int, bool]] = [
-    (False, 256, "packed", 512, True),
-    (False, 256, "single", 512, True),
-    (False, 256, "packed", 512, False),
+QUICK_CASES = [
+    Case(False, False, 256, "packed", 512),
+    Case(False, False, 256, "single", 512),
+    Case(True, False, 256, "packed", 512),
+    Case(False, False, 256, "packed", 512, recompute=False),
+    Case(True, True, 256, "packed", 512),
 ]
+
+
+def with_lora(model: Any) -> Any:
+    """`model` with LoRA adapters injected in place (as learner.train does); base weights frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=LORA_TARGETS, lora_dropout=0.0))
+    return model
 
 
 def logprobs(model: Any, mb: MicroBatch, *, packed: bool) -> torch.Tensor:
@@ -171,29 +195,27 @@ def main() -> None:
 
     kind, dtype = ("tiny", torch.float32) if quick else ("qwen3-0.6b", torch.bfloat16)
     per_step = 1024 if quick else 16384
-    models: dict[bool, tuple[Any, Any, Any]] = {}
+    models: dict[tuple[bool, bool], tuple[Any, Any, Any]] = {}
     results = []
-    for compiled, ctx, layout, micro, recompute in QUICK_CASES if quick else CASES:
-        case: dict[str, Any] = {
-            "compile": compiled,
-            "ctx": ctx,
-            "layout": layout,
-            "micro": micro,
-            "chunk_recompute": recompute,
-        }
+    for c in QUICK_CASES if quick else CASES:
+        case: dict[str, Any] = c._asdict()
         if time.perf_counter() - t_start > args.budget_s:
             results.append({**case, "skipped": "over budget"})
             continue
         try:
-            if compiled not in models:
+            if (c.compile, c.lora) not in models:
                 model = build_model(kind, device, dtype)
+                if c.lora:
+                    with_lora(model)
                 model.train()
-                opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=cuda)
-                models[compiled] = (model, opt, compiled_body(model, "layers") if compiled else model.model)
-            model, opt, body = models[compiled]
+                params = [p for p in model.parameters() if p.requires_grad]
+                opt = torch.optim.AdamW(params, lr=1e-5, fused=cuda)
+                body = compiled_body(model, "layers") if c.compile else model.model
+                models[c.compile, c.lora] = (model, opt, body)
+            model, opt, body = models[c.compile, c.lora]
             r = run(
-                model, opt, device, body, ctx=ctx, micro=micro, per_step=per_step, layout=layout,
-                chunk=2048, warmup=2 if compiled else 1, steps=args.steps, recompute=recompute,
+                model, opt, device, body, ctx=c.ctx, micro=c.micro, per_step=per_step, layout=c.layout,
+                chunk=2048, warmup=2 if c.compile else 1, steps=args.steps, recompute=c.recompute,
             )  # fmt: skip
             case.update(r)
         except Exception as e:  # out of memory, an unsupported kernel, a compile failure: note it, go on

@@ -43,6 +43,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from flops import PEAK_BF16, step_flops
+
 from learner.attention import register
 from learner.objective import chunked_logprobs, policy_gradient_loss
 from learner.packing import MicroBatch, pack
@@ -205,7 +207,11 @@ def run(
         "warmup_s": round(warm_s, 1),
         "chunk_recompute": recompute,
     }
+    lora = any(not p.requires_grad for p in model.parameters())  # frozen base weights: LoRA
+    flops = step_flops(model.config, batches, lora=lora) / dt
+    out.update(lora=lora, model_tflops=round(flops / 1e12, 3))
     if device.type == "cuda":
+        out["mfu"] = round(flops / PEAK_BF16, 3)  # of the dense bf16 peak (benchmarks/flops.py)
         out["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return out
 
