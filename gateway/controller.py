@@ -26,6 +26,7 @@ from gateway.versions import Version, VersionRegistry
 
 log = logging.getLogger(__name__)
 KEEP_LOADED = 1  # retired versions kept loaded for instant rollback (vLLM holds few adapters at once)
+ADAPTER_SLOTS = 3 + KEEP_LOADED  # the base's zero adapter, serving, canary, and the retired kept
 
 
 class VersionController:

@@ -141,6 +141,8 @@ def run_learner(
     base = model_dir or cfg.model
     if base is None:  # the built-in tiny model, built once (by rank 0)
         base = world.broadcast(str(_tiny_model(settings.data_dir)) if world.leader else "")
+    elif not Path(base).is_dir():  # a known name or a GGUF file, imported once (by rank 0)
+        base = world.broadcast(str(_imported(base, settings.data_dir)) if world.leader else "")
     trainer = Trainer(cfg, Path(base), registry=registry, world=world)
     report = LearnerReport()
 
@@ -288,6 +290,12 @@ def _publish_pending(pending: list[Pending], publisher: Any, report: LearnerRepo
         if not p.base_equivalent:
             report.published.append(p.version)
     return []
+
+
+def _imported(spec: str | Path, data_dir: Path) -> Path:
+    from learner.model_import import resolve_model
+
+    return resolve_model(spec, data_dir, log.info)
 
 
 def _tiny_model(data_dir: Path) -> Path:

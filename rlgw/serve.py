@@ -68,7 +68,7 @@ def run_gateway(settings: Settings) -> None:
         ledger.close()
 
 
-def run_up(settings: Settings, model: Path | None, rubrics: list[Any] | None = None) -> None:
+def run_up(settings: Settings, model: str | Path | None, rubrics: list[Any] | None = None) -> None:
     """`rlgw up`: everything in one process until Ctrl-C."""
     from rlgw.stack import start_stack
 
