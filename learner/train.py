@@ -20,18 +20,16 @@ embeddings and final norm dominate a random model's output); adding `lm_head` to
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import warnings
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from prometheus_client import CollectorRegistry
-from torch import Tensor
 
 from learner.advantages import Advantages
 from learner.attention import check_flash, register
@@ -41,37 +39,10 @@ from learner.objective import TokenLogProbs, chunked_logprobs, policy_gradient_l
 from learner.packing import MicroBatch, pack
 from learner.samples import Sample
 from learner.selection import TrainedEpisodes
+from learner.stats import StepStats
 from ledger.config import LearnerConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StepStats:
-    step: int
-    samples: int = 0
-    tokens: int = 0  # loss tokens
-    loss: float = 0.0
-    reward_mean: float = 0.0
-    entropy: float = 0.0  # mean per loss token, nats
-    ratio_mean: float = 0.0  # importance ratio learner / behaviour
-    ratio_max: float = 0.0
-    ratio_min: float = 0.0
-    clipped_fraction: float = 0.0
-    kl: float = 0.0
-    grad_norm: float = 0.0
-    seconds: float = 0.0
-    skipped: Counter[str] = field(default_factory=Counter)
-
-    def line(self) -> str:
-        skipped = ",".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or "0"
-        return (
-            f"step={self.step} samples={self.samples} tokens={self.tokens} loss={self.loss:.4f} "
-            f"reward={self.reward_mean:.3f} entropy={self.entropy:.3f} ratio={self.ratio_mean:.3f} "
-            f"ratio_min={self.ratio_min:.3f} ratio_max={self.ratio_max:.3f} "
-            f"clipped={self.clipped_fraction:.3f} kl={self.kl:.4f} "
-            f"grad_norm={self.grad_norm:.3f} skipped={skipped} s={self.seconds:.2f}"
-        )
 
 
 class Trainer:
@@ -100,7 +71,7 @@ class Trainer:
         self.reference: Any = None
         if cfg.full_finetune:
             self.model: Any = model
-            if cfg.kl_coef > 0:
+            if cfg.kl_coef > 0 or cfg.max_kl_base > 0 or cfg.max_entropy_rise > 0:
                 self.reference = load_causal_lm(self.model_dir, dtype)
                 self.reference.to(self.device).eval().requires_grad_(False)
         else:
@@ -128,6 +99,20 @@ class Trainer:
         self.lineage: list[str] = [cfg.base_version]  # versions this learner produced, base first
         self.steps = 0
         self.metrics = LearnerMetrics(registry)
+
+    def snapshot(self) -> Any:
+        """The trainable weights and optimizer state, to go back to when a version is held back
+        (None under full fine-tuning: a copy of every weight is too dear; it trains on)."""
+        if self.cfg.full_finetune:
+            return None
+        return [p.detach().clone() for p in self.params], copy.deepcopy(self.optimizer.state_dict())
+
+    def restore(self, snapshot: Any) -> None:
+        params, optimizer = snapshot
+        with torch.no_grad():
+            for p, saved in zip(self.params, params, strict=True):
+                p.copy_(saved)
+        self.optimizer.load_state_dict(optimizer)
 
     @property
     def causal_lm(self) -> Any:
@@ -164,24 +149,25 @@ class Trainer:
         # 4. forward, loss, backward per micro-batch; one normaliser for the whole step; the
         #    figures add up on the device (module docstring)
         self.optimizer.zero_grad(set_to_none=True)
-        sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # loss kl ratio_sum clipped entropy
+        sums = torch.zeros(6, dtype=torch.float64, device=self.device)  # loss kl ratio clipped H H_base
         peak = torch.zeros(2, dtype=torch.float64, device=self.device)  # ratio_max, -ratio_min
         for b in batches:
             out = self._logprobs(self.causal_lm, b)  # (N,) each: processed, entropy, raw
-            ref = self._reference_logprobs(b) if self.cfg.kl_coef > 0 else None
+            ref = self._reference(b) if self.measures_base else None  # (N,) raw log-probs, entropy
             loss, part = policy_gradient_loss(
                 out.logprobs,
                 b.behaviour,
                 b.advantages,
                 clip=self.cfg.clip,
                 normaliser=float(n_tokens),
-                ref_logprobs=ref,
+                ref_logprobs=None if ref is None else ref.raw,
                 kl_coef=self.cfg.kl_coef,
                 raw_logprobs=out.raw,
             )
             loss.backward()
+            base_entropy = out.entropy.new_zeros(()) if ref is None else ref.entropy.sum()
             figures = [part["loss"], part["kl"], part["ratio_sum"], part["clipped"], out.entropy.sum()]
-            sums += torch.stack(figures).double()
+            sums += torch.stack([*figures, base_entropy]).double()
             peak = torch.maximum(peak, torch.stack([part["ratio_max"], -part["ratio_min"]]).double())
 
         # 5. sum gradients and figures over the ranks (no-ops in one process), clip and apply
@@ -194,21 +180,23 @@ class Trainer:
         self.optimizer.step()
 
         # 6. log and export: the step's one read of device values
-        loss_sum, kl, ratio_sum, clipped, entropy_sum, ratio_max, neg_ratio_min, norm = torch.cat(
+        loss_sum, kl, ratio_sum, clipped, entropy_sum, base_sum, ratio_max, neg_ratio_min, norm = torch.cat(
             [sums, peak, grad_norm]
         ).tolist()
         stats.samples = len(fresh)
         stats.tokens = n_tokens
         stats.loss = loss_sum
-        stats.kl = kl
+        stats.kl_base = kl if self.measures_base else None
+        stats.entropy_base = base_sum / n_tokens if self.measures_base else None
         stats.reward_mean = sum(s.reward for s in fresh) / len(fresh)
         stats.entropy = entropy_sum / n_tokens
         stats.ratio_mean = ratio_sum / n_tokens
         stats.ratio_max = ratio_max
         stats.ratio_min = -neg_ratio_min
-        stats.clipped_fraction = clipped / n_tokens
+        stats.clipped_frac = clipped / n_tokens
         stats.grad_norm = norm
         stats.seconds = time.perf_counter() - t0
+        stats.tokens_per_s = n_tokens / stats.seconds
         if self.world.leader:
             log.info("learner %s", stats.line())
         self.metrics.observe_step(stats)
@@ -236,12 +224,20 @@ class Trainer:
             processing=b.processing if processed else None,
         )
 
+    @property
+    def measures_base(self) -> bool:
+        """The base model's log-probs are computed each step: for the KL term, or for the
+        figures the version guard reads (learner/stats.py)."""
+        c = self.cfg
+        return c.kl_coef > 0 or c.max_kl_base > 0 or c.max_entropy_rise > 0
+
     @torch.no_grad()
-    def _reference_logprobs(self, b: MicroBatch) -> Tensor:
+    def _reference(self, b: MicroBatch) -> TokenLogProbs:
+        """The base model's raw log-probs and entropy at the micro-batch's loss tokens."""
         if self.reference is not None:
-            return self._logprobs(self.reference, b, processed=False).raw
+            return self._logprobs(self.reference, b, processed=False)
         with self.model.disable_adapter():
-            return self._logprobs(self.causal_lm, b, processed=False).raw
+            return self._logprobs(self.causal_lm, b, processed=False)
 
 
 def load_causal_lm(model_dir: Path, dtype: torch.dtype) -> Any:
