@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -39,6 +40,22 @@ PROMPTS = [
     "List two animals that swim.",
     "Describe the sky in four words.",
 ]
+
+
+def group_rss_gb(pgid: int) -> dict[str, float]:
+    """Resident memory of each process in a process group (the engine and its workers), in GB."""
+    out: dict[str, float] = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if os.getpgid(int(status.parent.name)) != pgid:
+                continue
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except (OSError, ValueError):
+            continue
+        name = f"{fields['Name'].strip()}[{status.parent.name}]"
+        out[name] = round(int(fields.get("VmRSS", "0 kB").split()[0]) / 2**20, 2)
+    out["total"] = round(sum(out.values()), 2)
+    return out
 
 
 def main() -> None:
@@ -73,6 +90,7 @@ def main() -> None:
                 "return_token_ids": True,
             }
             replies.append((body, httpx.post(base + "/chat/completions", json=body, timeout=300).json()))
+        engine_rss = group_rss_gb(proc.pid)
     finally:
         stop_vllm(proc)
 
@@ -114,6 +132,7 @@ def main() -> None:
                 "sampling": {"temperature": args.temperature, "top_p": args.top_p},
                 "tokens": len(gaps),
                 "engine_start_s": round(started, 1),
+                "engine_rss_gb": engine_rss,
                 "processed_vs_served": figures(gaps),
                 "raw_vs_served": figures(raw_gaps),
             },

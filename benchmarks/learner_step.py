@@ -25,6 +25,8 @@ boundaries vary: torch.compile makes them dynamic at its first recompile, in the
 Figures are printed per run and as one JSON line at the end.
 
     python benchmarks/learner_step.py [--quick] [--device cpu|cuda] [--compile]
+    python benchmarks/learner_step.py --model smollm2 [...]   the learner's own step on a real
+                                      checkpoint, on the CPU (benchmarks/learner_model_step.py)
 """
 
 from __future__ import annotations
@@ -227,6 +229,11 @@ def compiled_body(model: Any, scope: str) -> Callable[..., Any]:
 
 
 def main() -> None:
+    if "--model" in sys.argv:  # a real checkpoint through the learner's Trainer
+        from learner_model_step import main as model_main
+
+        model_main(sys.argv[1:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps and shapes (a smoke run)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
