@@ -11,13 +11,11 @@ from pathlib import Path
 
 import uvicorn
 
-from gateway.app import Services, create_app
-from gateway.auth import KeyStore
-from gateway.pool import Pool
+from gateway import setup_gateway
 from ledger.bus import MemoryBus
-from ledger.config import Settings
 from ledger.recorder import Recorder
 from ledger.records import Encoded, Record
+from rlgw.config import Settings
 
 
 class NullRecorder(Recorder):
@@ -44,15 +42,13 @@ def main() -> None:
     if a.record == "local":
         from ledger.wiring import open_ledger
 
-        recorder = open_ledger(settings).recorder
+        recorder = open_ledger(settings, record_queue=settings.gateway.record_queue).recorder
     else:
         cls = NullRecorder if a.record == "off" else Recorder
         linger_s = settings.ledger.record_linger_ms / 1000.0
         recorder = cls(MemoryBus(), capacity=settings.gateway.record_queue, linger_s=linger_s).start()
-    pool = Pool(settings.gateway.upstreams)
-    svc = Services(settings=settings, pool=pool, recorder=recorder, keys=KeyStore(settings.keys_path))
     uvicorn.run(
-        create_app(svc),
+        setup_gateway(settings, recorder=recorder),
         host="127.0.0.1",
         port=a.port,
         loop="uvloop",

@@ -86,13 +86,11 @@ def main() -> None:
 
     import uvicorn
 
-    from gateway.app import Services, create_app
-    from gateway.auth import KeyStore
+    from gateway import setup_gateway
     from gateway.engine import stop_vllm
-    from gateway.pool import Pool
     from ledger.bus import MemoryBus
-    from ledger.config import Settings
     from ledger.recorder import Recorder
+    from rlgw.config import Settings
     from rlgw.stack import uvicorn_config
 
     work = Path(tempfile.mkdtemp(prefix="rlgw-hotswap-"))
@@ -104,13 +102,9 @@ def main() -> None:
         ledger={"bus": "memory", "store": "memory"},  # type: ignore[arg-type]
         versions={"canary_share": 0.0},  # type: ignore[arg-type]
     )
-    svc = Services(
-        settings=settings,
-        pool=Pool(urls),
-        recorder=Recorder(MemoryBus()).start(),
-        keys=KeyStore(work / "keys.json"),
-    )
-    server = uvicorn.Server(uvicorn_config(create_app(svc), "127.0.0.1", settings.gateway.port))
+    app = setup_gateway(settings, recorder=Recorder(MemoryBus()).start())
+    svc = app.services
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", settings.gateway.port))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)

@@ -34,9 +34,9 @@ def one(model_dir: str, setting: dict[str, Any], args: dict[str, Any], out: Any)
 
     import torch
 
+    from learner.config import LearnerConfig
     from learner.samples import Sample
     from learner.train import Trainer
-    from ledger.config import LearnerConfig
     from ledger.sampling import Sampling
 
     cfg = LearnerConfig(

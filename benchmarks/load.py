@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=300)
     a = ap.parse_args()
 
-    from ledger.config import Settings
+    from rlgw.config import Settings
     from rlgw.demo import demo_settings
     from rlgw.demo_users import COLOUR_RUBRIC
     from rlgw.stack import free_port, start_stack

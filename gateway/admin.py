@@ -5,22 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gateway.adapters import AdapterError
 from gateway.auth import Principal, require_admin
 from gateway.controller import VersionController
 from gateway.errors import InvalidRequest, UpstreamError
-from gateway.versions import Version
-
-
-class VersionIn(BaseModel):
-    version: str
-    adapter_path: str
-    parent: str | None = None
-    data_window: dict[str, Any] = Field(default_factory=dict)
-    base_equivalent: bool = False
-    traceparent: str | None = None  # the learner's span for this version (ledger.tracing)
+from gateway.version_state import Version
+from ledger.published import PublishedVersion
 
 
 class ActionIn(BaseModel):
@@ -58,19 +50,12 @@ def add_version_routes(app: FastAPI, controller: VersionController, auth: Any, r
     async def register(request: Request) -> dict[str, Any]:
         await admin(request, changes=True)
         try:
-            body = VersionIn.model_validate(await read_json(request))
+            body = PublishedVersion.model_validate(await read_json(request))
         except ValidationError as exc:
             first = exc.errors()[0]
             raise InvalidRequest(f"{first['msg']} (at {'.'.join(map(str, first['loc']))})") from exc
         try:
-            v = await controller.register(
-                body.version,
-                body.adapter_path,
-                body.parent,
-                body.data_window,
-                body.base_equivalent,
-                traceparent=body.traceparent,
-            )
+            v = await controller.register(body)
         except AdapterError as exc:
             raise UpstreamError(str(exc), code="adapter_load_failed") from exc
         return {"version": v.id, "status": v.status, "replicas": v.replicas}
@@ -93,21 +78,21 @@ def add_version_routes(app: FastAPI, controller: VersionController, auth: Any, r
         v = reg.promote(vid, reason)
         return {"version": v.id, "status": v.status}
 
-    @app.post("/admin/versions/{vid}/rollback")
-    async def rollback(vid: str, request: Request) -> dict[str, Any]:
+    async def roll_back(vid: str | None, request: Request) -> dict[str, Any]:
         await admin(request, changes=True)
         reason = await reason_of(request)
         await load_before_routing(reg.rollback_target(vid))
         v = reg.rollback(vid, reason)
         return {"version": v.id, "status": v.status, "serving": reg.serving}
 
+    @app.post("/admin/versions/{vid}/rollback")
+    async def rollback(vid: str, request: Request) -> dict[str, Any]:
+        return await roll_back(vid, request)
+
     @app.post("/admin/rollback")
     async def rollback_current(request: Request) -> dict[str, Any]:
-        await admin(request, changes=True)
-        reason = await reason_of(request)
-        await load_before_routing(reg.rollback_target(None))
-        v = reg.rollback(None, reason)
-        return {"version": v.id, "status": v.status, "serving": reg.serving}
+        """Roll back the canary, or the serving version when no canary runs."""
+        return await roll_back(None, request)
 
     @app.post("/admin/versions/{vid}/pin")
     async def pin(vid: str, request: Request) -> dict[str, Any]:

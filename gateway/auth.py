@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
 from gateway.errors import Forbidden, Unauthorized
 
 PREFIX = "rlgw-"
@@ -28,6 +30,22 @@ class Principal:
 
 
 OPEN = Principal(tenant="default", admin=True)
+
+
+class KeyIn(BaseModel):
+    """A key to mint (`rlgw keys create`): its tenant, and whether it has the admin scope."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str
+    admin: bool = False
+
+    @field_validator("tenant")
+    @classmethod
+    def _name(cls, tenant: str) -> str:
+        if not tenant or not tenant.replace("-", "").replace("_", "").isalnum():
+            raise ValueError("tenant must be letters, digits, '-' or '_'")
+        return tenant
 
 
 def _digest(key: str) -> str:
@@ -53,11 +71,15 @@ class KeyStore:
 
     def create(self, tenant: str, admin: bool = False) -> str:
         """Mint a key, store its hash, return the key (the only time it is seen)."""
-        if not tenant or not tenant.replace("-", "").replace("_", "").isalnum():
-            raise ValueError("tenant must be letters, digits, '-' or '_'")
+        try:
+            spec = KeyIn(tenant=tenant, admin=admin)
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
         key = PREFIX + secrets.token_urlsafe(32)
         entries = json.loads(self.path.read_text() or "[]") if self.path.is_file() else []
-        entries.append({"sha256": _digest(key), "tenant": tenant, "admin": admin, "created_at": time.time()})
+        entries.append(
+            {"sha256": _digest(key), "tenant": spec.tenant, "admin": spec.admin, "created_at": time.time()}
+        )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(entries, indent=1))

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from ledger.config import VersionsConfig
+from gateway.config import VersionsConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The chat-completions service: validate, route, forward, tap the reply, record the turn.
+"""The chat-completions service: check, route, forward, tap the reply, record the turn.
 
 The upstream is always asked for token ids and behaviour log-probs (vLLM's
 `return_token_ids` and `logprobs`); what the client did not ask for is removed from the reply.
@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from gateway.chat_request import KNOWN_FIELDS, ChatLimits, check_chat_request
 from gateway.episodes import CallContext
 from gateway.errors import APIError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout, error_sse
 from gateway.explore import Exploration
@@ -29,50 +30,7 @@ from gateway.upstream import UpstreamIOError
 
 log = logging.getLogger(__name__)
 
-# Fields of OpenAI's chat request (and vLLM's extensions) that we know; others pass through.
-KNOWN_FIELDS = frozenset(
-    (
-        "messages",
-        "model",
-        "frequency_penalty",
-        "logit_bias",
-        "logprobs",
-        "top_logprobs",
-        "max_tokens",
-        "max_completion_tokens",
-        "n",
-        "presence_penalty",
-        "response_format",
-        "seed",
-        "stop",
-        "stream",
-        "stream_options",
-        "temperature",
-        "top_p",
-        "tools",
-        "tool_choice",
-        "parallel_tool_calls",
-        "user",
-        "metadata",
-        "store",
-        "service_tier",
-        "reasoning_effort",
-        "modalities",
-        "prediction",
-        "audio",
-        "web_search_options",
-        "top_k",
-        "min_p",
-        "repetition_penalty",
-        "return_token_ids",
-        "min_tokens",
-        "ignore_eos",
-        "skip_special_tokens",
-        "chat_template_kwargs",
-    )
-)
 GATEWAY_FIELDS = ("metadata",)  # consumed here, not forwarded
-MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
 
 
 class ChatService:
@@ -89,7 +47,8 @@ class ChatService:
         explore: Exploration | None = None,
     ) -> None:
         self.pool, self.router, self.writer, self.metrics = pool, router, writer, metrics
-        self.public_model, self.max_n, self.max_tokens = writer.public_model, max_n, max_tokens
+        self.public_model = writer.public_model
+        self.limits = ChatLimits(writer.public_model, max_n, max_tokens)
         self._on_request = on_request or (lambda version, ok, latency_ms: None)
         self.explore = explore
         self._logged_unknown: set[str] = set()
@@ -97,33 +56,7 @@ class ChatService:
 
     # ---- request -----------------------------------------------------------------------
     def validate(self, body: Any) -> None:
-        if not isinstance(body, dict):
-            raise InvalidRequest("the request body must be a JSON object")
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise InvalidRequest("'messages' must be a non-empty array", param="messages")
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                raise InvalidRequest(f"messages[{i}] must be an object with a 'role'", param=f"messages.{i}")
-        model = body.get("model")
-        if not isinstance(model, str):
-            raise InvalidRequest("'model' is required and must be a string", param="model")
-        if model != self.public_model:
-            raise NotFound(
-                f"The model '{model}' does not exist; this gateway serves '{self.public_model}'",
-                param="model",
-                code="model_not_found",
-            )
-        n = body.get("n", 1)
-        if n is not None and (type(n) is not int or not 1 <= n <= self.max_n):
-            raise InvalidRequest(f"'n' must be an integer from 1 to {self.max_n}", param="n")
-        for name in MAX_TOKEN_FIELDS:
-            v = body.get(name)
-            if v is not None and (type(v) is not int or not 1 <= v <= self.max_tokens):
-                raise InvalidRequest(f"'{name}' must be an integer from 1 to {self.max_tokens}", param=name)
-        stream = body.get("stream", False)
-        if stream is not None and not isinstance(stream, bool):
-            raise InvalidRequest("'stream' must be a boolean", param="stream")
+        check_chat_request(body, self.limits)
         for key in body:
             if key not in KNOWN_FIELDS and key not in self._logged_unknown:
                 self._logged_unknown.add(key)

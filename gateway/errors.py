@@ -73,6 +73,12 @@ def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | 
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
+def internal_error() -> Response:
+    """The 500 of an unexpected exception: no traceback leaves the gateway."""
+    body = {"error": {"message": "internal error", "type": "server_error", "param": None, "code": None}}
+    return error_response(500, body)
+
+
 def error_sse(err: APIError) -> bytes:
     """An error raised after a stream began: sent as one last SSE event (the status is gone)."""
     return b"data: " + orjson.dumps(err.body()) + b"\n\n"

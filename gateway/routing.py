@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.errors import NoReplica
-
-BASE_VERSION = "base"
+from ledger.published import BASE_VERSION
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Optional PII scrubbing of recorded message contents (`ledger.scrub_pii`).
 
 Emails, phone numbers and card numbers (13-19 digits that pass the Luhn check) in the text of
-a Turn's request messages and choices, and of demonstration Feedback, become typed placeholders
+a turn's request messages and choices, and of demonstration Feedback, become typed placeholders
 (`<EMAIL>`, `<PHONE>`, `<CARD>`) before the record leaves the gateway. The reply the client
 gets is untouched. Token ids would still spell the original text, so a scrubbed turn drops
 them and its log-probs (`tokens_recorded=False`: rubrics still score it, the learner skips it).
@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ledger.records import Feedback, Turn, TurnChoice
+from ledger.plain import plain
+from ledger.records import Feedback, TurnChoice
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
@@ -56,24 +57,23 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def scrub_turn(turn: Turn) -> Turn:
-    request = dict(turn.request)
+def scrub_turn(turn: dict[str, Any]) -> dict[str, Any]:
+    """A turn as plain data (`ledger.plain`), scrubbed; the given dict is left as it was."""
+    request = dict(turn["request"])
     for field in ("messages", "tools"):
         if field in request:
             request[field] = _scrub(request[field])
     choices = [
-        TurnChoice(index=c.index, message=_scrub(c.message), finish_reason=c.finish_reason)
-        for c in turn.choices
+        plain(TurnChoice, index=c["index"], message=_scrub(c["message"]), finish_reason=c["finish_reason"])
+        for c in turn["choices"]
     ]
-    return turn.model_copy(
-        update={
-            "request": request,
-            "choices": choices,
-            "prompt_token_ids": None,
-            "tokens_recorded": False,
-            "metadata": _scrub(turn.metadata),
-        }
-    )
+    return turn | {
+        "request": request,
+        "choices": choices,
+        "prompt_token_ids": None,
+        "tokens_recorded": False,
+        "metadata": _scrub(turn["metadata"]),
+    }
 
 
 def scrub_feedback(feedback: Feedback) -> Feedback:

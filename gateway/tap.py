@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledger.plain import plain
+from ledger.records import TurnChoice
+
 
 @dataclass(frozen=True, slots=True)
 class Wants:
@@ -27,7 +30,7 @@ def token_logprobs(lp: Any) -> list[float] | None:
     return [c["logprob"] for c in content]
 
 
-Choice = dict[str, Any]  # shaped like ledger.records.TurnChoice (turns are written as plain data)
+Choice = dict[str, Any]  # a ledger.records.TurnChoice as plain data (ledger.plain)
 
 
 def choice(
@@ -37,13 +40,14 @@ def choice(
     token_ids: list[int] | None,
     logprobs: list[float] | None,
 ) -> Choice:
-    return {
-        "index": index,
-        "message": message,
-        "finish_reason": finish_reason,
-        "token_ids": token_ids,
-        "logprobs": logprobs,
-    }
+    return plain(
+        TurnChoice,
+        index=index,
+        message=message,
+        finish_reason=finish_reason,
+        token_ids=token_ids,
+        logprobs=logprobs,
+    )
 
 
 def choices_from_reply(data: dict[str, Any]) -> list[Choice]:

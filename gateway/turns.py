@@ -2,13 +2,13 @@
 
 One `Call` carries what every record of a call shares (the request, who asked, the route and
 the replica, when it started); `TurnWriter` builds Turns from it and hands them to the ledger.
-A turn is built as plain data shaped like `ledger.records.Turn` and serialised with orjson
-(`Encoded`): the request path never builds the pydantic model (see `Encoded` for the figures).
+A turn is built from the `ledger.records.Turn` record as plain data (`ledger.plain`: its fields,
+its defaults, no unknown names) and serialised with orjson (`Encoded`): the request path never
+validates the pydantic model (see `Encoded` for the figures). Scrubbing works on that data too.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +21,9 @@ from gateway.routing import Route
 from gateway.scrub import scrub_turn
 from gateway.tap import Choice, tokens_complete
 from ledger.ids import new_id
+from ledger.plain import plain
 from ledger.recorder import Recorder
-from ledger.records import SCHEMA_VERSION, TOPIC_TURNS, Encoded, EpisodeEnd, Turn
+from ledger.records import TOPIC_TURNS, Encoded, EpisodeEnd, Turn
 from ledger.sampling import sampling_of
 
 
@@ -107,9 +108,8 @@ class TurnWriter:
 
     def _write(self, turn: dict[str, Any]) -> None:
         if self.scrub_pii:
-            self.recorder.record(TOPIC_TURNS, scrub_turn(Turn.model_validate(turn)))
-        else:
-            self.recorder.record(TOPIC_TURNS, Encoded(turn["episode_id"], orjson.dumps(turn)))
+            turn = scrub_turn(turn)
+        self.recorder.record(TOPIC_TURNS, Encoded(turn["episode_id"], orjson.dumps(turn)))
 
     def _turn(
         self,
@@ -132,31 +132,27 @@ class TurnWriter:
         if extra_meta:
             meta = {**meta, **extra_meta}
         complete = tokens_complete(prompt_ids, choices)
-        return {  # every field of ledger.records.Turn, by alias (a unit test keeps them in step)
-            "schema": SCHEMA_VERSION,
-            "id": turn_id,
-            "created_at": time.time(),
-            "tenant": call.ctx.tenant,
-            "kind": "turn",
-            "episode_id": episode_id,
-            "model": self.public_model,
-            "version": call.route.version,
-            "upstream": call.replica.url,
-            "started_at": call.started,
-            "traceparent": call.ctx.traceparent,
-            "latency_ms": latency * 1000.0,
-            "ttft_ms": None if ttft is None else ttft * 1000.0,
-            "stream": call.stream,
-            "request": {k: v for k, v in body.items() if k != "metadata"},
-            "sampling": sampling_of(body).model_dump(),
-            "choices": choices,
-            "usage": usage,
-            "prompt_token_ids": prompt_ids if complete else None,
-            "tokens_recorded": complete,
-            "task": call.ctx.episode.task,
-            "tags": {},
-            "metadata": meta,
-            "group_id": group_id,
-            "status": 200,
-            "error": error,
-        }
+        return plain(
+            Turn,
+            id=turn_id,
+            tenant=call.ctx.tenant,
+            episode_id=episode_id,
+            model=self.public_model,
+            version=call.route.version,
+            upstream=call.replica.url,
+            started_at=call.started,
+            traceparent=call.ctx.traceparent,
+            latency_ms=latency * 1000.0,
+            ttft_ms=None if ttft is None else ttft * 1000.0,
+            stream=call.stream,
+            request={k: v for k, v in body.items() if k != "metadata"},
+            sampling=sampling_of(body).model_dump(),
+            choices=choices,
+            usage=usage,
+            prompt_token_ids=prompt_ids if complete else None,
+            tokens_recorded=complete,
+            task=call.ctx.episode.task,
+            metadata=meta,
+            group_id=group_id,
+            error=error,
+        )

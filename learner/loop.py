@@ -1,7 +1,7 @@
 """The learner process: read scored episodes, train, save a version, publish it; repeat.
 
     LoRA: save the still-zero adapter and publish it as the base model's stand-in
-          (`base_equivalent`: the gateway serves the base through it, SERVICES.md's mixed-batch bug)
+          (`base_equivalent`: the gateway serves the base through it, docs/vllm.md's mixed-batch bug)
     resume the last complete version (weights, optimizer, baselines, ledger position)
     re-publish it (idempotent: a crash may have come between save and publish)
     loop until stop_event:
@@ -14,9 +14,10 @@
             training figures as `training`)
         publish it (a gateway that stays down leaves it pending; it is retried before the next)
 
-The read side is a small protocol, `ScoredEpisodes.scored(after, limit=...)`, returning items
-with `.position` (resumes a read), `.score` and `.episode` — the ledger store's `scored` read
-has this shape; `MemoryScoredEpisodes` is the in-memory one for tests and demos.
+The read side is the ledger's `ScoredReads` seam (`ledger.reads`): `scored(after, limit=...)`
+returns items with `.position` (resumes a read), `.score` and `.episode`; every store has it, and
+`ledger.reads.MemoryScoredEpisodes` is the in-memory one for tests and drills. Versions go out
+as `ledger.published.PublishedVersion` records.
 
 Traces (ledger.tracing): each version is a `learner.version` span, the parent of its steps'
 `learner.step` spans, which link to the scores they trained on and to those scores' turns;
@@ -41,71 +42,21 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
-from ledger.config import LearnerConfig, Settings
+from learner.config import LearnerConfig, LearnerSettings
 from ledger.ids import new_id
-from ledger.records import Episode, Score
+from ledger.published import BASE_VERSION, PublishedVersion
+from ledger.reads import ScoredReads
 from ledger.tracing import links, traceparent
 
 if TYPE_CHECKING:
     from learner.distributed import World
 
 log = logging.getLogger(__name__)
-
-
-class ScoredRecord(Protocol):
-    @property
-    def position(self) -> str: ...
-    @property
-    def score(self) -> Score: ...
-    @property
-    def episode(self) -> Episode: ...
-
-
-class ScoredEpisodes(Protocol):
-    def scored(self, after: str | None = None, *, limit: int = 1000) -> Sequence[ScoredRecord]: ...
-
-
-@dataclass(frozen=True)
-class MemoryScored:
-    position: str
-    score: Score
-    episode: Episode
-
-
-class MemoryScoredEpisodes:
-    """Scored episodes in memory, in arrival order; a position is the item's index, zero-padded."""
-
-    def __init__(self) -> None:
-        self.items: list[MemoryScored] = []
-        self._lock = threading.Lock()
-
-    def add(self, score: Score, episode: Episode) -> str:
-        with self._lock:
-            pos = f"{len(self.items):012d}"
-            self.items.append(MemoryScored(pos, score, episode))
-            return pos
-
-    def scored(self, after: str | None = None, *, limit: int = 1000) -> list[MemoryScored]:
-        start = 0 if after is None else int(after) + 1
-        with self._lock:
-            return self.items[start : start + limit]
-
-
-@dataclass(frozen=True)
-class Pending:
-    """A saved version (or the zero base adapter) not yet accepted by the gateway."""
-
-    version: str
-    adapter_path: str
-    parent: str | None
-    data_window: dict[str, Any]
-    base_equivalent: bool = False
-    traceparent: str | None = None  # the version's span
 
 
 @dataclass
@@ -118,8 +69,8 @@ class LearnerReport:
 
 
 def run_learner(
-    settings: Settings,
-    read_samples: ScoredEpisodes | None,
+    settings: LearnerSettings,
+    read_samples: ScoredReads | None,
     publisher: Any,  # learner.publish.Publisher; None on ranks other than 0
     stop_event: threading.Event,
     *,
@@ -153,17 +104,24 @@ def run_learner(
     trainer = Trainer(cfg, Path(base), registry=registry, world=world)
     report = LearnerReport()
 
-    pending: list[Pending] = []
+    pending: list[PublishedVersion] = []
     if world.leader and not cfg.full_finetune:
         zero = f"zero-{new_id()[-6:]}"
         path = save_zero_adapter(root, trainer, zero)
-        pending.append(Pending(zero, str(path), None, {}, base_equivalent=True))
+        pending.append(PublishedVersion(version=zero, adapter_path=str(path), base_equivalent=True))
     last = resume(root, trainer)
     position: str | None = last.data_window.get("until") if last else None
     seq = last.seq if last else 0
-    parent = last.version if last else cfg.base_version
+    parent = last.version if last else BASE_VERSION
     if last and world.leader:
-        pending.append(Pending(last.version, str(last.adapter_path), last.parent, last.data_window))
+        pending.append(
+            PublishedVersion(
+                version=last.version,
+                adapter_path=str(last.adapter_path),
+                parent=last.parent,
+                data_window=last.data_window,
+            )
+        )
         log.info(
             "learner resumed from %s (seq %d, step %d, position %s)", last.version, seq, last.step, position
         )
@@ -222,7 +180,13 @@ def run_learner(
             log.info("learner saved %s (parent %s) window %s", version, parent, window)
             traced = traceparent(version_span)
             pending.append(
-                Pending(version, str(state.adapter_path), state.parent, window, traceparent=traced)
+                PublishedVersion(
+                    version=version,
+                    adapter_path=str(state.adapter_path),
+                    parent=state.parent,
+                    data_window=window,
+                    traceparent=traced,
+                )
             )
             prune(root, cfg.keep_versions)
         parent = version
@@ -271,7 +235,7 @@ def _step(
 
 
 def _read_batch(
-    reader: ScoredEpisodes | None, after: str | None, cfg: LearnerConfig, stop: threading.Event
+    reader: ScoredReads | None, after: str | None, cfg: LearnerConfig, stop: threading.Event
 ) -> list[Any]:
     """Exactly `batch_episodes` scored episodes after `after`, waiting while there are fewer."""
     assert reader is not None  # rank 0 reads
@@ -296,18 +260,13 @@ def _trained_on(batch: Sequence[Any]) -> list[Any]:
     return links(targets)
 
 
-def _publish_pending(pending: list[Pending], publisher: Any, report: LearnerReport) -> list[Pending]:
+def _publish_pending(
+    pending: list[PublishedVersion], publisher: Any, report: LearnerReport
+) -> list[PublishedVersion]:
     """Publish saved versions in order; stop at the first failure and keep the rest pending."""
     for i, p in enumerate(pending):
         try:
-            publisher.publish(
-                p.version,
-                p.adapter_path,
-                p.parent,
-                p.data_window,
-                base_equivalent=p.base_equivalent,
-                traceparent=p.traceparent,
-            )
+            publisher.publish(p)
         except Exception as exc:  # the boundary: whatever the gateway says, retry before the next
             log.error("learner could not publish %s (will retry): %s", p.version, exc)
             return pending[i:]

@@ -18,7 +18,7 @@ importance weight truncated at `clip` (truncated importance sampling). Truncatio
 variance that stale or mismatched behaviour log-probs would otherwise add; it biases the
 estimate only for tokens with rho > clip, whose share is reported as `clipped`. Why a
 correction at all: the learner is a version or more ahead of the server (staleness), and
-bf16 serving differs from the learner's log-probs by up to ~0.2 nats per token (SERVICES.md),
+bf16 serving differs from the learner's log-probs by up to ~0.2 nats per token (docs/tolerances.md),
 i.e. ratios of 0.8-1.2 per token even on-policy. clip = 2 keeps on-policy noise unclipped.
 Taking l_t under the processed distribution makes the served policy the one being improved:
 at temperature 0.5 a raw l_t would sit well below b_t for most sampled tokens, and the ratio

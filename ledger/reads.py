@@ -6,13 +6,19 @@
     version_metrics(...)      reward / latency / errors per version per time window
 
 Every read takes `tenant`: given, only that tenant's records are visible.
+
+`ScoredReads` is the one read the learner needs (`scored(after, limit=...)`): every `Store` has
+it, and `MemoryScoredEpisodes` is its in-memory fake for tests and drills. `EpisodeAssembly`
+is the one way records become an `Episode` (the stores, the rubric worker and rewards' sources
+all gather episodes with it): in arrival order, duplicates dropped by record id.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -61,6 +67,31 @@ class VersionWindow:
     reward_mean: float | None
 
 
+class ScoredReads(Protocol):
+    def scored(self, after: str | None = None, *, limit: int = 1000) -> Sequence[ScoredEpisode]:
+        """Up to `limit` scored episodes after position `after` (None: from the start), oldest first."""
+        ...
+
+
+class MemoryScoredEpisodes:
+    """Scored episodes in memory, in arrival order; a position is the item's index, zero-padded."""
+
+    def __init__(self) -> None:
+        self.items: list[ScoredEpisode] = []
+        self._lock = threading.Lock()
+
+    def add(self, score: Score, episode: Episode) -> str:
+        with self._lock:
+            pos = f"{len(self.items):012d}"
+            self.items.append(ScoredEpisode(pos, score, episode))
+            return pos
+
+    def scored(self, after: str | None = None, *, limit: int = 1000) -> list[ScoredEpisode]:
+        start = 0 if after is None else int(after) + 1
+        with self._lock:
+            return self.items[start : start + limit]
+
+
 class Store(Protocol):
     def write(self, records: Sequence[Record], bodies: Sequence[bytes] | None = None) -> None:
         """Insert records (idempotent by id). `bodies`: their serialised bytes, when at hand."""
@@ -103,19 +134,29 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def assemble(episode_id: str, records: Iterable[Record]) -> Episode | None:
-    """Gather one episode's records (any order, duplicates allowed) into an Episode."""
-    seen: set[str] = set()
-    ep = Episode(episode_id=episode_id)
-    found = False
-    for rec in sorted(records, key=lambda r: (r.created_at, r.id)):
-        if rec.id in seen:
-            continue
-        seen.add(rec.id)
-        found = True
+class EpisodeAssembly:
+    """One episode gathered from its records as they come: turns, feedback and scores in the
+    order added, a record seen before (same id) dropped; an EpisodeEnd, or feedback with
+    `done`, ends it. `turn` may reshape each turn as it is added (the rubric worker slims them)."""
+
+    __slots__ = ("episode", "seen", "turn")
+
+    def __init__(
+        self, episode_id: str, tenant: str = "default", turn: Callable[[Turn], Turn] | None = None
+    ) -> None:
+        self.episode = Episode(episode_id=episode_id, tenant=tenant)
+        self.seen: set[str] = set()
+        self.turn = turn
+
+    def add(self, rec: Record) -> bool:
+        """Add one record; False when it was seen before (nothing changes)."""
+        if rec.id in self.seen:
+            return False
+        self.seen.add(rec.id)
+        ep = self.episode
         ep.tenant = rec.tenant
         if isinstance(rec, Turn):
-            ep.turns.append(rec)
+            ep.turns.append(self.turn(rec) if self.turn is not None else rec)
         elif isinstance(rec, EpisodeEnd):
             ep.ended = True
         elif isinstance(rec, Feedback):
@@ -123,4 +164,12 @@ def assemble(episode_id: str, records: Iterable[Record]) -> Episode | None:
             ep.ended = ep.ended or rec.done
         elif isinstance(rec, Score):
             ep.scores.append(rec)
-    return ep if found else None
+        return True
+
+
+def assemble(episode_id: str, records: Iterable[Record]) -> Episode | None:
+    """Gather one episode's records (any order, duplicates allowed) into an Episode."""
+    found = EpisodeAssembly(episode_id)
+    for rec in sorted(records, key=lambda r: (r.created_at, r.id)):
+        found.add(rec)
+    return found.episode if found.seen else None

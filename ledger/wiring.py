@@ -27,7 +27,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from ledger.bus import Bus, MemoryBus
-from ledger.config import Settings
+from ledger.config import LedgerSettings
 from ledger.recorder import Recorder
 from ledger.spool import Spool
 from ledger.writer import GROUP, StoreWriter
@@ -49,7 +49,7 @@ class Ledger:
             self.reader.close()
 
 
-def open_bus(settings: Settings) -> Bus:
+def open_bus(settings: LedgerSettings) -> Bus:
     cfg = settings.ledger
     if cfg.bus == "memory":
         return MemoryBus()
@@ -66,11 +66,11 @@ def open_bus(settings: Settings) -> Bus:
     return KafkaBus(cfg)
 
 
-def _embedded_path(settings: Settings) -> Path:
+def _embedded_path(settings: LedgerSettings) -> Path:
     return settings.data_dir.resolve() / "store"
 
 
-def open_store(settings: Settings) -> Any:
+def open_store(settings: LedgerSettings) -> Any:
     cfg = settings.ledger
     if cfg.store == "memory":
         from ledger.memstore import MemoryStore
@@ -82,17 +82,17 @@ def open_store(settings: Settings) -> Any:
         path = _embedded_path(settings)
         path.mkdir(parents=True, exist_ok=True)
         return ClickHouseStore(f"chdb://{path}", database=cfg.database)
-    assert cfg.dsn is not None  # checked by Settings
+    assert cfg.dsn is not None  # checked when the config is assembled (rlgw.config)
     return ClickHouseStore(cfg.dsn, database=cfg.database)
 
 
-def runs_writer(settings: Settings) -> bool:
+def runs_writer(settings: LedgerSettings) -> bool:
     """Whether a process that opens the store also fills it (`ledger.store_writer`)."""
     cfg = settings.ledger
     return cfg.store_writer if cfg.store_writer is not None else cfg.store == "embedded"
 
 
-def writer_group(settings: Settings) -> str:
+def writer_group(settings: LedgerSettings) -> str:
     cfg = settings.ledger
     if cfg.store == "embedded" and cfg.bus == "kafka":
         digest = hashlib.sha1(str(_embedded_path(settings)).encode()).hexdigest()[:12]
@@ -101,7 +101,7 @@ def writer_group(settings: Settings) -> str:
 
 
 def open_writer(
-    settings: Settings, bus: Bus, store: Any, registry: CollectorRegistry | None = None
+    settings: LedgerSettings, bus: Bus, store: Any, registry: CollectorRegistry | None = None
 ) -> StoreWriter:
     """The store writer (not started) moving `bus` records into `store`."""
     cfg = settings.ledger
@@ -116,11 +116,15 @@ def open_writer(
     )
 
 
-def spool_dir(settings: Settings) -> Path:
+def spool_dir(settings: LedgerSettings) -> Path:
     return settings.data_dir.resolve() / "spool"
 
 
-def open_ledger(settings: Settings, registry: CollectorRegistry | None = None) -> Ledger:
+def open_ledger(
+    settings: LedgerSettings, registry: CollectorRegistry | None = None, *, record_queue: int = 10000
+) -> Ledger:
+    """The bus, the recorder (holding up to `record_queue` records in memory, the gateway's
+    `gateway.record_queue`, before the spool) and, where this process has one, the store."""
     cfg = settings.ledger
     bus = open_bus(settings)
     spool = None
@@ -133,7 +137,7 @@ def open_ledger(settings: Settings, registry: CollectorRegistry | None = None) -
         )
     recorder = Recorder(
         bus,
-        capacity=settings.gateway.record_queue,
+        capacity=record_queue,
         topic_prefix=cfg.topic_prefix,
         batch=cfg.record_batch,
         spool=spool,

@@ -24,7 +24,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ledger.config import RewardsConfig
+from rewards.config import RewardsConfig
 from rewards.rubric import RewardFn, Rubric
 from rewards.scorers import SCORERS
 

@@ -1,7 +1,8 @@
 """Where authoring tools and the worker read recorded episodes: the store's reads, as a seam.
 
 `EpisodeSource` is the slice of the ledger store (`episode()`, `episodes()`) rewards uses;
-`MemoryEpisodes` is its in-package fake, also built from a JSONL file of recorded records.
+`MemoryEpisodes` is its in-package fake, also built from a JSONL file of recorded records
+(gathered with `ledger.reads.EpisodeAssembly`: a record given twice counts once).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from ledger.records import Episode, EpisodeEnd, Feedback, Record, Score, Turn, parse_record
+from ledger.reads import EpisodeAssembly
+from ledger.records import Episode, Record, parse_record
 
 
 class EpisodeSource(Protocol):
@@ -23,7 +25,7 @@ class EpisodeSource(Protocol):
 
 class MemoryEpisodes:
     def __init__(self, records: Iterable[Record] = ()) -> None:
-        self._episodes: dict[str, Episode] = {}
+        self._episodes: dict[str, EpisodeAssembly] = {}
         for r in records:
             self.add(r)
 
@@ -36,18 +38,14 @@ class MemoryEpisodes:
         eid = getattr(record, "episode_id", None)
         if eid is None:
             return
-        ep = self._episodes.setdefault(eid, Episode(episode_id=eid, tenant=record.tenant))
-        if isinstance(record, Turn):
-            ep.turns.append(record)
-        elif isinstance(record, Feedback):
-            ep.feedback.append(record)
-        elif isinstance(record, Score):
-            ep.scores.append(record)
-        elif isinstance(record, EpisodeEnd):
-            ep.ended = True
+        found = self._episodes.get(eid)
+        if found is None:
+            found = self._episodes[eid] = EpisodeAssembly(eid, record.tenant)
+        found.add(record)
 
     def episode(self, episode_id: str, tenant: str | None = None) -> Episode | None:
-        ep = self._episodes.get(episode_id)
+        found = self._episodes.get(episode_id)
+        ep = found.episode if found is not None else None
         return ep if ep is not None and (tenant is None or ep.tenant == tenant) else None
 
     def episodes(self, since: float | None = None, limit: int = 100) -> Iterator[Episode]:
@@ -55,7 +53,7 @@ class MemoryEpisodes:
             return ep.turns[0].created_at if ep.turns else 0.0
 
         eps = sorted(
-            (e for e in self._episodes.values() if since is None or start(e) >= since),
+            (e for e in (f.episode for f in self._episodes.values()) if since is None or start(e) >= since),
             key=start,
             reverse=True,
         )

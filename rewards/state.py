@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from ledger.reads import EpisodeAssembly
 from ledger.records import Episode, EpisodeEnd, Feedback, Record, Turn, TurnChoice, parse_record
 
 
 @dataclass
 class EpisodeState:
-    live: Episode | None
+    live: EpisodeAssembly | None
     touched: float
     seen: set[str] = field(default_factory=set)
     closed: bool = False
@@ -33,11 +34,20 @@ class EpisodeState:
 
     @property
     def episode(self) -> Episode:
+        return self._assembly().episode
+
+    def _assembly(self) -> EpisodeAssembly:
         if self.live is None:  # unpack: parse the records again (late feedback, rarely)
-            self.live = Episode(episode_id=self.episode_id, tenant=self.tenant)
+            self.live = EpisodeAssembly(self.episode_id, self.tenant, turn=_slim)
             for data in self.raw:
-                _add(self.live, parse_record(data))
+                self.live.add(parse_record(data))
         return self.live
+
+    def add(self, record: Turn | Feedback, raw: bytes | None) -> None:
+        """Keep a turn or feedback in the episode (and its bytes, to unpack it later)."""
+        assembly = self._assembly()
+        self.raw.append(raw if raw is not None else record.to_bytes())
+        assembly.add(record)
 
     def pack(self) -> None:
         """Hold a scored episode as its records' bytes: many small objects slow every GC pass."""
@@ -65,13 +75,6 @@ def _slim(turn: Turn) -> Turn:
         TurnChoice(index=c.index, message=c.message, finish_reason=c.finish_reason) for c in turn.choices
     ]
     return turn.model_copy(update={"prompt_token_ids": None, "choices": choices})
-
-
-def _add(episode: Episode, record: Record) -> None:
-    if isinstance(record, Turn):
-        episode.turns.append(_slim(record))
-    elif isinstance(record, Feedback):
-        episode.feedback.append(record)
 
 
 EpisodeKey = tuple[str, str]  # (tenant, episode id)
@@ -104,9 +107,7 @@ class EpisodeBook:
             return st
         st.seen.add(record.id)
         if isinstance(record, Turn | Feedback):
-            episode = st.episode
-            st.raw.append(raw if raw is not None else record.to_bytes())
-            _add(episode, record)
+            st.add(record, raw)
         if isinstance(record, Turn):
             st.turns += 1
             if st.scored is not None:  # a turn after the scored close reopens the episode

@@ -27,7 +27,6 @@ from typing import Any
 from opentelemetry.trace import Tracer
 
 from ledger.bus import Bus, BusUnavailable
-from ledger.config import Settings
 from ledger.records import (
     TOPIC_FEEDBACK,
     TOPIC_SCORES,
@@ -38,6 +37,7 @@ from ledger.records import (
     parse_record,
 )
 from ledger.tracing import links, traceparent
+from rewards.config import RewardsSettings
 from rewards.metrics import WorkerMetrics
 from rewards.rubric import SCORE_NAMESPACE, Rubric
 from rewards.source import EpisodeSource
@@ -84,7 +84,7 @@ class RubricWorker:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, rubrics: Sequence[Rubric], bus: Bus, **kw: object
+        cls, settings: RewardsSettings, rubrics: Sequence[Rubric], bus: Bus, **kw: object
     ) -> RubricWorker:
         cfg = settings.rewards
         return cls(
@@ -224,7 +224,7 @@ def _idle_end(st: EpisodeState) -> tuple[str, bytes]:
 
 
 def run_worker(
-    settings: Settings,
+    settings: RewardsSettings,
     bus: Bus,
     stop: threading.Event,
     *,

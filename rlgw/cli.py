@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from rlgw.export_cmd import export
+from rlgw.installed import preflight
 from rlgw.ledger_cmd import replay_rejected
 from rlgw.options import ConfigOpt, DataDirOpt, HostOpt, PortOpt, RubricsOpt, UpstreamOpt, settings_from
 from rlgw.rubric_cmd import rubric_app, rubric_worker
@@ -77,6 +78,7 @@ def gateway(
         config,
         **{"gateway.port": port, "gateway.host": host, "gateway.upstreams": upstream, "data_dir": data_dir},
     )
+    preflight(settings.ledger.store)
     run_gateway(settings)
 
 
@@ -108,6 +110,8 @@ def up(
             "rewards.rubrics": rubrics,
         },
     )
+    local = not settings.gateway.upstreams  # a vLLM engine on the built-in tiny model (or --model)
+    preflight(settings.ledger.store, learner=local or bool(model or settings.learner.model), engine=local)
     run_up(settings, model)
 
 
@@ -130,6 +134,7 @@ def demo(
     settings = settings_from(
         config, **{"data_dir": data_dir or Path(".rlgw/demo"), "gateway.port": port or free_port()}
     )
+    preflight(settings.ledger.store, learner=True, engine=not settings.gateway.upstreams)
     summary = run_demo(settings, minutes=minutes, users=users, json_path=json_path, fresh=not keep)
     console.print_json(json.dumps({k: v for k, v in summary.items() if k not in ("versions",)}))
 

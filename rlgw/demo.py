@@ -20,7 +20,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ledger.config import Settings
+from ledger.published import PublishedVersion
+from rlgw.config import Settings
 from rlgw.demo_users import COLOUR_RUBRIC, Traffic, run_users
 from rlgw.stack import InProcessPublisher, Stack, start_stack
 
@@ -112,7 +113,10 @@ def inject_broken(stack: Stack) -> None:
 
     reg, services = stack.services.versions, stack.services
     path = corrupt_adapter(str(reg.versions[reg.serving].adapter_path), stack.settings.data_dir / "broken")
-    InProcessPublisher(services).publish(BROKEN, str(path), reg.serving, {"injected": True})
+    broken = PublishedVersion(
+        version=BROKEN, adapter_path=str(path), parent=reg.serving, data_window={"injected": True}
+    )
+    InProcessPublisher(services).publish(broken)
     if reg.canary != BROKEN:
         asyncio.run_coroutine_threadsafe(services.controller.canary_now(BROKEN), services.loop).result(30)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ledger.config import Settings, load_settings
+from rlgw.config import Settings, load_settings
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML config file (RLGW_* env vars override it).")

@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from ledger.config import Settings
+from rlgw.config import Settings
 
 log = logging.getLogger("rlgw")
 
@@ -50,9 +50,9 @@ def check_keys(settings: Settings) -> None:
 def run_gateway(settings: Settings) -> None:
     import uvicorn
 
-    from gateway.app import create_app
+    from gateway import setup_gateway
     from ledger.wiring import open_ledger
-    from rlgw.stack import build_gateway, uvicorn_config
+    from rlgw.stack import uvicorn_config
 
     cfg = settings.gateway
     if not cfg.upstreams:
@@ -61,9 +61,10 @@ def run_gateway(settings: Settings) -> None:
         )
         raise typer.Exit(2)
     check_keys(settings)
-    ledger = open_ledger(settings)
+    ledger = open_ledger(settings, record_queue=settings.gateway.record_queue)
     try:
-        uvicorn.Server(uvicorn_config(create_app(build_gateway(settings, ledger)), cfg.host, cfg.port)).run()
+        app = setup_gateway(settings, recorder=ledger.recorder, bus=ledger.bus, store=ledger.reader)
+        uvicorn.Server(uvicorn_config(app, cfg.host, cfg.port)).run()
     finally:
         ledger.close()
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
-from ledger.config import Settings
+from ledger.published import PublishedVersion
+from rlgw.config import Settings
 
 log = logging.getLogger("rlgw")
 
@@ -29,25 +30,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def build_gateway(settings: Settings, ledger: Any) -> Any:
-    """The gateway's services over an opened ledger (used by `rlgw gateway` and `rlgw up`)."""
-    from gateway.app import Services
-    from gateway.auth import KeyStore
-    from gateway.pool import Pool
-
-    cfg = settings.gateway
-    pool = Pool(
-        cfg.upstreams,
-        connect_timeout_s=cfg.connect_timeout_s,
-        request_timeout_s=cfg.request_timeout_s,
-        health_interval_s=cfg.health_interval_s,
-    )
-    keys = KeyStore(settings.keys_path)
-    return Services(
-        settings=settings, pool=pool, recorder=ledger.recorder, keys=keys, store=ledger.reader, bus=ledger.bus
-    )
 
 
 def uvicorn_config(app: Any, host: str, port: int) -> Any:
@@ -72,21 +54,11 @@ class InProcessPublisher:
     def __init__(self, services: Any) -> None:
         self.services = services
 
-    def publish(
-        self,
-        version: str,
-        adapter_path: str,
-        parent: str | None,
-        data_window: dict[str, Any],
-        base_equivalent: bool = False,
-        traceparent: str | None = None,
-    ) -> dict[str, Any]:
+    def publish(self, version: PublishedVersion) -> dict[str, Any]:
         loop = self.services.loop
         if loop is None or loop.is_closed() or not loop.is_running():
             raise RuntimeError("the gateway is not running")
-        coro = self.services.controller.register(
-            version, adapter_path, parent, data_window, base_equivalent, traceparent=traceparent
-        )
+        coro = self.services.controller.register(version)
         v = asyncio.run_coroutine_threadsafe(coro, loop).result(300)
         return {"version": v.id, "status": v.status}
 
@@ -171,7 +143,7 @@ def start_stack(
     say: Callable[[str], None] = log.info,
 ) -> Stack:
     """Start everything and return once the gateway serves; `Stack.close()` stops it all."""
-    from gateway.app import create_app
+    from gateway import setup_gateway
     from ledger.wiring import open_ledger
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -183,13 +155,13 @@ def start_stack(
             from learner.model_import import resolve_model
 
             settings.learner.model = str(resolve_model(model, settings.data_dir.resolve(), say))
-        stack.ledger = open_ledger(settings)
-        stack.services = build_gateway(settings, stack.ledger)
+        stack.ledger = open_ledger(settings, record_queue=settings.gateway.record_queue)
+        ledger = stack.ledger
+        app = setup_gateway(settings, recorder=ledger.recorder, bus=ledger.bus, store=ledger.reader)
+        stack.services = app.services
         import uvicorn
 
-        stack.server = uvicorn.Server(
-            uvicorn_config(create_app(stack.services), settings.gateway.host, settings.gateway.port)
-        )
+        stack.server = uvicorn.Server(uvicorn_config(app, settings.gateway.host, settings.gateway.port))
         stack.spawn("rlgw-gateway", stack.server.run)
         deadline = time.monotonic() + 60
         while not stack.server.started or stack.services.loop is None:

@@ -8,6 +8,7 @@ import threading
 import typer
 from prometheus_client import CollectorRegistry, start_http_server
 
+from rlgw.installed import preflight
 from rlgw.options import ConfigOpt, DataDirOpt, settings_from
 
 
@@ -36,6 +37,7 @@ def store_writer(
     from ledger.wiring import open_bus, open_store, open_writer
 
     settings = settings_from(config, data_dir=data_dir)
+    preflight(settings.ledger.store)
     cfg = settings.ledger
     bus, store = open_bus(settings), open_store(settings)
     writer = open_writer(settings, bus, store, _metrics_registry(metrics_port))
@@ -62,13 +64,14 @@ def learner(
     port, traces and publishes; the other ranks train their shard of each step.
     On the embedded store (one process's own) the learner fills a store of its own from the
     bus, with a writer in this process: the store writer's store cannot be opened here."""
+    settings = settings_from(config, data_dir=data_dir, **{"learner.admin_url": gateway})
+    preflight(settings.ledger.store, learner=True)
     from learner.distributed import join_world
     from learner.loop import run_learner
     from learner.publish import HttpPublisher
     from ledger.tracing import setup_tracing
     from ledger.wiring import open_bus, open_store, open_writer, runs_writer
 
-    settings = settings_from(config, data_dir=data_dir, **{"learner.admin_url": gateway})
     url = settings.learner.admin_url
     if not url:
         typer.secho("give --gateway URL (or learner.admin_url in the config)", fg="red", err=True)

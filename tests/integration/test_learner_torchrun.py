@@ -19,9 +19,10 @@ import httpx
 import pytest
 
 from learner.checkpoint import complete_versions
-from ledger.config import LearnerConfig, Settings
+from learner.config import LearnerConfig
 from ledger.localbus import LocalBus
 from ledger.records import TOPIC_SCORES, TOPIC_TURNS
+from rlgw.config import Settings
 from tests.fixtures.drill_learner import scored_episodes
 from tests.fixtures.drills import Gateway, Proc, gateway_on_fake_replica, stopping, wait_for
 

@@ -3,7 +3,7 @@ each a process started by `rlgw`, on the tansu Kafka broker, in front of vLLM-CP
 tiny model; 2,000 episodes from the openai SDK across both gateways.
 
 The store: chdb, ClickHouse's engine in-process, opens a data dir in one process only
-(SERVICES.md), and no ClickHouse server installs here. So the store writer owns THE store, the
+(docs/tolerances.md), and no ClickHouse server installs here. So the store writer owns THE store, the
 one checked below; the learner, which must read scored episodes while the writer writes, fills
 a store of its own from the bus with the same StoreWriter (its own consumer group,
 `ledger.wiring.writer_group`) and reads it with the same `scored()` query as in production.

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ledger.config import Settings, load_settings
 from rlgw.cli import app
+from rlgw.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,9 +43,10 @@ def test_every_shipped_toml_parses() -> None:
         assert isinstance(load_settings(f), Settings), f
 
 
-def test_config_module_imports_nothing_heavy() -> None:
-    heavy = "('torch', 'vllm', 'transformers', 'fastapi', 'chdb')"
-    code = f"import sys, ledger.config, rlgw.cli; print(','.join(m for m in {heavy} if m in sys.modules))"
+def test_config_modules_import_nothing_heavy() -> None:
+    heavy = "('torch', 'vllm', 'transformers', 'peft', 'fastapi', 'chdb', 'matplotlib')"
+    modules = "ledger.config, gateway.config, rewards.config, learner.config, rlgw.config, rlgw.cli"
+    code = f"import sys, {modules}; print(','.join(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == ""
 

@@ -12,11 +12,12 @@ import httpx
 import pytest
 
 from gateway.auth import KeyStore
+from gateway.config import VersionsConfig
 from gateway.dashboard_data import StoreFigures, percentile, snapshot
 from gateway.versions import VersionRegistry
 from ledger.bus import MemoryBus
-from ledger.config import VersionsConfig
 from ledger.memstore import MemoryStore
+from ledger.published import PublishedVersion
 from ledger.recorder import Recorder
 from ledger.records import Score, Turn
 from tests.fixtures.upstream import FakeServer, GatewayServer, gateway_settings, start_gateway, stop_gateway
@@ -112,7 +113,7 @@ def test_store_fills_buckets_and_gives_rubric_breakdown() -> None:
         rubric["length"]["n"] == 3 and rubric["length"]["errors"] == 1 and rubric["length"]["weight"] == 0.0
     )
     assert data["ledger"]["store"] == "ok"
-    reg.start_canary(reg.register("v2", "/tmp/v2", None, {}))
+    reg.start_canary(reg.register(PublishedVersion(version="v2", adapter_path="/tmp/v2")))
     reg.rollback("v2", "reward -0.2 under its parent", {"diff": -0.2, "diff_high": -0.05})
     decision = snapshot(reg, reg.recorder, figures, window_s=600, bucket_s=60, now=now)["decisions"][0]
     assert decision["version"] == "v2" and decision["event"] == "rolled_back"

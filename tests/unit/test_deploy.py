@@ -21,9 +21,9 @@ import pytest
 import typer.main
 import yaml
 
-from ledger.config import Settings, load_settings
 from rewards.loader import load_rubrics
 from rlgw.cli import app
+from rlgw.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

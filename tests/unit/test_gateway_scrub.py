@@ -41,7 +41,7 @@ def test_scrubbed_turn_drops_token_ids_and_keeps_roles() -> None:
         prompt_token_ids=[1, 2],
         tokens_recorded=True,
     )
-    out = scrub_turn(turn)
+    out = Turn.model_validate(scrub_turn(turn.model_dump(by_alias=True)))
     assert out.request == {
         "messages": [{"role": "user", "content": [{"type": "text", "text": "<EMAIL>"}]}],
         "n": 1,

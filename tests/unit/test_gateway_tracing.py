@@ -9,9 +9,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from gateway.app import HotPath, Services, create_fastapi
-from gateway.auth import KeyStore
-from gateway.pool import Pool
+from gateway import setup_gateway
 from ledger.bus import MemoryBus
 from ledger.recorder import Recorder
 from tests.fixtures.upstream import FakeServer, gateway_settings
@@ -23,10 +21,8 @@ async def test_span_per_request(tmp_path: Path, fake_upstream: FakeServer) -> No
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     recorder = Recorder(MemoryBus()).start()
-    svc = Services(
-        settings=settings, pool=Pool([fake_upstream.url]), recorder=recorder, keys=KeyStore(tmp_path / "k")
-    )
-    app = HotPath(create_fastapi(svc), provider.get_tracer("test"))
+    app = setup_gateway(settings, recorder=recorder, tracer=provider.get_tracer("test"))
+    svc = app.services
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
         resp = await client.post(
             "/v1/chat/completions",

@@ -15,10 +15,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from learner.config import LearnerConfig
 from learner.distributed import World, join_world
 from learner.samples import Sample
 from learner.train import Trainer
-from ledger.config import LearnerConfig
 from rlgw.stack import free_port
 
 pytestmark = pytest.mark.slow

@@ -9,10 +9,12 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry
 
-from learner.loop import MemoryScored, MemoryScoredEpisodes, run_learner
+from learner.config import LearnerConfig
+from learner.loop import run_learner
 from learner.publish import FakePublisher
 from learner.stats import StepStats, held_back, version_figures
-from ledger.config import LearnerConfig, Settings
+from ledger.reads import MemoryScoredEpisodes, ScoredEpisode
+from rlgw.config import Settings
 from tests.unit.test_learner_train import scored_episodes
 
 
@@ -36,11 +38,11 @@ def test_version_figures_weigh_steps_by_tokens_and_the_guard_names_its_reason() 
 class StopAtTheEnd(MemoryScoredEpisodes):
     """Scored episodes that ask the learner to stop once every one was read."""
 
-    def __init__(self, items: list[MemoryScored], stop: threading.Event) -> None:
+    def __init__(self, items: list[ScoredEpisode], stop: threading.Event) -> None:
         super().__init__()
         self.items, self.stop = items, stop
 
-    def scored(self, after: str | None = None, *, limit: int = 1000) -> list[MemoryScored]:
+    def scored(self, after: str | None = None, *, limit: int = 1000) -> list[ScoredEpisode]:
         got = super().scored(after, limit=limit)
         if not got:
             self.stop.set()

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 
 from learner.advantages import Advantages
-from learner.loop import MemoryScoredEpisodes, run_learner
+from learner.config import LearnerConfig
+from learner.loop import run_learner
 from learner.publish import FakePublisher
 from learner.selection import TrainedEpisodes, select
-from ledger.config import LearnerConfig, Settings
+from ledger.reads import MemoryScoredEpisodes
 from ledger.records import Episode, Score, Turn, TurnChoice
+from rlgw.config import Settings
 
 
 def episode(eid: str, *scores: Score) -> Episode:

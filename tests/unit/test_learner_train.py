@@ -12,12 +12,15 @@ import torch
 from safetensors.torch import load_file
 
 from learner.checkpoint import complete_versions, latest_version, resume, save_version
-from learner.loop import MemoryScoredEpisodes, run_learner
+from learner.config import LearnerConfig
+from learner.loop import run_learner
 from learner.publish import FakePublisher, HttpPublisher, PublishError
 from learner.samples import Sample
 from learner.train import Trainer
-from ledger.config import LearnerConfig, Settings
+from ledger.published import PublishedVersion
+from ledger.reads import MemoryScoredEpisodes
 from ledger.records import Episode, Score, Turn, TurnChoice
+from rlgw.config import Settings
 
 TARGETS = [*LearnerConfig().lora_targets, "lm_head"]
 
@@ -109,7 +112,15 @@ def test_http_publisher_retries_transient_errors_only() -> None:
 
     pub = HttpPublisher("http://gw", "sk-admin", backoff_s=0, transport=httpx.MockTransport(handler))
     tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    pub.publish("v1", "/ckpt/v1/adapter", "base", {"until": "9"}, traceparent=tp)
+    pub.publish(
+        PublishedVersion(
+            version="v1",
+            adapter_path="/ckpt/v1/adapter",
+            parent="base",
+            data_window={"until": "9"},
+            traceparent=tp,
+        )
+    )
     assert len(calls) == 3
     assert calls[0].url == "http://gw/admin/versions"
     assert calls[0].headers["authorization"] == "Bearer sk-admin"
@@ -126,7 +137,7 @@ def test_http_publisher_retries_transient_errors_only() -> None:
         "http://gw", "k", backoff_s=0, transport=httpx.MockTransport(lambda r: httpx.Response(409, text="no"))
     )
     with pytest.raises(PublishError, match="409"):
-        refused.publish("v1", "/p", None, {})
+        refused.publish(PublishedVersion(version="v1", adapter_path="/p"))
 
 
 def scored_episodes(n: int) -> MemoryScoredEpisodes:

@@ -3,10 +3,11 @@
 import threading
 from pathlib import Path
 
-from ledger.config import LedgerConfig, Settings
+from ledger.config import LedgerConfig
 from ledger.records import TOPIC_TURNS, Turn
 from ledger.wiring import open_ledger, writer_group
 from ledger.writer import GROUP
+from rlgw.config import Settings
 
 
 def test_embedded_default_records_reach_the_reader(store_data_dir: Path, store_database: str) -> None:

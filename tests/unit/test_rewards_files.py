@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger.config import RewardsConfig
 from ledger.records import Episode, Feedback, Turn, TurnChoice
 from rewards import RubricFileError, load_rubrics
+from rewards.config import RewardsConfig
 from rewards.signals import classify_next_turn
 
 TOML = """

@@ -9,12 +9,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ledger.bus import MemoryBus
-from ledger.config import load_settings
 from ledger.memstore import MemoryStore
 from ledger.records import EpisodeEnd, Feedback, Record, Score, Turn, TurnChoice, parse_record
 from rewards import EpisodeView, Rubric, metric, reward
 from rewards.metrics import WorkerMetrics
 from rewards.worker import RubricWorker, run_worker
+from rlgw.config import load_settings
 
 
 @reward(inline=True)

@@ -18,13 +18,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext
 
-from learner.loop import MemoryScoredEpisodes, run_learner
+from learner.config import LearnerConfig
+from learner.loop import run_learner
 from learner.publish import HttpPublisher
-from ledger.config import LearnerConfig, Settings
+from ledger.reads import MemoryScoredEpisodes
 from ledger.records import Episode, ModelVersion, Score, Turn, parse_record
 from ledger.tracing import link_to
 from rewards import Rubric, reward
 from rewards.worker import RubricWorker
+from rlgw.config import Settings
 from tests.fixtures.upstream import FakeServer, gateway_settings, start_gateway, stop_gateway
 
 EPISODES = 4

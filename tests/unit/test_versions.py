@@ -13,8 +13,8 @@ import pytest
 
 from gateway.adapters import AdapterLoader
 from gateway.canary import Arm, decide
+from gateway.config import VersionsConfig
 from gateway.pool import Pool
-from ledger.config import VersionsConfig
 from ledger.records import ModelVersion, parse_record
 from tests.fixtures.upstream import GatewayServer, gateway_settings, start_fake, start_gateway, stop_gateway
 
@@ -152,6 +152,16 @@ def test_base_served_through_zero_adapter_and_errors(two_replicas) -> None:  # t
     assert admin(gw, "/admin/versions/nope/promote").status_code == 404
     bad = admin(gw, "/admin/versions", {"adapter_path": "/x"})
     assert bad.status_code == 400 and "version" in bad.json()["error"]["message"]
+    misspelt = admin(gw, "/admin/versions", {"version": "v9", "adapter_pth": "/x", "adapter_path": "/x"})
+    assert misspelt.status_code == 400 and "adapter_pth" in misspelt.json()["error"]["message"]
+
+
+def test_a_version_id_that_cannot_travel_in_a_header_is_refused(two_replicas) -> None:  # type: ignore[no-untyped-def]
+    gw, _, _ = two_replicas
+    for vid in ("v\U0001c95b", "v 1", "a/b", "x" * 201, "base"):
+        r = admin(gw, "/admin/versions", {"version": vid, "adapter_path": "/x"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "version", vid
+    assert admin(gw, "/admin/versions", {"version": "v1-abc.2", "adapter_path": "/x"}).status_code == 200
 
 
 def _loop_of(gw: GatewayServer) -> asyncio.AbstractEventLoop:

@@ -1,0 +1,86 @@
+"""The gateway's config sections: `[gateway]` (serving, limits, recording, exploration) and
+`[versions]` (loading, canary and rollback decisions). `rlgw` assembles them with the other
+packages' sections into one `Settings`; `GatewaySettings` names the parts of it the gateway
+reads. Imports nothing heavy (a test enforces it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import Field
+
+from ledger.config import LedgerConfig, Section, TelemetryConfig
+
+RECORD_QUEUE = 10000  # turns held in memory for the ledger, by default
+
+
+class GatewayConfig(Section):
+    host: str = "127.0.0.1"
+    """Address to bind. With no API keys configured the gateway refuses anything but loopback."""
+    port: int = 8000
+    """Port to bind."""
+    upstreams: list[str] = Field(default_factory=list)
+    """Base URLs of OpenAI-compatible replicas (vLLM in production), e.g. http://host:8001/v1."""
+    model: str = "rlgw"
+    """The public model name clients use; versions serve behind it."""
+    base_model: str | None = None
+    """The upstream's own name for the base model (None: asked from the first healthy replica)."""
+    max_body_bytes: int = 4 * 1024 * 1024
+    """Requests with a larger body get 413."""
+    max_n: int = 16
+    """Largest `n` a client may ask for."""
+    max_tokens_limit: int = 32768
+    """Largest `max_tokens` / `max_completion_tokens` a client may ask for."""
+    connect_timeout_s: float = 2.0
+    """Time to open a connection to a replica before trying another one."""
+    request_timeout_s: float = 120.0
+    """Time a replica may take for a whole reply (504 after it)."""
+    health_interval_s: float = 2.0
+    """How often replicas are probed; a failed probe marks a replica unhealthy until one succeeds."""
+    record_queue: int = RECORD_QUEUE
+    """Turns held in memory waiting for the ledger; past it they spill to the disk spool."""
+    keys_file: Path | None = None
+    """Hashed API keys (written by `rlgw keys create`). Default: <data_dir>/keys.json."""
+    exploration_share: float = 0.0
+    """Share of eligible requests answered with k completions recorded as a group (0: off)."""
+    exploration_k: int = 4
+    """Completions per exploration group."""
+    exploration_tasks: list[str] | None = None
+    """Tasks eligible for exploration groups: those whose rubrics need no user feedback (the
+    alternatives never reach a user). None: every task."""
+
+
+class VersionsConfig(Section):
+    control: bool = True
+    """This gateway loads versions into the pool and makes canary decisions. With several
+    gateways, exactly one controls; the others (False) follow its events on the versions topic."""
+    canary_share: float = 0.2
+    """Share of new episodes sent to a canary version."""
+    min_episodes: int = 30
+    """Scored episodes a canary and its parent each need before a decision."""
+    margin: float = 0.0
+    """The canary must beat its parent's reward by this much (lower confidence bound)."""
+    confidence: float = 0.9
+    """Confidence level of the reward interval used for decisions."""
+    max_error_rate: float = 0.05
+    """A canary with a higher error rate is rolled back."""
+    max_canary_episodes: int = 300
+    """A canary still undecided after this many scored episodes is retired as inconclusive,
+    so newer versions waiting behind it get their turn."""
+    max_latency_ratio: float = 2.0
+    """A canary whose p50 latency exceeds its parent's by this factor is rolled back."""
+
+
+class GatewaySettings(Protocol):
+    """What a gateway reads of the assembled config (`rlgw.config.Settings` has it)."""
+
+    data_dir: Path
+    gateway: GatewayConfig
+    versions: VersionsConfig
+    ledger: LedgerConfig
+    telemetry: TelemetryConfig
+
+    @property
+    def keys_path(self) -> Path: ...
