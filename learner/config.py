@@ -69,7 +69,8 @@ class LearnerConfig(Section):
     baseline_alpha: float = 0.1
     """Step size of the running reward baseline per (rubric, task key)."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """Training dtype of the base weights (auto: bfloat16 on CUDA, float32 on CPU)."""
+    """Training dtype of the base weights (auto: bfloat16 on CUDA; on the CPU bfloat16 for a
+    bfloat16 folder where the CPU has bf16 instructions, else float32: learner.train.auto_dtype)."""
     checkpoint_dir: Path | None = None
     """Where versions are saved. Default: <data_dir>/learner."""
     keep_versions: int = 0

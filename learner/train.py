@@ -21,6 +21,7 @@ embeddings and final norm dominate a random model's output); adding `lm_head` to
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 import warnings
@@ -44,6 +45,7 @@ from learner.stats import StepStats
 from ledger.published import BASE_VERSION
 
 log = logging.getLogger(__name__)
+KEEP_LOGITS_BYTES = 1 << 30  # a micro-batch's float32 logits up to this size are kept for the backward
 
 
 class Trainer:
@@ -65,7 +67,7 @@ class Trainer:
             torch.set_num_threads(cfg.cpu_threads)
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(cfg.dtype)
         if dtype is None:
-            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+            dtype = auto_dtype(self.device, self.model_dir)
         model = load_causal_lm(self.model_dir, dtype)
         model.to(self.device)  # type: ignore[arg-type]  # transformers types .to oddly
         check_flash(self.device, dtype)
@@ -217,11 +219,15 @@ class Trainer:
         hidden = causal_lm.model(
             input_ids=b.input_ids, position_ids=b.position_ids, use_cache=False, **b.attention_kwargs
         ).last_hidden_state[0]  # (T, H)
+        # full-vocabulary logits are recomputed in the backward only when keeping them would be
+        # dear (learner/objective.py): a live step of ~1k loss tokens keeps them
+        logits_bytes = b.targets.numel() * causal_lm.config.vocab_size * 4
         return chunked_logprobs(
             hidden[b.predict_at],
             b.targets,
             causal_lm.lm_head,
             self.cfg.logprob_chunk,
+            recompute=logits_bytes > KEEP_LOGITS_BYTES,
             processing=b.processing if processed else None,
         )
 
@@ -239,6 +245,24 @@ class Trainer:
             return self._logprobs(self.reference, b, processed=False)
         with self.model.disable_adapter():
             return self._logprobs(self.causal_lm, b, processed=False)
+
+
+def auto_dtype(device: torch.device, model_dir: Path) -> torch.dtype:
+    """bfloat16 on CUDA; on the CPU the dtype the engine serves the folder in (its own,
+    gateway/engine.py) when that is bfloat16 and the CPU computes in it natively (AVX512-BF16 or
+    AMX: 1.4x the float32 step on SmolLM2-135M, benchmarks/learner_model_step.py), else float32
+    (the tiny model's float32 log-probs then match the engine's exactly). LoRA weights stay
+    float32 either way (peft keeps adapters in float32 over a bfloat16 base)."""
+    if device.type == "cuda":
+        return torch.bfloat16
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+        flags = Path("/proc/cpuinfo").read_text()
+    except (OSError, ValueError):
+        return torch.float32
+    served = config.get("dtype") or config.get("torch_dtype")
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    return torch.bfloat16 if served == "bfloat16" and native else torch.float32
 
 
 def load_causal_lm(model_dir: Path, dtype: torch.dtype) -> Any:

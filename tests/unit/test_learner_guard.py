@@ -88,3 +88,14 @@ def test_restore_puts_back_the_weights_and_the_optimizer(tiny_model_dir: Path) -
     trainer.restore(snap)
     assert all(torch.equal(p, q) for p, q in zip(trainer.params, before, strict=True))
     assert trainer.optimizer.state_dict()["state"] == {}
+
+
+def test_the_cpu_trains_in_the_served_dtype_where_it_computes_bf16_natively(tmp_path: Path) -> None:
+    from learner.train import auto_dtype
+
+    cpu = torch.device("cpu")
+    native = any(f in Path("/proc/cpuinfo").read_text() for f in ("avx512_bf16", "amx_bf16"))
+    (tmp_path / "config.json").write_text('{"dtype": "bfloat16"}')
+    assert auto_dtype(cpu, tmp_path) == (torch.bfloat16 if native else torch.float32)
+    (tmp_path / "config.json").write_text('{"dtype": "float32"}')
+    assert auto_dtype(cpu, tmp_path) == torch.float32  # the tiny model: exact agreement with the engine
