@@ -5,9 +5,11 @@ recording on into the local durable log) as separate processes, then drives the 
 directly and through each gateway, interleaved in rounds, at concurrency 1 and 16,
 non-streaming and streaming. Prints added p50/p99, added time-to-first-chunk and total stream
 time, requests/s relative to direct, and gateway CPU-ms per request (on-CPU time of
-its threads from /proc/PID/task/*/schedstat).
+its threads from /proc/PID/task/*/schedstat). `--doors` also drives the same request through
+the Responses API and Anthropic Messages front doors of each gateway: their CPU-ms per request
+less chat completions' is what translating costs.
 
-    python benchmarks/gateway_overhead.py [--requests 400] [--rounds 3]
+    python benchmarks/gateway_overhead.py [--requests 400] [--rounds 3] [--doors chat,responses,messages]
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ from rlgw.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = {"model": "rlgw", "messages": [{"role": "user", "content": "benchmark me, please"}], "max_tokens": 32}
+DOORS = {  # door -> (path, the same request in that API's shape)
+    "chat": ("/chat/completions", BODY),
+    "responses": ("/responses", {"model": "rlgw", "input": "benchmark me, please", "max_output_tokens": 32}),
+    "messages": ("/messages", BODY),
+}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -87,8 +94,10 @@ async def one(session: aiohttp.ClientSession, url: str, body: bytes, stream: boo
     s.latency.append(time.perf_counter() - t0)
 
 
-async def run_load(url: str, n: int, conc: int, stream: bool, model: str, s: Sample, pid: int | None) -> None:
-    body = json.dumps({**BODY, "model": model, "stream": stream}).encode()
+async def run_load(
+    url: str, n: int, conc: int, stream: bool, model: str, s: Sample, pid: int | None, door: str = "chat"
+) -> None:
+    body = json.dumps({**DOORS[door][1], "model": model, "stream": stream}).encode()
     connector = aiohttp.TCPConnector(limit=conc)
     async with aiohttp.ClientSession(connector=connector) as session:
         queue = iter(range(n))
@@ -115,12 +124,16 @@ async def main() -> None:
     ap.add_argument("--requests", type=int, default=400, help="requests per target per round and case")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--modes", default="off,memory,local", help="gateway recording modes to compare")
+    ap.add_argument(
+        "--doors", default="chat", help="front doors to drive on each gateway (chat,responses,messages)"
+    )
     a = ap.parse_args()
 
     up_port = free_port()
     procs = [spawn(["-m", "gateway.fake_upstream", "--port", str(up_port)])]
     upstream = f"http://127.0.0.1:{up_port}/v1"
-    targets: dict[str, tuple[str, str, int | None]] = {"direct": (upstream, "fake-base", None)}
+    targets: dict[str, tuple[str, str, int | None, str]] = {"direct": (upstream, "fake-base", None, "chat")}
+    doors = a.doors.split(",")
     try:
         await wait_up(upstream + "/models")
         for mode in a.modes.split(","):
@@ -137,23 +150,26 @@ async def main() -> None:
                 ]
             )
             procs.append(p)
-            targets[f"gw:{mode}"] = (f"http://127.0.0.1:{port}/v1", "rlgw", p.pid)
+            for door in doors:
+                name = f"gw:{mode}" + ("" if door == "chat" else f"/{door}")
+                targets[name] = (f"http://127.0.0.1:{port}/v1", "rlgw", p.pid, door)
             await wait_up(f"http://127.0.0.1:{port}/healthz")
-        for url, model, pid in targets.values():  # warm up connections and code paths
-            await run_load(url + "/chat/completions", 50, 4, False, model, Sample(), pid)
-            await run_load(url + "/chat/completions", 20, 4, True, model, Sample(), pid)
+        for url, model, pid, door in targets.values():  # warm up connections and code paths
+            await run_load(url + DOORS[door][0], 50, 4, False, model, Sample(), pid, door)
+            await run_load(url + DOORS[door][0], 20, 4, True, model, Sample(), pid, door)
 
         results: dict[tuple[str, int, bool], Sample] = {}
         for rnd in range(a.rounds):
             for conc in (1, 16):
                 for stream in (False, True):
-                    for name, (url, model, pid) in targets.items():
+                    for name, (url, model, pid, door) in targets.items():
                         s = results.setdefault((name, conc, stream), Sample())
-                        await run_load(url + "/chat/completions", a.requests, conc, stream, model, s, pid)
+                        path = url + DOORS[door][0]
+                        await run_load(path, a.requests, conc, stream, model, s, pid, door)
             print(f"round {rnd + 1}/{a.rounds} done", file=sys.stderr)
 
         print(
-            f"{'case':<24}{'target':<12}{'p50 ms':>9}{'p99 ms':>9}{'+p50':>8}{'+p99':>8}"
+            f"{'case':<24}{'target':<22}{'p50 ms':>9}{'p99 ms':>9}{'+p50':>8}{'+p99':>8}"
             f"{'ttfc+':>8}{'req/s':>9}{'ratio':>7}{'cpu-ms':>8}"
         )
         summary = {}
@@ -168,7 +184,7 @@ async def main() -> None:
                     cpu_ms = s.cpu / s.count * 1000 if name != "direct" else float("nan")
                     case = f"c={conc} {'stream' if stream else 'plain'}"
                     print(
-                        f"{case:<24}{name:<12}{p50:9.2f}{p99:9.2f}{p50 - d50:8.2f}{p99 - d99:8.2f}"
+                        f"{case:<24}{name:<22}{p50:9.2f}{p99:9.2f}{p50 - d50:8.2f}{p99 - d99:8.2f}"
                         f"{ttfc:8.2f}{rps:9.0f}{rps / drps:7.2f}{cpu_ms:8.3f}"
                     )
                     summary[f"{case}|{name}"] = {
@@ -186,6 +202,15 @@ async def main() -> None:
                 if off and on:
                     share = (on - off) / on * 100
                     print(f"c={conc} plain: recording into {mode} costs {share:.0f}% of the gateway's CPU")
+        for key, row in summary.items():  # what translating costs, per door, over chat completions
+            case, name = key.split("|")
+            if "/" in name:
+                chat = summary[f"{case}|{name.split('/')[0]}"]["cpu_ms_per_req"]
+                mine = row["cpu_ms_per_req"]
+                if chat is None or mine is None:
+                    continue
+                extra = mine - chat
+                print(f"{case} {name}: {extra:+.3f} CPU-ms per request over chat completions")
         print(json.dumps(summary))
     finally:
         for p in procs:

@@ -11,6 +11,7 @@ from gateway.adapters import AdapterError
 from gateway.auth import Principal, require_admin
 from gateway.controller import VersionController
 from gateway.errors import InvalidRequest, UpstreamError
+from gateway.openapi import document_body
 from gateway.version_state import Version
 from ledger.published import PublishedVersion
 
@@ -59,6 +60,8 @@ def add_version_routes(app: FastAPI, controller: VersionController, auth: Any, r
         except AdapterError as exc:
             raise UpstreamError(str(exc), code="adapter_load_failed") from exc
         return {"version": v.id, "status": v.status, "replicas": v.replicas}
+
+    document_body(app, "/admin/versions", "post", PublishedVersion)
 
     @app.get("/admin/versions")
     async def listing(request: Request) -> dict[str, Any]:

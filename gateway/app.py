@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import orjson
 from fastapi import FastAPI, Request
-from pydantic import BaseModel
+from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from gateway.admin import add_version_routes
@@ -22,27 +22,23 @@ from gateway.episodes import CallContext, resolve_episode
 from gateway.errors import NoReplica, NotFound
 from gateway.feedback import FeedbackIn
 from gateway.hot_path import CHAT_PATH
+from gateway.messages import messages_router
+from gateway.openapi import document_body
+from gateway.responses import responses_router
 from gateway.services import Services
-from ledger.published import PublishedVersion
-
-# The request body of each route that reads one, for the OpenAPI schema (gateway/openapi.py).
-BODIES: dict[tuple[str, str], type[BaseModel]] = {
-    (CHAT_PATH, "post"): ChatCompletionRequest,
-    ("/v1/feedback", "post"): FeedbackIn,
-    ("/admin/versions", "post"): PublishedVersion,
-}
+from gateway.sessions import sessions_router
 
 
 def add_api_routes(app: FastAPI, svc: Services) -> None:
     limit = svc.settings.gateway.max_body_bytes
 
     def auth(request: Request) -> Principal:
-        return svc.keys.authenticate(request.headers.get("authorization"))
+        return svc.sessions.authenticate(request)  # tenant or session key, /e/{episode}/ path
 
     async def chat_completions(request: Request) -> Response:
         principal = auth(request)
         body = await read_json(request, limit)
-        ref = resolve_episode(request.headers, body if isinstance(body, dict) else {})
+        ref = resolve_episode(request.headers, body if isinstance(body, dict) else {}, principal)
         return await svc.chat.complete(body, CallContext(principal.tenant, ref))
 
     add_version_routes(app, svc.controller, auth, lambda request: read_json(request, limit))
@@ -54,7 +50,16 @@ def add_api_routes(app: FastAPI, svc: Services) -> None:
         operation_id="chat_completions",
         responses={200: {"description": "A chat completion, or an SSE stream of chunks"}},
     )
-    app.state.chat_endpoint = chat_completions  # served by gateway/hot_path.py
+    doors = [  # the Responses API and Anthropic Messages (docs/front-doors.md)
+        responses_router(svc.chat, svc.conversations, auth, lambda r: read_json(r, limit)),
+        messages_router(svc.chat, auth, lambda r: read_json(r, limit)),
+    ]
+    for router in [*doors, sessions_router(svc.sessions, svc.turns, lambda r: read_json(r, limit))]:
+        app.include_router(router)
+    app.state.fast_endpoints = {CHAT_PATH: chat_completions} | {  # served by gateway/hot_path.py
+        r.path: r.endpoint for d in doors for r in d.routes if isinstance(r, APIRoute) and "POST" in r.methods
+    }
+    document_body(app, CHAT_PATH, "post", ChatCompletionRequest)
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
@@ -70,14 +75,24 @@ def add_api_routes(app: FastAPI, svc: Services) -> None:
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> dict[str, Any]:
         principal = auth(request)
-        fb = parse_body(FeedbackIn, await read_json(request, limit))
+        raw = await read_json(request, limit)
+        if (
+            principal.episode_id
+            and isinstance(raw, dict)
+            and not (raw.get("episode_id") or raw.get("turn_id"))
+        ):
+            raw["episode_id"] = principal.episode_id  # a session key's (or /e/ path's) episode
+        fb = parse_body(FeedbackIn, raw)
         record = svc.feedback.give(fb, principal.tenant)
         return {"id": record.id, "episode_id": record.episode_id, "status": "accepted"}
+
+    document_body(app, "/v1/feedback", "post", FeedbackIn)
 
     @app.post("/v1/episodes/{episode_id}/end")
     async def end_episode(episode_id: str, request: Request) -> dict[str, Any]:
         principal = auth(request)
         svc.turns.end_episode(episode_id, principal.tenant, "client")
+        svc.sessions.end(principal.tenant, episode_id)
         return {"episode_id": episode_id, "status": "ended"}
 
     def read_episode(episode_id: str, tenant: str | None) -> dict[str, Any]:

@@ -27,6 +27,8 @@ PREFIX = "rlgw-"
 class Principal:
     tenant: str
     admin: bool
+    episode_id: str | None = None  # bound by a session key or an /e/{episode_id}/ path (gateway/sessions.py)
+    task: str | None = None
 
 
 OPEN = Principal(tenant="default", admin=True)
@@ -87,6 +89,10 @@ class KeyStore:
         tmp.replace(self.path)
         self.reload()
         return key
+
+    def by_digest_prefix(self, prefix: str) -> tuple[str, Principal] | None:
+        """The key whose SHA-256 (hex) starts with `prefix`: its digest and principal."""
+        return next(((d, p) for d, p in self._by_hash.items() if d.startswith(prefix)), None)
 
     def authenticate(self, authorization: str | None) -> Principal:
         if self.open:

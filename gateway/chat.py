@@ -16,8 +16,9 @@ import orjson
 from starlette.responses import Response
 
 from gateway.chat_request import KNOWN_FIELDS, ChatLimits, check_chat_request
+from gateway.doors import CHAT, Door, StreamRender
 from gateway.episodes import CallContext
-from gateway.errors import APIError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout, error_sse
+from gateway.errors import APIError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
 from gateway.explore import Exploration
 from gateway.metrics import Metrics
 from gateway.pool import Pool
@@ -87,7 +88,7 @@ class ChatService:
         return orjson.dumps(up), wants
 
     # ---- serving -----------------------------------------------------------------------
-    async def complete(self, body: dict[str, Any], ctx: CallContext) -> Response:
+    async def complete(self, body: dict[str, Any], ctx: CallContext, door: Door = CHAT) -> Response:
         self.validate(body)
         route = self.router.route(ctx.episode.episode_id, ctx.tenant)
         headers = {
@@ -98,7 +99,7 @@ class ChatService:
         started = time.time()
         t0 = time.perf_counter()
         if body.get("stream"):
-            return await self._stream(body, ctx, route, headers, started, t0)
+            return await self._stream(body, ctx, route, headers, started, t0, door)
         k = self.explore.pick(body, ctx.episode.task) if self.explore is not None else 1
         for tokens in (True, False) if self._extensions else (False,):
             up, wants = self.upstream_body(body, route, tokens, k)
@@ -111,7 +112,7 @@ class ChatService:
             break
         if resp.status != 200:
             self._observe(route.version, resp.status, False, time.perf_counter() - t0)
-            return _upstream_error(resp.status, raw, headers)
+            return door.error(_upstream_error(resp.status, raw), headers)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -132,7 +133,7 @@ class ChatService:
         if group is not None:
             self.writer.alternatives(call, latency, choices[1:], prompt_ids, group)
         self._observe(route.version, 200, False, latency)
-        return Response(orjson.dumps(data), media_type="application/json", headers=headers)
+        return door.reply(data, headers)
 
     async def _stream(
         self,
@@ -142,6 +143,7 @@ class ChatService:
         headers: dict[str, str],
         started: float,
         t0: float,
+        door: Door,
     ) -> Response:
         up, wants = self.upstream_body(body, route, self._extensions)
         cm = self.pool.post("/chat/completions", up)
@@ -152,9 +154,9 @@ class ChatService:
             finally:
                 await cm.__aexit__(None, None, None)
             self._observe(route.version, resp.status, True, time.perf_counter() - t0)
-            return _upstream_error(resp.status, raw, headers)
+            return door.error(_upstream_error(resp.status, raw), headers)
 
-        tap = StreamTap()
+        tap, render = StreamTap(), door.stream()
 
         async def relay() -> AsyncIterator[bytes]:
             ttft: float | None = None
@@ -168,7 +170,9 @@ class ChatService:
                         if cut < 0:
                             break
                         event, buf = buf[:cut], buf[cut + 2 :]
-                        out = self._relay_event(event, tap, wants, self.public_model)
+                        out = self._relay_event(
+                            event, tap, wants, self.public_model, render, door.passthrough
+                        )
                         if out is None:
                             continue
                         if ttft is None:
@@ -176,7 +180,7 @@ class ChatService:
                         yield out
             except (UpstreamIOError, TimeoutError) as exc:
                 error = f"upstream stream broke: {exc!r}"
-                yield error_sse(
+                yield render.fail(
                     UpstreamError("the upstream stream ended early", code="upstream_stream_broken")
                 )
             except BaseException as exc:  # client went away (cancelled / generator closed)
@@ -194,21 +198,23 @@ class ChatService:
         return EventStream(relay(), headers)
 
     @staticmethod
-    def _relay_event(event: bytes, tap: StreamTap, wants: Wants, model: str) -> bytes | None:
+    def _relay_event(
+        event: bytes, tap: StreamTap, wants: Wants, model: str, render: StreamRender, passthrough: bool
+    ) -> bytes | None:
         if not event.startswith(b"data:"):
-            return event + b"\n\n" if event.strip() else None
+            return event + b"\n\n" if event.strip() and passthrough else None
         payload = event[5:].strip()
         if payload == b"[DONE]":
-            return b"data: [DONE]\n\n"
+            return render.done()
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return event + b"\n\n"
+            return event + b"\n\n" if passthrough else None
         if not isinstance(chunk, dict) or not tap.feed(chunk, wants):
             return None
         if "model" in chunk:
             chunk["model"] = model
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        return render.chunk(chunk)
 
     def _observe(
         self, version: str, status: int, stream: bool, latency: float, ttft: float | None = None
@@ -231,8 +237,8 @@ def _rejects_extensions(raw: bytes) -> bool:
     return b"return_token_ids" in text or b"logprobs" in text
 
 
-def _upstream_error(status: int, raw: bytes, headers: dict[str, str]) -> Response:
-    """Pass a replica's 4xx through in OpenAI's shape; anything else is a 502."""
+def _upstream_error(status: int, raw: bytes) -> APIError:
+    """A replica's 4xx passes through as the same status; anything else is a 502."""
     try:
         data = orjson.loads(raw)
         message = data["error"]["message"] if isinstance(data.get("error"), dict) else str(data)[:500]
@@ -245,4 +251,4 @@ def _upstream_error(status: int, raw: bytes, headers: dict[str, str]) -> Respons
         err = UpstreamTimeout(f"upstream timed out: {message}")
     else:
         err = UpstreamError(f"upstream answered {status}: {message}", code="upstream_error")
-    return err.response(headers)
+    return err

@@ -4,6 +4,9 @@ The fields the gateway reads or OpenAI types plainly are typed and checked here;
 field (OpenAI's newer ones, vLLM's extensions, a client's own) passes through to the upstream
 untouched. The body forwarded is the client's own JSON, never this model's dump. A failed
 check is a 400 (404 for a model this gateway does not serve) whose `param` names the field.
+
+On the hot path the check costs a few microseconds a request (messages are TypedDicts, not
+models: about half the cost); the figures are in docs/tolerances.md.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    with_config,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
+from typing_extensions import TypedDict
 
 from gateway.errors import APIError, InvalidRequest, NotFound
 
@@ -81,8 +86,9 @@ class ChatLimits:
     max_tokens: int
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+@with_config(ConfigDict(extra="allow"))
+class ChatMessage(TypedDict):
+    """One message: an object with a `role`; its other fields pass through."""
 
     role: StrictStr
 

@@ -20,10 +20,13 @@ from typing import Any
 
 from gateway.canary import Arm
 from gateway.versions import VersionRegistry
+from ledger.training import training_steps, training_summary
 
 log = logging.getLogger(__name__)
 STORE_TTL_S = 5.0
 DECISIONS = 100
+# Version events shown in panels of their own once any exist (their names start with these).
+ALARM_EVENTS, EVAL_EVENTS = "alarm", "eval"
 RUBRIC_SCORES = 2000
 
 
@@ -209,6 +212,9 @@ def snapshot(
             for e in reversed(reg.events[-DECISIONS:])
         ],
         "rubric": stored["rubric"] if stored else [],
+        "learner": learner_rows(reg),
+        "alarms": held_back(reg) + events_named(reg, ALARM_EVENTS),
+        "evals": events_named(reg, EVAL_EVENTS),
         "ledger": {
             "recorder_pending": recorder.pending,
             "published": getattr(recorder, "published", None),
@@ -220,3 +226,52 @@ def snapshot(
             "store_lag_s": lag,
         },
     }
+
+
+def learner_rows(reg: VersionRegistry) -> list[dict[str, Any]]:
+    """Each version that carries the learner's figures (ledger/training.py): its summary and its
+    steps, oldest version first."""
+    rows = []
+    for v in list(reg.versions.values()):
+        summary = training_summary(v.data_window)
+        if summary:
+            rows.append(
+                {
+                    "version": v.id,
+                    "status": v.status,
+                    "summary": summary,
+                    "steps": training_steps(v.data_window),
+                }
+            )
+    return rows
+
+
+def held_back(reg: VersionRegistry) -> list[dict[str, Any]]:
+    """Versions the learner trained but did not publish (a guard held them back): the next
+    published version's data window names them (`held_back`: version, reason, figures)."""
+    out = []
+    for v in list(reg.versions.values()):
+        for h in (v.data_window or {}).get("held_back") or []:
+            if not isinstance(h, dict) or not h.get("version"):
+                continue
+            training = h.get("training")
+            training = training if isinstance(training, dict) else {}
+            out.append(
+                {
+                    "at": v.created_at,
+                    "version": h["version"],
+                    "event": "held_back",
+                    "reason": f"{h.get('reason', '')} (its data went into {v.id})",
+                    "figures": {k: training.get(k) for k in ("kl_base", "entropy", "entropy_base")},
+                }
+            )
+    return out
+
+
+def events_named(reg: VersionRegistry, prefix: str) -> list[dict[str, Any]]:
+    """The newest version events whose name starts with `prefix` (alarms, eval-gate results)."""
+    found = [e for e in reg.events[-10 * DECISIONS :] if e.event.startswith(prefix)][-DECISIONS:]
+    return [
+        {"at": e.created_at, "version": e.version, "event": e.event, "reason": e.reason, "figures": e.figures}
+        for e in reversed(found)
+    ]

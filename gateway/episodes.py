@@ -6,6 +6,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.auth import Principal
 from ledger.ids import new_id
 from ledger.tracing import traceparent
 
@@ -20,17 +21,23 @@ class EpisodeRef:
     task: str | None
 
 
-def resolve_episode(headers: Any, body: dict[str, Any]) -> EpisodeRef:
-    """X-Episode-Id header, else metadata.episode_id, else `user`, else a new UUIDv7."""
+def resolve_episode(headers: Any, body: dict[str, Any], bound: Principal | None = None) -> EpisodeRef:
+    """The episode a key or a path is bound to, else the X-Episode-Id header, else
+    metadata.episode_id, else `user`, else a new UUIDv7."""
     meta = body.get("metadata")
     meta = meta if isinstance(meta, dict) else {}
-    eid = headers.get("x-episode-id") or meta.get("episode_id") or body.get("user")
+    eid = (
+        (bound and bound.episode_id)
+        or headers.get("x-episode-id")
+        or meta.get("episode_id")
+        or body.get("user")
+    )
     generated = False
     if not isinstance(eid, str) or not eid.strip():
         eid, generated = new_id(), True
     eid = eid.strip()[:MAX_ID_CHARS]
     end = (headers.get("x-episode-end") or "").strip().lower() in ("1", "true", "yes")
-    task = headers.get("x-task") or meta.get("task")
+    task = headers.get("x-task") or meta.get("task") or (bound and bound.task)
     return EpisodeRef(eid, generated, end, task if isinstance(task, str) else None)
 
 

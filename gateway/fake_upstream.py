@@ -75,8 +75,9 @@ def _logprobs(ids: list[int], top: int) -> dict[str, Any]:
 
 def _tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
     tools = body.get("tools") or []
-    if not tools or body.get("tool_choice") == "none":
-        return None
+    messages = body.get("messages") or [{}]
+    if not tools or body.get("tool_choice") == "none" or messages[-1].get("role") == "tool":
+        return None  # a tool's result gets a text answer, so a tool loop ends
     fn = tools[0].get("function", {})
     return {
         "id": "call_fake_0",
@@ -171,6 +172,19 @@ def make_app(state: FakeState | None = None) -> web.Application:
             await send(first)
         for i, text in enumerate(texts):
             ids = encode(text)
+            if call is not None:  # a tool call, its arguments split over several deltas
+                fn = call["function"]
+                head = {"index": 0, "id": call["id"], "type": "function", "function": {"name": fn["name"]}}
+                await send({**base, "choices": [{"index": i, "delta": {"tool_calls": [head]}}]})
+                args = fn["arguments"]
+                for k in range(0, len(args), 5):
+                    part = {"index": 0, "function": {"arguments": args[k : k + 5]}}
+                    delta: dict[str, Any] = {"index": i, "delta": {"tool_calls": [part]}}
+                    if want_ids and k == 0:
+                        delta["token_ids"], delta["logprobs"] = ids, _logprobs(ids, top) if want_lp else None
+                    await send({**base, "choices": [delta]})
+                await send({**base, "choices": [{"index": i, "delta": {}, "finish_reason": "tool_calls"}]})
+                continue
             pieces = [ids[k : k + 4] for k in range(0, len(ids), 4)] or [[]]
             for piece in pieces:
                 if state.delay_s:

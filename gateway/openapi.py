@@ -1,8 +1,8 @@
 """The OpenAPI schema's request bodies, generated from the request models.
 
 FastAPI documents the bodies it parses; the gateway's routes read theirs themselves (bounded
-in size and nesting, see gateway/bodies.py), so each route's body model is named here and
-added to the schema FastAPI generates for the rest.
+in size and nesting, see gateway/bodies.py), so a route module names each route's body model
+with `document_body`, beside the route, and it is added to the schema FastAPI generates.
 """
 
 from __future__ import annotations
@@ -15,8 +15,15 @@ from pydantic import BaseModel
 REF = "#/components/schemas/{model}"
 
 
-def document_bodies(app: FastAPI, bodies: dict[tuple[str, str], type[BaseModel]]) -> None:
-    """Give each operation (path, method) of `bodies` its JSON request body."""
+def document_body(app: FastAPI, path: str, method: str, model: type[BaseModel]) -> None:
+    """The JSON body of `method` (lower case) on `path` is `model`, in the OpenAPI schema."""
+    app.state.bodies[(path, method)] = model
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Generate the schema with the bodies named by `document_body`."""
+    bodies: dict[tuple[str, str], type[BaseModel]] = {}
+    app.state.bodies = bodies
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:

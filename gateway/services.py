@@ -10,11 +10,13 @@ from gateway.auth import KeyStore
 from gateway.chat import ChatService
 from gateway.config import GatewaySettings
 from gateway.controller import VersionController
+from gateway.conversations import Conversations
 from gateway.explore import Exploration
 from gateway.feedback import FeedbackService
 from gateway.metrics import Metrics
 from gateway.pool import Pool
 from gateway.routing import Router
+from gateway.sessions import Sessions
 from gateway.turns import TurnWriter
 from gateway.versions import VersionRegistry
 from ledger.bus import Bus
@@ -43,6 +45,8 @@ class Services:
     turns: TurnWriter = field(init=False)
     chat: ChatService = field(init=False)
     feedback: FeedbackService = field(init=False)
+    sessions: Sessions = field(init=False)
+    conversations: Conversations = field(init=False)
 
     def __post_init__(self) -> None:
         cfg = self.settings.gateway
@@ -65,3 +69,5 @@ class Services:
         self.feedback = FeedbackService(
             self.turns.index, self.recorder, scrub_pii=self.settings.ledger.scrub_pii
         )
+        self.sessions = Sessions(self.keys)
+        self.conversations = Conversations(self.store)

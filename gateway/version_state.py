@@ -120,7 +120,8 @@ class VersionBook:
                 return
             v = self.versions.get(e.version)
             if v is None:
-                v = self.versions[e.version] = Version(e.version, e.parent, e.adapter_path, e.status)
+                v = Version(e.version, e.parent, e.adapter_path, e.status, data_window=e.data_window)
+                self.versions[e.version] = v
             v.status, v.pinned = e.status, e.pinned
             if e.status == "canary":
                 self.canary, v.canary_since = v.id, e.created_at

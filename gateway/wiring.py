@@ -4,8 +4,9 @@
         .services   the Services the routes call (gateway/services.py)
         .app        the FastAPI app: lifespan, error handlers, every route group in ROUTES
 
-A route group is a function `add_*_routes(app, services)`; a new one is registered by adding
-it to ROUTES (and its request bodies to the OpenAPI schema's, see gateway/openapi.py).
+A route group is a function `add_*_routes(app, services)` in a module of its own (an APIRouter
+fits inside one: `app.include_router(router)`); a new group is registered by adding it to
+ROUTES, and it names its routes' request bodies with `gateway.openapi.document_body`.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 from opentelemetry.trace import Tracer
 
-from gateway.app import BODIES, add_api_routes
+from gateway.app import add_api_routes
 from gateway.auth import KeyStore
 from gateway.config import GatewaySettings
 from gateway.dashboard import add_dashboard_routes
 from gateway.error_handlers import add_error_handlers
 from gateway.feeds import Feed, ScoreFeed, VersionFeed
 from gateway.hot_path import HotPath
-from gateway.openapi import document_bodies
+from gateway.openapi import install_openapi
 from gateway.pool import Pool
 from gateway.services import EpisodeReader, Services
 from ledger.bus import Bus
@@ -75,9 +76,9 @@ def create_fastapi(svc: Services) -> FastAPI:
     app = FastAPI(title="rl-gateway", version="0.1.0", lifespan=_lifespan(svc))
     app.state.services = svc
     add_error_handlers(app, svc.metrics)
+    install_openapi(app)
     for add_routes in ROUTES:
         add_routes(app, svc)
-    document_bodies(app, BODIES)
     return app
 
 

@@ -52,6 +52,7 @@ from ledger.ids import new_id
 from ledger.published import BASE_VERSION, PublishedVersion
 from ledger.reads import ScoredReads
 from ledger.tracing import links, traceparent
+from ledger.training import TRAINING_KEY, training_window
 
 if TYPE_CHECKING:
     from learner.distributed import World
@@ -160,7 +161,10 @@ def run_learner(
                 held.append({"version": version, "reason": reason, "training": figures})
                 continue
             window: dict[str, Any] = {"after": window_start, "until": position, "episodes": episodes}
-            window |= {"steps": trainer.steps, "training": figures}
+            window |= {
+                "steps": trainer.steps,
+                TRAINING_KEY: training_window(report.steps[first_step:], figures),
+            }
             if held:
                 window["held_back"], held = held, []
             window_start, episodes = position, 0
@@ -227,6 +231,8 @@ def _step(
     trainer.metrics.observe_skips(dict(skipped))
     for rubric, task, reward in baseline_only:  # re-scores of trained episodes (learner/selection.py)
         trainer.advantages.observe(rubric, task, reward)
+    if trainer.steps == 0:
+        log.info("learner first step: %d samples", len(samples), extra={"learner_phase": "first_step"})
     with tracer.start_as_current_span("learner.step", links=_trained_on(batch)) as span:
         step = trainer.step(samples)
         span.set_attributes({"rlgw.step": step.step, "rlgw.samples": step.samples, "rlgw.scores": len(batch)})

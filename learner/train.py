@@ -63,6 +63,8 @@ class Trainer:
         self.model_dir = Path(model_dir)
         self.world = world or World()
         self.device = self.world.device(cfg.device)
+        if self.world.leader:  # `learner_phase`, `learner_step`: what rlgw's live view follows
+            log.info("learner loading %s", model_dir, extra={"learner_phase": "loading"})
         if self.device.type == "cpu" and cfg.cpu_threads > 0:
             torch.set_num_threads(cfg.cpu_threads)
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(cfg.dtype)
@@ -102,6 +104,8 @@ class Trainer:
         self.lineage: list[str] = [BASE_VERSION]  # versions this learner produced, base first
         self.steps = 0
         self.metrics = LearnerMetrics(registry)
+        if self.world.leader:
+            log.info("learner loaded %s on %s", model_dir, self.device, extra={"learner_phase": "ready"})
 
     def snapshot(self) -> Any:
         """The trainable weights and optimizer state, to go back to when a version is held back
@@ -201,7 +205,7 @@ class Trainer:
         stats.seconds = time.perf_counter() - t0
         stats.tokens_per_s = n_tokens / stats.seconds
         if self.world.leader:
-            log.info("learner %s", stats.line())
+            log.info("learner %s", stats.line(), extra={"learner_step": stats})
         self.metrics.observe_step(stats)
         return stats
 

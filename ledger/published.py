@@ -30,7 +30,8 @@ class PublishedVersion(BaseModel):
     parent: str | None = None
     """The version it was trained on top of (None: whatever serves when it is registered)."""
     data_window: dict[str, Any] = Field(default_factory=dict)
-    """The ledger positions it was trained on (`after`, `until`, `episodes`, `steps`)."""
+    """The ledger positions it was trained on (`after`, `until`, `episodes`, `steps`), and under
+    `training` the learner's figures for each of its steps (ledger/training.py)."""
     base_equivalent: bool = False
     """An all-zero adapter: the gateway serves the base model through it (docs/vllm.md,
     the mixed-batch bug), instead of registering a version."""

@@ -14,6 +14,7 @@ from rlgw.installed import preflight
 from rlgw.ledger_cmd import replay_rejected
 from rlgw.options import ConfigOpt, DataDirOpt, HostOpt, PortOpt, RubricsOpt, UpstreamOpt, settings_from
 from rlgw.rubric_cmd import rubric_app, rubric_worker
+from rlgw.sessions_cmd import sessions_app
 from rlgw.versions_cmd import versions_app
 from rlgw.workers_cmd import learner, store_writer
 
@@ -26,6 +27,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(versions_app, name="versions")
 app.add_typer(rubric_app, name="rubric")
+app.add_typer(sessions_app, name="sessions")
 app.command("rubric-worker")(rubric_worker)
 app.command("export")(export)
 app.command("replay-rejected")(replay_rejected)
@@ -140,7 +142,9 @@ def demo(
 
 
 def main() -> None:
-    app()
+    from rlgw.process_exit import run_and_exit
+
+    run_and_exit(app)  # exits without the native libraries' teardown noise (rlgw/process_exit.py)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
+from rich.console import Console
 
 from ledger.published import PublishedVersion
 from rlgw.config import Settings
 from rlgw.demo_users import COLOUR_RUBRIC, Traffic, run_users
-from rlgw.stack import InProcessPublisher, Stack, start_stack
+from rlgw.live_view import LiveView
+from rlgw.log_routing import route_logs
+from rlgw.stack import InProcessPublisher, Stack
+from rlgw.startup_view import start_with_progress
 
 console = Console(stderr=True)
 BROKEN = "broken"
@@ -66,38 +66,11 @@ def corrupt_adapter(src: str, dst: Path, seed: int = 0) -> Path:
     return dst
 
 
-def live_table(stack: Stack, traffic: Traffic, started: float, note: str) -> Group:
-    reg = stack.services.versions
-    table = Table(title=f"rl-gateway demo — {time.monotonic() - started:5.0f} s", expand=False)
-    for col in ("version", "status", "share", "episodes", "live reward", "interval", "parent"):
-        table.add_column(col)
-    for v in reg.listing():
-        if v["status"] in ("registered",) and not v["episodes"]:
-            continue
-        interval = v["reward_interval"]
-        style = {"serving": "green", "canary": "yellow", "rolled_back": "red"}.get(v["status"], "")
-        table.add_row(
-            v["id"],
-            Text(v["status"], style=style),
-            f"{v['share']:.0%}",
-            str(v["episodes"]),
-            "-" if v["reward"] is None else f"{v['reward']:.2f}",
-            "-" if not interval else f"[{interval[0]:.2f}, {interval[1]:.2f}]",
-            v["parent"] or "-",
-        )
-    events = [e for e in reg.events if e.event in ("promoted", "rolled_back", "canary")][-6:]
-    log = Text(
-        "\n".join(
-            f"{time.strftime('%H:%M:%S', time.localtime(e.created_at))} {e.version}: {e.event} {e.reason}"
-            for e in events
-        )
-        or "waiting for the first version …"
+def traffic_line(traffic: Traffic) -> str:
+    return (
+        f"simulated users: episodes {traffic.episodes} · requests {traffic.requests} · "
+        f"feedback {traffic.feedback} · errors {traffic.errors}"
     )
-    stats = Text(
-        f"episodes {traffic.episodes}  requests {traffic.requests}  feedback {traffic.feedback}  "
-        f"errors {traffic.errors}  — {note}"
-    )
-    return Group(table, stats, log)
 
 
 def serving_reward(stack: Stack, last: int = 60, at_least: int = 1) -> float | None:
@@ -127,8 +100,9 @@ def run_demo(
     settings = demo_settings(settings)
     if fresh and settings.data_dir.exists():
         shutil.rmtree(settings.data_dir)
-    started = time.monotonic()
-    stack = start_stack(settings, rubrics=[COLOUR_RUBRIC], say=lambda m: console.print(f"[dim]{m}[/dim]"))
+    started, began = time.monotonic(), time.time()
+    log_file = route_logs(settings.data_dir, console, settings.telemetry.log_level)
+    stack = start_with_progress(settings, console, log_file, rubrics=[COLOUR_RUBRIC])
     traffic, stop_users = Traffic(), threading.Event()
     users_thread = threading.Thread(
         target=run_users, args=(stack.url, users, stop_users, traffic), daemon=True
@@ -137,11 +111,12 @@ def run_demo(
     reg = stack.services.versions
     note, broken_at, rolled_back_at = "learning", None, None
     deadline = started + minutes * 60
+    view = LiveView(stack, console, title="rl-gateway demo", extra=lambda: traffic_line(traffic), since=began)
     try:
-        with Live(live_table(stack, traffic, started, note), console=console, refresh_per_second=2) as live:
+        with view:
             while time.monotonic() < deadline:
                 time.sleep(0.5)
-                live.update(live_table(stack, traffic, started, note))
+                view.update(note)
                 good = serving_reward(stack, last=50, at_least=50)
                 late = time.monotonic() > started + 0.75 * minutes * 60
                 if broken_at is None and reg.serving != "base" and ((good or 0.0) >= 0.9 or late):
@@ -156,6 +131,7 @@ def run_demo(
         stop_users.set()
         summary = summarise(stack, started, broken_at)
         users_thread.join(30)
+        console.print("stopping …")
         stack.close()
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,7 @@ class Traffic:
 async def user(base_url: str, stop: threading.Event, traffic: Traffic, seed: int, max_tokens: int) -> None:
     rng = random.Random(seed)
     client = openai.AsyncOpenAI(base_url=base_url, api_key="demo", max_retries=2, timeout=120)
+    thumbs: set[asyncio.Task[None]] = set()  # this user's late feedback, sent before its client closes
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
         while not stop.is_set():
             turns = 1 if rng.random() < 0.8 else 2
@@ -87,11 +88,14 @@ async def user(base_url: str, stop: threading.Event, traffic: Traffic, seed: int
                         late_thumbs(http, episode_id, messages, rng.uniform(1, 4), traffic)
                     )
                     traffic.tasks.add(task)
+                    thumbs.add(task)
                     task.add_done_callback(traffic.tasks.discard)
+                    task.add_done_callback(thumbs.discard)
             except (openai.APIError, httpx.HTTPError) as exc:
                 traffic.errors += 1
                 traffic.last_error = f"{type(exc).__name__}: {exc}"[:200]
                 await asyncio.sleep(0.5)
+        await asyncio.gather(*thumbs, return_exceptions=True)
     await client.close()
 
 

@@ -6,10 +6,15 @@
     <out>/dpo.<ext>   one row per prompt answered more than once with different rewards:
                       prompt, chosen, rejected (one-message lists), chosen/rejected reward
 
-Messages are normalised to {"role", "content"} strings so that `datasets.load_dataset("json")`
-and `("parquet")` read every row with one schema. The reward of an episode is its newest
-score per rubric (re-scores supersede). The embedded store is held by a running `rlgw up`;
-export from it when that process is stopped (or from a ClickHouse server at any time).
+Messages are in the chat format `datasets` and TRL read: {"role", "content"} with content a
+string, and an agent's tool use kept — an assistant message's `tool_calls` (each {"id", "type",
+"function": {"name", "arguments"}}, the arguments as the JSON text the model wrote, so that rows
+with different argument types share one schema) and a tool message's `tool_call_id` (and `name`).
+Rows carry `tools`, the tool schemas offered, as one JSON string (or null), as TRL accepts them.
+`datasets` fills keys a message lacks with null (TRL drops those before templating).
+The reward of an episode is its newest score per rubric (re-scores supersede). The embedded
+store is held by a running `rlgw up`; export from it when that process is stopped (or from a
+ClickHouse server at any time).
 """
 
 from __future__ import annotations
@@ -33,10 +38,37 @@ def _since(value: str | None) -> float | None:
         return datetime.fromisoformat(value).timestamp()
 
 
-def _message(m: dict[str, Any]) -> dict[str, str]:
-    content = m.get("content")
-    text = content if isinstance(content, str) else orjson.dumps(content).decode() if content else ""
-    return {"role": str(m.get("role", "")), "content": text}
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode() if value else ""
+
+
+def _message(m: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": str(m.get("role", "")), "content": _text(m.get("content"))}
+    calls = m.get("tool_calls")
+    if isinstance(calls, list) and calls:
+        out["tool_calls"] = [
+            {
+                "id": str(c.get("id") or ""),
+                "type": "function",
+                "function": {
+                    "name": str((c.get("function") or {}).get("name") or ""),
+                    "arguments": _text((c.get("function") or {}).get("arguments")),
+                },
+            }
+            for c in calls
+            if isinstance(c, dict)
+        ]
+    for key in ("tool_call_id", "name"):
+        if isinstance(m.get(key), str):
+            out[key] = m[key]
+    return out
+
+
+def _tools(request: dict[str, Any]) -> str | None:
+    tools = request.get("tools")
+    return orjson.dumps(tools).decode() if isinstance(tools, list) and tools else None
 
 
 def collect(
@@ -75,6 +107,7 @@ def collect(
                     "version": turn.version,
                     "tenant": turn.tenant,
                     "rubric": s.score.rubric,
+                    "tools": _tools(turn.request),
                 }
                 if min_reward is None or reward >= min_reward:
                     sft.append(row)
@@ -93,6 +126,7 @@ def collect(
                     "rejected_reward": worst["reward"],
                     "tenant": best["tenant"],
                     "rubric": best["rubric"],
+                    "tools": best["tools"],
                 }
             )
     return sft, dpo

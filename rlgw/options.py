@@ -34,6 +34,7 @@ def settings_from(config: Path | None, **flags: Any) -> Settings:
     logging.basicConfig(
         level=settings.telemetry.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for chatty in ("httpx", "httpcore", "openai"):  # a line per HTTP request drowns what matters
+    # a line per HTTP request drowns what matters (httpx2: the openai SDK's HTTP client)
+    for chatty in ("httpx", "httpx2", "httpcore", "openai"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     return settings

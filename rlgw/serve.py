@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,19 +71,26 @@ def run_gateway(settings: Settings) -> None:
 
 
 def run_up(settings: Settings, model: str | Path | None, rubrics: list[Any] | None = None) -> None:
-    """`rlgw up`: everything in one process until Ctrl-C."""
-    from rlgw.stack import start_stack
+    """`rlgw up`: everything in one process until Ctrl-C, shown live (rlgw/live_view.py)."""
+    from rich.console import Console
+
+    from rlgw.live_view import LiveView
+    from rlgw.log_routing import route_logs
+    from rlgw.startup_view import start_with_progress
 
     check_keys(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    stack = start_stack(settings, model=model, rubrics=rubrics, say=lambda m: typer.secho(m, err=True))
-    typer.secho(f"rl-gateway is up: OpenAI base_url {stack.url} (Ctrl-C stops it)", fg="green", err=True)
+    console, began = Console(stderr=True), time.time()
+    log_file = route_logs(settings.data_dir, console, settings.telemetry.log_level)
+    stack = start_with_progress(settings, console, log_file, model=model, rubrics=rubrics)
+    console.print("Ctrl-C stops it")
     try:
-        while not stop.wait(0.5) and not stack.server.should_exit:
-            pass
+        with LiveView(stack, console, title="rl-gateway", since=began) as view:
+            while not stop.wait(0.5) and not stack.server.should_exit:
+                view.update()
     except KeyboardInterrupt:
         pass
     finally:
-        typer.secho("stopping …", err=True)
+        console.print("stopping …")
         stack.close()

@@ -43,6 +43,7 @@ def uvicorn_config(app: Any, host: str, port: int) -> Any:
         http="httptools",
         access_log=False,
         log_level="warning",
+        log_config=None,  # no handlers of its own: its records reach the root logger's (rlgw/log_routing.py)
         proxy_headers=False,
         timeout_keep_alive=75,  # longer than clients' idle pools, so they never reuse a closed socket
     )

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ledger.training import TRAINING_KEY
+
 versions_app = typer.Typer(no_args_is_help=True, help="Model versions: list, promote, roll back, pin.")
 console = Console()
 
@@ -51,7 +53,8 @@ def list_versions(url: UrlOpt = DEFAULT_URL, key: KeyOpt = None) -> None:
             "-" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]",
             str(v["episodes"]),
             v["parent"] or "-",
-            ", ".join(f"{k}={val}" for k, val in (v["data_window"] or {}).items()) or "-",
+            ", ".join(f"{k}={val}" for k, val in (v["data_window"] or {}).items() if k != TRAINING_KEY)
+            or "-",
         )
     console.print(table)
 

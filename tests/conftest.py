@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.broker",
     "tests.fixtures.store",
     "tests.fixtures.vllm",
+    "tests.fixtures.browser",
 ]

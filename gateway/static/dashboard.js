@@ -54,18 +54,37 @@ function el(tag, attrs, ...children) {
   for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   return node;
 }
-const fmt = (x, digits = 3) => (x === null || x === undefined ? "–" : Number(x).toFixed(digits).replace(/\.?0+$/, ""));
-const pct = (x) => (x === null || x === undefined ? "–" : (100 * x).toFixed(1) + "%");
+const known = (x) => x !== null && x !== undefined && Number.isFinite(Number(x));
+// digits >= 1: the trailing-zero trim would eat an integer's own zeros at digits 0
+const fmt = (x, digits = 3) => (known(x) ? Number(x).toFixed(digits).replace(/\.?0+$/, "") : "–");
+const pct = (x) => (known(x) ? (100 * x).toFixed(1) + "%" : "–");
+// Any JSON value as text: numbers formatted, objects as "k: v" pairs (a decision's per-replica load_ms)
+function text(v) {
+  if (v === null || v === undefined) return "–";
+  if (typeof v === "number") return fmt(v);
+  if (Array.isArray(v)) return "[" + v.map(text).join(", ") + "]";
+  if (typeof v === "object") return "{" + Object.entries(v).map(([k, x]) => `${k}: ${text(x)}`).join(", ") + "}";
+  return String(v);
+}
+const figures = (obj) => Object.entries(obj || {}).map(([k, v]) => `${k}=${text(v)}`).join("  ");
+const clamp = (x, lo, hi) => (known(x) ? Math.min(hi, Math.max(lo, x)) : x);
 const clock = (t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false });
 
 // ---- charts ------------------------------------------------------------------------------
 // series: [{name, color, points: [{x, y, lo, hi}]}]; x in unix seconds; fromZero: counts.
-function lineChart(svg, series, xRange, fromZero) {
+// range [lo, hi]: the axis spans at least it (wider only for a mean outside it); bands are clipped to the axis.
+function lineChart(svg, series, xRange, fromZero, range) {
   svg.replaceChildren();
-  const ys = series.flatMap((s) => s.points.flatMap((p) => [p.y, p.lo, p.hi])).filter((v) => v !== null && v !== undefined);
+  const ys = series.flatMap((s) => s.points.flatMap((p) => [p.y, p.lo, p.hi])).filter(known);
   let [y0, y1] = ys.length ? [Math.min(...ys), Math.max(...ys)] : [0, 1];
-  if (y1 - y0 < 1e-9) { y0 -= 0.5; y1 += 0.5; }
-  const span = y1 - y0; y0 -= span * 0.05; y1 += span * 0.05;
+  if (range) {
+    const means = series.flatMap((s) => s.points.map((p) => p.y)).filter(known);
+    [y0, y1] = [Math.min(range[0], ...means), Math.max(range[1], ...means)];
+    series = series.map((s) => ({ ...s, points: s.points.map((p) => ({ ...p, lo: clamp(p.lo, y0, y1), hi: clamp(p.hi, y0, y1) })) }));
+  } else {
+    if (y1 - y0 < 1e-9) { y0 -= 0.5; y1 += 0.5; }
+    const span = y1 - y0; y0 -= span * 0.05; y1 += span * 0.05;
+  }
   if (fromZero) y0 = 0;
   const [x0, x1] = xRange;
   const sx = (x) => PAD.left + ((x - x0) / (x1 - x0 || 1)) * (W - PAD.left - PAD.right);
@@ -81,12 +100,13 @@ function lineChart(svg, series, xRange, fromZero) {
   svg.append(el("svg:text", { x: W - PAD.right, y: H - 8, "text-anchor": "end" }, clock(x1)));
   if (!ys.length) svg.append(el("svg:text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "no data in this window yet"));
   for (const s of series) {
-    const banded = s.points.filter((p) => p.lo !== null && p.lo !== undefined);
+    const banded = s.points.filter((p) => known(p.lo) && known(p.hi));
     if (banded.length > 1) {
       const upper = banded.map((p) => `${sx(p.x)},${sy(p.hi)}`);
       const lower = banded.map((p) => `${sx(p.x)},${sy(p.lo)}`).reverse();
       svg.append(el("svg:polygon", { class: "band", fill: s.color, points: upper.concat(lower).join(" "), "data-version": s.name }));
     }
+    s.points = s.points.filter((p) => known(p.y));
     if (!s.points.length) continue;
     const d = s.points.map((p, i) => `${i ? "L" : "M"}${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(" ");
     svg.append(el("svg:path", { class: "line", stroke: s.color, d, "data-version": s.name }));
@@ -105,7 +125,7 @@ function drawCharts(data) {
     name: v.id, color: colorOf[v.id],
     points: v.reward_series.map((p) => ({ x: p.t + half, y: p.mean, lo: p.low, hi: p.high, n: p.n })),
   }));
-  lineChart(document.getElementById("reward-chart"), reward, xRange);
+  lineChart(document.getElementById("reward-chart"), reward, xRange, false, [0, 1]);
   const traffic = data.versions
     .filter((v) => v.requests > 0)
     .map((v) => ({ name: v.id, color: colorOf[v.id], points: v.requests_series.map((n, i) => ({ x: data.buckets[i] + half, y: n })) }));
@@ -134,7 +154,9 @@ function drawVersions(data) {
     if (v.status !== "serving") buttons.push(action("promote", v.id, "promote"));
     if ((v.status === "serving" && v.id !== "base") || v.status === "canary") buttons.push(action("rollback", v.id, "rollback", "danger"));
     buttons.push(v.pinned ? action("unpin", v.id, "unpin") : action("pin", v.id, "pin"));
-    const interval = v.reward_interval ? `${fmt(v.reward_interval[0])} … ${fmt(v.reward_interval[1])}` : "–";
+    const [lo, hi] = [Math.min(0, v.reward ?? 0), Math.max(1, v.reward ?? 1)];  // the reward's range
+    const interval = v.reward_interval
+      ? `${fmt(clamp(v.reward_interval[0], lo, hi))} … ${fmt(clamp(v.reward_interval[1], lo, hi))}` : "–";
     return el("tr", { "data-version": v.id },
       el("td", {}, el("span", { class: "swatch", swatch: colorOf[v.id] }), v.id + (v.pinned ? " 📌" : "")),
       el("td", {}, v.parent || "–"), el("td", { class: "status-" + v.status }, v.status),
@@ -149,9 +171,46 @@ function drawVersions(data) {
 function drawDecisions(data) {
   const rows = data.decisions.map((d) => el("tr", {},
     el("td", {}, clock(d.at)), el("td", {}, d.version), el("td", {}, d.event), el("td", {}, d.status),
-    el("td", {}, d.reason || ""), el("td", { class: "figures" },
-      Object.entries(d.figures || {}).map(([k, v]) => `${k}=${v === null ? "–" : v}`).join("  "))));
+    el("td", {}, d.reason || ""), el("td", { class: "figures" }, figures(d.figures))));
   document.querySelector("#decisions tbody").replaceChildren(...rows);
+}
+
+// Version events of one kind (alarms, eval-gate results): their panel shows once any exist.
+function drawEvents(id, events) {
+  document.getElementById(id + "-panel").hidden = !events.length;
+  const rows = events.map((e) => el("tr", { "data-version": e.version },
+    el("td", {}, clock(e.at)), el("td", {}, e.version), el("td", {}, e.event), el("td", {}, e.reason || "–"),
+    el("td", { class: "figures" }, figures(e.figures))));
+  document.querySelector(`#${id} tbody`).replaceChildren(...rows);
+}
+
+// ---- the learner: figures per version and per step (ledger/training.py) ------------------
+// Either name of a renamed figure (ledger/training.py): the learner's newer one first.
+const pick = (f, ...names) => names.map((n) => f[n]).find(known);
+const SHOWN = new Set(["step", "steps", "version", "samples", "tokens", "seconds", "skipped", "loss", "reward_mean",
+  "grad_norm", "tokens_per_s", "entropy", "kl_base", "kl", "ratio_mean", "ratio_min", "ratio_max", "clipped_frac",
+  "clipped_fraction", "per_step"]);
+function learnerCells(f) {
+  const skipped = Object.entries(f.skipped || {}).sort().map(([k, n]) => `${k} ${n}`).join(", ") || "none";
+  const others = Object.entries(f).filter(([k]) => !SHOWN.has(k));  // figures the learner adds later
+  return [el("td", {}, f.samples ?? "–"), el("td", {}, f.tokens ?? "–"), el("td", {}, fmt(f.tokens_per_s, 1)),
+    el("td", {}, fmt(f.entropy)), el("td", {}, fmt(pick(f, "kl_base", "kl"), 4)), el("td", {}, fmt(f.ratio_mean)),
+    el("td", {}, `${fmt(f.ratio_min)} … ${fmt(f.ratio_max)}`), el("td", {}, pct(pick(f, "clipped_frac", "clipped_fraction"))),
+    el("td", {}, skipped),
+    el("td", { class: "figures" }, others.length ? others.map(([k, v]) => `${k}=${text(v)}`).join("  ") : "–")];
+}
+
+function drawLearner(data) {
+  const versions = data.learner.map((v) => el("tr", { "data-version": v.version },
+    el("td", {}, el("span", { class: "swatch", swatch: colorOf[v.version] || "#888" }), v.version),
+    el("td", { class: "status-" + v.status }, v.status), el("td", {}, v.summary.steps ?? v.steps.length), ...learnerCells(v.summary)));
+  if (!versions.length) versions.push(el("tr", {}, el("td", { colspan: 13, class: "muted" }, "no trained version yet")));
+  document.querySelector("#learner-versions tbody").replaceChildren(...versions);
+  const steps = data.learner.flatMap((v) => v.steps.map((s) => ({ ...s, version: v.version })))
+    .sort((a, b) => b.step - a.step).slice(0, 20);
+  const rows = steps.map((s) => el("tr", {}, el("td", {}, s.step), el("td", {}, s.version), ...learnerCells(s)));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 12, class: "muted" }, "no training step yet")));
+  document.querySelector("#learner-steps tbody").replaceChildren(...rows);
 }
 
 function drawRubric(data) {
@@ -187,6 +246,7 @@ async function refresh() {
     const data = await api("GET", "/admin/dashboard/data");
     data.versions.forEach((v, i) => { colorOf[v.id] = COLORS[i % COLORS.length]; });
     drawHeader(data); drawCharts(data); drawVersions(data); drawDecisions(data); drawRubric(data);
+    drawLearner(data); drawEvents("alarms", data.alarms || []); drawEvents("evals", data.evals || []);
     document.body.dataset.updated = String(data.now);
     showStatus("updated " + clock(data.now), false);
   } catch (err) {

@@ -2,14 +2,12 @@
 Selenium): charts drawn per version, one-click rollback through the admin API, and a
 screenshot whose chart area holds each version's colour.
 
-The screenshot is written to the test's tmp dir, and also to $RLGW_ARTIFACTS when set.
+The screenshot is kept as a CI artifact (tests/fixtures/browser.py: $RLGW_ARTIFACTS, else out/artifacts/).
 """
 
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,38 +17,12 @@ import httpx
 import pytest
 
 from gateway.auth import KeyStore
+from tests.fixtures.browser import keep_screenshot
 from tests.fixtures.upstream import FakeServer, GatewayServer, gateway_settings, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1400",
-]
 VERSION_COLORS = {"base": (0x2F, 0x6F, 0xDE), "v1": (0xE0, 0x74, 0x2B)}  # first two of the page's palette
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the dev extra)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    for flag in [*FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture
@@ -125,12 +97,7 @@ def test_dashboard_draws_versions_and_rolls_back(
     assert "dashboard: operator rollback" in decisions
 
     png = browser.get_screenshot_as_png()
-    shot = tmp_path / "dashboard.png"
-    shot.write_bytes(png)
-    if os.environ.get("RLGW_ARTIFACTS"):
-        Path(os.environ["RLGW_ARTIFACTS"]).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(os.environ["RLGW_ARTIFACTS"]) / "dashboard.png")
-    print(f"screenshot: {shot}")
+    keep_screenshot(png, "dashboard.png")
     ratio = float(browser.execute_script("return window.devicePixelRatio") or 1)
     chart = browser.find_element(By.ID, "reward-chart")
     painted, near = _chart_pixels(png, chart.rect, ratio)

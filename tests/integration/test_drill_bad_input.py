@@ -63,12 +63,19 @@ def gw(served: tuple[FakeServer, GatewayServer]) -> GatewayServer:
 
 
 def assert_no_server_error(resp: httpx.Response | Any, what: str) -> None:
-    """No 500; a 5xx only as an upstream-mapped error; every error in OpenAI's shape."""
+    """No 500; a 5xx only as an upstream-mapped error; every error in OpenAI's shape (Anthropic's
+    on /v1/messages)."""
     status = resp.status_code
     assert status != 500, f"{what}: 500 {resp.text[:300]}"
     if status < 400:
         return
     body = orjson.loads(resp.content)
+    if "/v1/messages" in what:
+        assert isinstance(body, dict) and body.get("type") == "error", f"{what}: {status} {resp.text[:300]}"
+        assert set(body["error"]) == {"type", "message"}, f"{what}: {body}"
+        assert "Traceback" not in body["error"]["message"]
+        assert status < 500 or body["error"]["type"] in ("api_error", "overloaded_error"), f"{what}: {body}"
+        return
     assert isinstance(body, dict) and isinstance(body.get("error"), dict), (
         f"{what}: {status} {resp.text[:300]}"
     )
@@ -195,6 +202,48 @@ def test_wrong_types_for_documented_chat_fields(gw: GatewayServer, field: str, v
     err = resp.json()["error"]
     assert_no_server_error(resp, f"{field}={value!r}")
     assert err["param"] == field or (err["param"] or "").startswith(field), err
+
+
+RESPONSES_FIELDS = ["input", "instructions", "tools", "tool_choice", "text", "max_output_tokens", "stream"]
+RESPONSES_FIELDS += ["previous_response_id", "metadata", "store", "background"]
+MESSAGES_FIELDS = ["messages", "system", "tools", "tool_choice", "max_tokens", "stop_sequences", "stream"]
+MESSAGES_FIELDS += ["metadata"]
+BLOCKS: list[Any] = [
+    [1],
+    [{"type": "image", "source": "x"}],
+    [{"type": "tool_use"}],
+    [{"type": "tool_result"}],
+]
+BLOCKS += [[{"type": "tool_result", "tool_use_id": "a", "content": [1, {"type": "text"}]}], [{"type": "doc"}]]
+ITEMS: list[Any] = [
+    [1],
+    [{"type": "function_call"}],
+    [{"type": "function_call_output", "call_id": "a", "output": 1}],
+]
+ITEMS += [[{"role": "user", "content": None}], [{"role": "user", "content": [{"type": "input_image"}]}]]
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "value"),
+    [("/v1/responses", f, v) for f in RESPONSES_FIELDS for v in WRONG]
+    + [("/v1/responses", "input", v) for v in ITEMS]
+    + [("/v1/messages", f, v) for f in MESSAGES_FIELDS for v in WRONG]
+    + [
+        ("/v1/messages", "messages", [{"role": r, "content": b}])
+        for r in ("user", "assistant")
+        for b in BLOCKS
+    ],
+)
+def test_wrong_types_for_the_other_front_doors(gw: GatewayServer, path: str, field: str, value: Any) -> None:
+    """Responses and Messages requests with a field of the wrong type: an error in the door's own
+    shape (a 200 where the upstream takes it), never a 500."""
+    if path == "/v1/responses":
+        body: dict[str, Any] = {"model": "rlgw", "input": "hi", field: value}
+    else:
+        body = {"model": "rlgw", "max_tokens": 8, "messages": MSG, field: value}
+    resp = post(gw, path, _dumps(body))
+    assert resp.status_code in (200, 400, 404), f"{field}={value!r}: {resp.status_code} {resp.text[:200]}"
+    assert_no_server_error(resp, f"{path} {field}={value!r}")
 
 
 def _dumps(body: Any) -> bytes:
