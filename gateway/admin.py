@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -78,14 +79,14 @@ def add_version_routes(app: FastAPI, controller: VersionController, auth: Any, r
         await admin(request, changes=True)
         reason = await reason_of(request)
         await load_before_routing(reg.promotable(vid))
-        v = reg.promote(vid, reason)
+        v = await asyncio.to_thread(reg.promote, vid, reason)
         return {"version": v.id, "status": v.status}
 
     async def roll_back(vid: str | None, request: Request) -> dict[str, Any]:
         await admin(request, changes=True)
         reason = await reason_of(request)
         await load_before_routing(reg.rollback_target(vid))
-        v = reg.rollback(vid, reason)
+        v = await asyncio.to_thread(reg.rollback, vid, reason)
         return {"version": v.id, "status": v.status, "serving": reg.serving}
 
     @app.post("/admin/versions/{vid}/rollback")
@@ -100,9 +101,9 @@ def add_version_routes(app: FastAPI, controller: VersionController, auth: Any, r
     @app.post("/admin/versions/{vid}/pin")
     async def pin(vid: str, request: Request) -> dict[str, Any]:
         await admin(request, changes=True)
-        return {"version": vid, "pinned": reg.pin(vid, True).pinned}
+        return {"version": vid, "pinned": (await asyncio.to_thread(reg.pin, vid, True)).pinned}
 
     @app.post("/admin/versions/{vid}/unpin")
     async def unpin(vid: str, request: Request) -> dict[str, Any]:
         await admin(request, changes=True)
-        return {"version": vid, "pinned": reg.pin(vid, False).pinned}
+        return {"version": vid, "pinned": (await asyncio.to_thread(reg.pin, vid, False)).pinned}

@@ -83,7 +83,7 @@ def add_api_routes(app: FastAPI, svc: Services) -> None:
         ):
             raw["episode_id"] = principal.episode_id  # a session key's (or /e/ path's) episode
         fb = parse_body(FeedbackIn, raw)
-        record = svc.feedback.give(fb, principal.tenant)
+        record = await svc.feedback.give(fb, principal.tenant)
         return {"id": record.id, "episode_id": record.episode_id, "status": "accepted"}
 
     document_body(app, "/v1/feedback", "post", FeedbackIn)

@@ -71,6 +71,16 @@ class VersionsConfig(Section):
     so newer versions waiting behind it get their turn."""
     max_latency_ratio: float = 2.0
     """A canary whose p50 latency exceeds its parent's by this factor is rolled back."""
+    alarm_sigmas: float = 4.0
+    """A canary's side metric (zero-weight rubric metrics, answer length, tool-call errors,
+    questions back, refusals, surprisal) this many standard errors from its parent's raises an
+    alarm (gateway/drift.py)."""
+    alarm_min_samples: int = 30
+    """Values each side needs before a side metric is compared."""
+    block_promotion_on: list[str] = Field(default_factory=list)
+    """Metrics whose alarm keeps a canary from automatic promotion even when its reward rose
+    (e.g. ["tool_call_error", "question_back"]; ["*"]: any alarm). Empty: alarms only report —
+    a trained version drifts on purpose (surprisal falls as it learns)."""
 
 
 class GatewaySettings(Protocol):

@@ -7,7 +7,10 @@ replica that rejoined, or a new one), judge the canary (gateway/canary.py) unles
 pinned, and unload retired versions once they are out of the recent episodes' history.
 
 Registers take turns (one lock), but the loop never holds that lock while it waits on a
-replica: a register is never queued behind the loop's loads and unloads.
+replica: a register is never queued behind the loop's loads and unloads. Every registry change
+writes its event to the versions topic before it applies (gateway/version_log.py): those calls
+run in a worker thread, so the server's loop never waits on the bus; while the topic cannot
+be written, a change is not made (the tick logs it and tries again next time).
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from gateway.adapters import AdapterError, AdapterLoader
 from gateway.canary import decide
+from gateway.drift import shifts
 from gateway.pool import Pool
 from gateway.version_state import Version
 from gateway.versions import VersionRegistry
@@ -36,6 +41,7 @@ class VersionController:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # registers (and canary_now) one at a time
         self._tick_lock = asyncio.Lock()  # ticks one at a time
+        self.caught_up: Callable[[], bool] = lambda: True  # the feeds have read the topics (fleet.py)
 
     async def register(self, published: PublishedVersion) -> Version:
         """Register, load into every replica, then start its canary (or serve it as the base)."""
@@ -54,10 +60,11 @@ class VersionController:
                 outcome, _ = await self.loader.load_everywhere(name, adapter_path)
                 if not outcome or any(s != "loaded" for s in outcome.values()):
                     raise AdapterError(f"base adapter not loaded everywhere: {outcome}")
-                return reg.serve_base_through(name, adapter_path, outcome)
-            v = reg.register(published)
+                return await asyncio.to_thread(reg.serve_base_through, name, adapter_path, outcome)
+            v = await asyncio.to_thread(reg.register, published)
             replicas, load_ms = await self.loader.load_everywhere(v.adapter_name, adapter_path)
-            return reg.record_load(v, replicas, {"queued_ms": queued_ms, "load_ms": load_ms})
+            figures = {"queued_ms": queued_ms, "load_ms": load_ms}
+            return await asyncio.to_thread(reg.record_load, v, replicas, figures)
 
     async def ensure_loaded(self, v: Version) -> None:
         """Load `v`'s adapter into every healthy replica that lacks it (a retired version that
@@ -72,12 +79,12 @@ class VersionController:
             failed = [f"{url}: {state}" for url, state in outcome.items() if state != "loaded"]
             if failed:
                 raise AdapterError(f"version {v.id} could not be loaded again: {'; '.join(failed)}")
-            self.registry.reloaded(v, len(lacking))
+            await asyncio.to_thread(self.registry.reloaded, v, len(lacking))
 
     async def canary_now(self, vid: str) -> None:
         """Put a registered version into canary at once, ahead of any queued ones (drills)."""
         async with self._lock:
-            self.registry.start_canary(self.registry.get(vid))
+            await asyncio.to_thread(self.registry.start_canary, self.registry.get(vid))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="rlgw-versions")
@@ -97,7 +104,7 @@ class VersionController:
     async def tick(self) -> None:
         async with self._tick_lock:
             await self._reconcile()
-            self._judge()
+            await asyncio.to_thread(self._judge)
             await self._unload_stale()
 
     async def _reconcile(self) -> None:
@@ -119,31 +126,61 @@ class VersionController:
                 log.info("loaded %s into rejoined replica %s", name, replica.url)
 
     def _judge(self) -> None:
-        """Judge the canary against the version serving beside it, over the same window."""
+        """Judge the canary against the version serving beside it, over the same window (in
+        a worker thread: each change waits for the versions topic)."""
         reg = self.registry
+        if not self.caught_up():
+            return  # a gateway that just started: not before its feeds have read the topics
         reg.next_canary()
         if reg.canary is None:
             return
         canary = reg.versions[reg.canary]
         if canary.pinned or canary.canary_since is None:
             return
+        self._alarms(canary)
         arm = reg.stats.arm(canary.id, canary.canary_since)
         decision = decide(arm, reg.stats.arm(reg.serving, canary.canary_since), reg.cfg)
         if decision is None:
-            if arm.n >= reg.cfg.max_canary_episodes:  # neither better nor worse: make way
-                reg.end_canary(f"no decision after {arm.n} episodes", {"canary_n": arm.n})
-                reg.next_canary()
             return
+        blocking = sorted(
+            m for m in canary.alarms if m in reg.cfg.block_promotion_on or "*" in reg.cfg.block_promotion_on
+        )
+        if decision.action == "promote" and blocking:
+            if not canary.promotion_blocked:
+                reason = f"{decision.reason}, but alarms on {', '.join(blocking)}"
+                reg.block_promotion(canary, reason, dict(decision.figures))
+            return  # an operator promotes or rolls back; it may still be rolled back or retired
         log.info("version %s: %s (%s)", canary.id, decision.action, decision.reason)
         if decision.action == "promote":
             reg.promote(canary.id, decision.reason, dict(decision.figures))
+        elif decision.action == "inconclusive":  # neither better nor worse: make way
+            reg.end_canary(decision.reason, dict(decision.figures))
         else:
             reg.rollback(canary.id, decision.reason, dict(decision.figures))
         reg.next_canary()
+
+    def _alarms(self, canary: Version) -> None:
+        """Raise an alarm for each side metric of the canary newly shifted from its parent's."""
+        reg = self.registry
+        assert canary.canary_since is not None
+        found = shifts(
+            reg.side.since(canary.id, canary.canary_since),
+            reg.side.since(reg.serving, canary.canary_since),
+            reg.cfg.alarm_sigmas,
+            reg.cfg.alarm_min_samples,
+        )
+        for s in found:
+            if s.metric not in canary.alarms:
+                reason = (
+                    f"{s.metric}: {s.canary_mean:.3g} against {s.parent_mean:.3g} on {reg.serving} "
+                    f"({s.sigmas:+.1f} standard errors)"
+                )
+                log.warning("version %s: alarm, %s", canary.id, reason)
+                reg.alarm(canary, reason, s.figures())
 
     async def _unload_stale(self) -> None:
         stale = self.registry.take_out_stale(KEEP_LOADED, RECENT_EPISODES)
         calls = [(v, r) for v in stale for r in self.pool.replicas if v.adapter_name in r.models]
         await asyncio.gather(*(self.loader.unload(r, v.adapter_name) for v, r in calls))
         for v in stale:
-            self.registry.unloaded(v)
+            await asyncio.to_thread(self.registry.unloaded, v)

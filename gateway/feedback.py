@@ -1,16 +1,20 @@
 """The feedback service: a client's judgement of an episode or one of its turns, recorded.
 
-Feedback names its target by episode id, or by turn id alone when this gateway served that
-turn (it keeps a bounded index of turns); a turn of another tenant is unknown here.
+Feedback names its target by episode id, or by turn id alone: the bounded index of turns holds
+every gateway's turns (the turns feed, gateway/turn_lookup.py); a turn of another tenant is
+unknown here.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from gateway.episodes import TurnIndex
 from gateway.errors import NotFound
 from gateway.scrub import scrub_feedback
+from gateway.turn_lookup import episode_of_turn
 from ledger.recorder import Recorder
 from ledger.records import TOPIC_FEEDBACK, Feedback, FeedbackValue
 
@@ -36,12 +40,13 @@ class FeedbackIn(BaseModel):
 class FeedbackService:
     def __init__(self, turns: TurnIndex, recorder: Recorder, *, scrub_pii: bool) -> None:
         self.turns, self.recorder, self.scrub_pii = turns, recorder, scrub_pii
+        self.feed: Any = None  # the turns feed that fills `turns`, once started (gateway/fleet.py)
 
-    def give(self, fb: FeedbackIn, tenant: str) -> Feedback:
+    async def give(self, fb: FeedbackIn, tenant: str) -> Feedback:
         """Record `fb` from `tenant`; the record (with its episode) is returned."""
         episode_id = fb.episode_id
         if fb.turn_id:
-            known = self.turns.get(fb.turn_id)
+            known = await episode_of_turn(self.turns, self.feed, fb.turn_id)
             if known is None and episode_id is None:
                 raise NotFound(f"unknown turn {fb.turn_id}; give its episode_id too", param="turn_id")
             if known is not None:

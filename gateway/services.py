@@ -11,6 +11,7 @@ from gateway.chat import ChatService
 from gateway.config import GatewaySettings
 from gateway.controller import VersionController
 from gateway.conversations import Conversations
+from gateway.drift import AlarmGauge
 from gateway.explore import Exploration
 from gateway.feedback import FeedbackService
 from gateway.metrics import Metrics
@@ -18,6 +19,7 @@ from gateway.pool import Pool
 from gateway.routing import Router
 from gateway.sessions import Sessions
 from gateway.turns import TurnWriter
+from gateway.version_log import VersionLog
 from gateway.versions import VersionRegistry
 from ledger.bus import Bus
 from ledger.recorder import Recorder
@@ -51,9 +53,13 @@ class Services:
     def __post_init__(self) -> None:
         cfg = self.settings.gateway
         self.versions = VersionRegistry(
-            self.settings.versions, self.recorder, lambda: cfg.base_model or self.pool.base_model()
+            self.settings.versions,
+            self.recorder,
+            lambda: cfg.base_model or self.pool.base_model(),
+            VersionLog(self.bus, self.recorder, self.settings.ledger.topic_prefix),
         )
         self.controller = VersionController(self.versions, self.pool)
+        self.metrics.registry.register(AlarmGauge(self.versions))
         router: Router = self.versions
         self.turns = TurnWriter(self.recorder, cfg.model, scrub_pii=self.settings.ledger.scrub_pii)
         self.chat = ChatService(

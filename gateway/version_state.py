@@ -1,28 +1,34 @@
 """The state of the model versions in the pool and its reads: each `Version`, which one
 serves, which one is canaried, the events that changed them, shares and live figures.
 
+The state is a fold of the version events (docs/versions.md): `apply` is the one transition,
+used alike by the controlling gateway after it wrote an event to the versions topic
+(gateway/version_log.py), by a following gateway's feed, and by any gateway replaying the
+topic at start (`restore`). Events carry ids, so one applied twice changes nothing.
+
 `VersionBook` holds that state under one lock; `VersionRegistry` (gateway/versions.py) adds
-routing and the controlling gateway's changes, and `apply` mirrors another gateway's events
-(on the feed's thread).
+routing and the controlling gateway's changes.
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
 from gateway.canary import Arm
 from gateway.config import VersionsConfig
+from gateway.drift import SideMetrics
 from gateway.errors import NotFound
 from gateway.live_stats import LiveStats
+from gateway.version_log import VersionLog
 from ledger.published import BASE_VERSION
 from ledger.recorder import Recorder
-from ledger.records import TOPIC_VERSIONS, ModelVersion
+from ledger.records import ModelVersion
 
 ADAPTER_PREFIX = "rlgw-"
 
@@ -41,6 +47,8 @@ class Version:
     episodes_started: int = 0
     unloaded: bool = False  # retired and taken out of the replicas (reloaded if promoted again)
     traceparent: str | None = None  # the learner's span that made it: on every event of the version
+    alarms: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> figures (gateway/drift.py)
+    promotion_blocked: bool = False  # an alarm held back its automatic promotion
 
     @property
     def adapter_name(self) -> str:
@@ -51,9 +59,12 @@ class VersionBook:
     """The versions and the routing state, safe to read from any thread; changed only by
     the registry's methods (gateway/versions.py) or, on a follower, by `apply`: under `_lock`."""
 
-    def __init__(self, cfg: VersionsConfig, recorder: Recorder, base_model: Any) -> None:
+    def __init__(
+        self, cfg: VersionsConfig, recorder: Recorder, base_model: Any, log: VersionLog | None = None
+    ) -> None:
         self.cfg = cfg
         self.recorder = recorder
+        self.log = log or VersionLog(None, recorder)
         self._base_model = base_model  # callable -> upstream name of the base model
         self.base_adapter: str | None = None  # zero adapter serving the base, once registered
         self.versions: dict[str, Version] = {BASE_VERSION: Version(BASE_VERSION, None, None, "serving")}
@@ -61,9 +72,11 @@ class VersionBook:
         self.canary: str | None = None
         self.events: list[ModelVersion] = []
         self.stats = LiveStats()
+        self.side = SideMetrics()  # side metrics per version, for the drift alarms
         self._sticky: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.RLock()  # every change below; methods call one another
-        self._rng = random.Random()
+        self._changing = threading.RLock()  # one change at a time: plan, write, apply
+        self._applied: set[str] = set()  # ids of the events applied
 
     def share(self, vid: str) -> float:
         """The share of new episodes `vid` gets (0 unless it serves or is canaried)."""
@@ -92,66 +105,127 @@ class VersionBook:
             raise NotFound(f"version {vid} not found", param="version")
         return v
 
-    def _event(
-        self, version: Version, event: str, reason: str = "", figures: dict[str, Any] | None = None
-    ) -> None:
-        rec = ModelVersion(
-            version=version.id,
-            parent=version.parent,
-            status=version.status,  # type: ignore[arg-type]
+    def _new(
+        self,
+        v: Version,
+        event: str,
+        status: str,
+        reason: str = "",
+        figures: dict[str, Any] | None = None,
+        pinned: bool | None = None,
+    ) -> ModelVersion:
+        """An event of `v`'s life, with the status it leaves `v` in (not applied yet)."""
+        return ModelVersion(
+            version=v.id,
+            parent=v.parent,
+            status=status,  # type: ignore[arg-type]
             event=event,
             reason=reason,
             figures=figures or {},
-            adapter_path=version.adapter_path,
-            data_window=version.data_window,
-            pinned=version.pinned,
-            traceparent=version.traceparent,
+            adapter_path=v.adapter_path,
+            data_window=v.data_window,
+            pinned=v.pinned if pinned is None else pinned,
+            traceparent=v.traceparent,
         )
-        self.events.append(rec)
-        self.recorder.record(TOPIC_VERSIONS, rec)
 
-    # ---- following another gateway ------------------------------------------------------
-    def apply(self, e: ModelVersion) -> None:
-        """Mirror a version event made by the controlling gateway (routing state only); called
-        on the feed's thread."""
+    def _commit(self, *events: ModelVersion) -> None:
+        """Write `events` to the versions topic, then apply them (raises VersionLogUnavailable,
+        and changes nothing, while the topic cannot take them)."""
+        self.log.append(events)
         with self._lock:
-            if e.event == "base_adapter":
-                self.base_adapter = e.figures.get("adapter")
-                return
-            v = self.versions.get(e.version)
-            if v is None:
-                v = Version(e.version, e.parent, e.adapter_path, e.status, data_window=e.data_window)
-                self.versions[e.version] = v
-            v.status, v.pinned = e.status, e.pinned
-            if e.status == "canary":
-                self.canary, v.canary_since = v.id, e.created_at
-            elif e.status == "serving":
-                for other in self.versions.values():
-                    if other.id != v.id and other.status == "serving":
-                        other.status = "retired"
-                self.serving = v.id
-                if self.canary == v.id:
-                    self.canary = None
-            elif e.status == "rolled_back":
-                if self.canary == v.id:
-                    self.canary = None
-                elif self.serving == v.id:
-                    self.serving = v.parent or BASE_VERSION
-                    self.versions.setdefault(
-                        self.serving, Version(self.serving, None, None, "serving")
-                    ).status = "serving"
-            elif e.status == "retired" and self.canary == v.id:
+            for e in events:
+                self._apply(e)
+
+    def restore(self, events: Iterable[ModelVersion]) -> int:
+        """Replay the versions topic (at start); returns how many events were new."""
+        with self._lock:
+            before = len(self._applied)
+            for e in events:
+                self._apply(e)
+            return len(self._applied) - before
+
+    def apply(self, e: ModelVersion) -> None:
+        """Apply one event another gateway wrote (the feed's thread)."""
+        with self._lock:
+            self._apply(e)
+
+    def _apply(self, e: ModelVersion) -> None:
+        if e.id in self._applied:
+            return
+        self._applied.add(e.id)
+        self.events.append(e)
+        if e.event == "base_adapter":
+            base = self.versions[BASE_VERSION]
+            self.base_adapter = e.figures.get("adapter")
+            base.adapter_path, base.replicas = e.adapter_path, dict(e.figures.get("replicas", {}))
+            return
+        v = self.versions.get(e.version)
+        changed = v is None or v.status != e.status  # pins, alarms, reloads: no transition
+        if v is None:
+            v = Version(
+                e.version,
+                e.parent,
+                e.adapter_path,
+                e.status,
+                created_at=e.created_at,
+                data_window=dict(e.data_window),
+                traceparent=e.traceparent,
+            )
+            self.versions[e.version] = v
+        v.status, v.pinned = e.status, e.pinned
+        if e.event in ("loaded", "load_failed"):
+            v.replicas = dict(e.figures.get("replicas", {}))
+        if e.event in ("unloaded", "reloaded"):
+            v.unloaded = e.event == "unloaded"
+        elif e.event == "alarm_blocked_promotion":
+            v.promotion_blocked = True
+        elif e.event.startswith("alarm"):  # ours (gateway/drift.py) or another part's (alarm_kl)
+            v.alarms[str(e.figures.get("metric") or e.event)] = dict(e.figures)
+        if not changed:
+            return
+        if e.status == "canary":
+            self.canary, v.canary_since = v.id, e.created_at
+        elif e.status == "serving":
+            for other in self.versions.values():
+                if other.id != v.id and other.status == "serving":
+                    other.status = "retired"
+            self.serving = v.id
+            if self.canary == v.id:
                 self.canary = None
-            self.events.append(e)
+        elif e.status == "rolled_back":
+            if self.canary == v.id:
+                self.canary = None
+            elif self.serving == v.id:
+                self.serving = v.parent or BASE_VERSION
+                target = self.versions.setdefault(self.serving, Version(self.serving, None, None, "serving"))
+                target.status = "serving"
+        elif e.status in ("retired", "failed") and self.canary == v.id:
+            self.canary = None
 
     # ---- live figures ----------------------------------------------------------------------
-    def observe_request(self, version: str, ok: bool, latency_ms: float) -> None:
-        self.stats.add_request(version, ok, latency_ms)
+    fleet_requests = False  # True while the turns feed brings every gateway's request outcomes
 
-    def observe_score(self, version: str | None, episode_id: str, total: float | None) -> None:
+    def observe_request(self, version: str, ok: bool, latency_ms: float) -> None:
+        """A call this gateway served. With the turns feed, only a failure is counted here (a
+        failed call leaves no turn; a broken stream's turn is counted twice, a known excess)."""
+        if not (self.fleet_requests and ok):
+            self.stats.add_request(version, ok, latency_ms, time.time())
+
+    def observe_turn(self, version: str, turn_id: str, ok: bool, latency_ms: float, at: float) -> None:
+        """A turn recorded by any gateway (the turns feed)."""
+        if version in self.versions:
+            self.stats.add_request(version, ok, latency_ms, at, turn_id)
+
+    def observe_side(self, version: str | None, key: str, values: dict[str, float], at: float) -> None:
+        if version is not None and values and version in self.versions:
+            self.side.add(version, key, values, at)
+
+    def observe_score(
+        self, version: str | None, episode_id: str, total: float | None, at: float | None = None
+    ) -> None:
         if version is None or total is None or version not in self.versions:
             return
-        self.stats.add_reward(version, episode_id, total)
+        self.stats.add_reward(version, episode_id, total, time.time() if at is None else at)
 
     def listing(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -182,4 +256,5 @@ def version_row(v: Version, arm: Arm, share: float, confidence: float) -> dict[s
         "data_window": v.data_window,
         "replicas": v.replicas,
         "adapter_path": v.adapter_path,
+        "alarms": sorted(v.alarms),
     }

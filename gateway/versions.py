@@ -1,13 +1,14 @@
 """Model versions in the pool: which one serves, which one is canaried, and live figures.
 
-`VersionRegistry` is the router the chat service asks: a new episode goes to the canary with
-probability `canary_share`, otherwise to the serving version; an episode stays on the version
-that served its first turn (until that version is rolled back or unloaded: then it moves to
-the serving one). Every state change is a ModelVersion event handed to the ledger.
+`VersionRegistry` is the router the chat service asks: a new episode goes to the canary when
+its hash bucket (episode id, canary id) falls under `canary_share`, otherwise to the serving
+version, so every gateway with the same registry sends it to the same version; an episode
+stays on the version that served its first turn, here or on another gateway (the turns feed
+tells), until that version is rolled back or unloaded: then it is assigned again.
 
-The state (gateway/version_state.py) changes only through the registry's methods, each under
-one lock: the server's loop routes and the version controller decides, while a follower's
-feed thread applies the controlling gateway's events.
+Every state change is a ModelVersion event written to the versions topic before it is
+applied (gateway/version_log.py), one change at a time; the state (gateway/version_state.py)
+is the fold of those events, so any gateway rebuilds it from the ledger (docs/versions.md).
 
 Each version is an adapter loaded under its own name (`rlgw-<version>`) — never reloaded in
 place. The base model itself is served through an all-zero adapter once the learner registers
@@ -16,16 +17,24 @@ one (`base_equivalent`), which avoids vLLM's mixed-batch base-model bug.
 
 from __future__ import annotations
 
-import time
+import hashlib
 from typing import Any
 
 from gateway.errors import InvalidRequest, NoReplica
+from gateway.lineage import descends, rolled_back_between
 from gateway.routing import Route
 from gateway.version_state import Version, VersionBook
 from ledger.published import BASE_VERSION, PublishedVersion
 
 EPISODE_MEMORY = 200_000
 MAX_ID_CHARS = 200
+
+
+def canary_bucket(episode_id: str, canary: str) -> float:
+    """A uniform number in [0, 1) for an episode and a canary: below the canary share, the
+    episode goes to the canary. Salted with the canary, so each canary gets other episodes."""
+    digest = hashlib.blake2b(f"{canary}\0{episode_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
 
 
 class VersionRegistry(VersionBook):
@@ -36,15 +45,30 @@ class VersionRegistry(VersionBook):
         with self._lock:
             version = self._sticky.get(episode_id)
             if version is None or version not in self.versions or self._gone(self.versions[version]):
-                version = self.serving
-                if self.canary is not None and self._rng.random() < self.cfg.canary_share:
-                    version = self.canary
+                version = self.assign(episode_id)
                 self._sticky[episode_id] = version
                 self._sticky.move_to_end(episode_id)
                 if len(self._sticky) > EPISODE_MEMORY:
                     self._sticky.popitem(last=False)
                 self.versions[version].episodes_started += 1
             return Route(version, self.upstream_name(version))
+
+    def assign(self, episode_id: str) -> str:
+        """The version a new episode goes to: a function of the episode id and the registry
+        alone, so every gateway sends an episode to the same one (docs/versions.md)."""
+        with self._lock:
+            if self.canary is not None and canary_bucket(episode_id, self.canary) < self.cfg.canary_share:
+                return self.canary
+            return self.serving
+
+    def seen(self, episode_id: str, version: str) -> None:
+        """A turn of `episode_id` served by `version` on some gateway (the turns feed): an
+        episode this gateway has not routed yet stays there too."""
+        with self._lock:
+            if episode_id not in self._sticky and version in self.versions:
+                self._sticky[episode_id] = version
+                if len(self._sticky) > EPISODE_MEMORY:
+                    self._sticky.popitem(last=False)
 
     @staticmethod
     def _gone(v: Version) -> bool:
@@ -61,7 +85,7 @@ class VersionRegistry(VersionBook):
             return str(name)
         return self.versions[version].adapter_name
 
-    # ---- state changes -------------------------------------------------------------------
+    # ---- state changes: each writes its events to the versions topic, then applies them ---------
     def register(self, published: PublishedVersion) -> Version:
         vid = published.version
         if not _valid_id(vid):
@@ -69,7 +93,7 @@ class VersionRegistry(VersionBook):
                 f"invalid version id {vid!r}: up to {MAX_ID_CHARS} printable ASCII characters, no '/'",
                 param="version",
             )
-        with self._lock:
+        with self._changing:
             if vid in self.versions:
                 raise InvalidRequest(
                     f"version {vid} is already registered", param="version", code="version_exists"
@@ -77,6 +101,13 @@ class VersionRegistry(VersionBook):
             parent = published.parent or self.serving
             if parent not in self.versions:
                 raise InvalidRequest(f"unknown parent version {parent}", param="parent")
+            tainted = rolled_back_between(self.versions, parent, self.serving)
+            if tainted is not None:
+                raise InvalidRequest(
+                    f"version {vid} descends from {tainted}, which was rolled back",
+                    param="parent",
+                    code="parent_rolled_back",
+                )
             v = Version(
                 vid,
                 parent,
@@ -85,66 +116,67 @@ class VersionRegistry(VersionBook):
                 data_window=dict(published.data_window),
                 traceparent=published.traceparent,
             )
-            self.versions[vid] = v
-            self._event(v, "registered")
-            return v
+            self._commit(self._new(v, "registered", "registered"))
+            return self.versions[vid]
 
     def record_load(self, v: Version, replicas: dict[str, str], figures: dict[str, Any]) -> Version:
         """The outcome of loading a registered version into every replica: failed, or loaded
         (and canaried at once when no canary runs)."""
-        with self._lock:
-            v.replicas = replicas
+        figures = {**figures, "replicas": replicas}
+        with self._changing:
             if not replicas or any(s != "loaded" for s in replicas.values()):
-                v.status = "failed"
-                self._event(v, "load_failed", str(replicas), figures)
+                self._commit(self._new(v, "load_failed", "failed", str(replicas), figures))
                 return v
-            v.status = "loaded"
-            self._event(v, "loaded", f"on {len(replicas)} replicas", figures)
+            self._commit(self._new(v, "loaded", "loaded", f"on {len(replicas)} replicas", figures))
             if self.canary is None:
                 self.start_canary(v)
             return v
 
     def serve_base_through(self, adapter: str, adapter_path: str, replicas: dict[str, str]) -> Version:
         """Serve the base model through a zero adapter loaded into every replica."""
-        with self._lock:
-            self.base_adapter = adapter
+        with self._changing:
             base = self.versions[BASE_VERSION]
-            base.adapter_path, base.replicas = adapter_path, replicas
-            self._event(
-                base, "base_adapter", f"base served through zero adapter {adapter}", {"adapter": adapter}
+            e = self._new(
+                base,
+                "base_adapter",
+                base.status,
+                f"base served through zero adapter {adapter}",
+                {"adapter": adapter, "replicas": replicas},
             )
+            e.adapter_path = adapter_path
+            self._commit(e)
             return base
 
     def start_canary(self, v: Version) -> None:
-        with self._lock:
+        with self._changing:
+            events = []
             if self.canary is not None and self.canary != v.id:
                 old = self.versions[self.canary]
-                old.status = "retired"
-                self._event(old, "superseded", f"canary replaced by {v.id}")
-            v.status, v.canary_since = "canary", time.time()
-            self.canary = v.id
-            self._event(v, "canary", f"{self.cfg.canary_share:.0%} of new episodes")
+                events.append(self._new(old, "superseded", "retired", f"canary replaced by {v.id}"))
+            events.append(self._new(v, "canary", "canary", f"{self.cfg.canary_share:.0%} of new episodes"))
+            self._commit(*events)
 
     def next_canary(self) -> None:
         """A version that arrived while another was canaried waits; the newest one goes next."""
-        with self._lock:
+        with self._changing:
             queued = [v for v in self.versions.values() if v.status == "loaded"]
             if self.canary is not None or not queued:
                 return
-            for older in queued[:-1]:
-                older.status = "retired"
-                self._event(older, "skipped", f"superseded by {queued[-1].id} before its canary")
+            skipped = [
+                self._new(older, "skipped", "retired", f"superseded by {queued[-1].id} before its canary")
+                for older in queued[:-1]
+            ]
+            if skipped:
+                self._commit(*skipped)
             self.start_canary(queued[-1])
 
     def end_canary(self, reason: str, figures: dict[str, Any]) -> None:
         """Retire the canary that reached its episode limit undecided (it makes way)."""
-        with self._lock:
-            if self.canary is None:
-                return
-            canary = self.versions[self.canary]
-            canary.status = "retired"
-            self.canary = None
-            self._event(canary, "inconclusive", reason, figures)
+        with self._changing:
+            if self.canary is not None:
+                self._commit(
+                    self._new(self.versions[self.canary], "inconclusive", "retired", reason, figures)
+                )
 
     def promotable(self, vid: str) -> Version:
         v = self.get(vid)
@@ -153,16 +185,9 @@ class VersionRegistry(VersionBook):
         return v
 
     def promote(self, vid: str, reason: str, figures: dict[str, Any] | None = None) -> Version:
-        with self._lock:
+        with self._changing:
             v = self.promotable(vid)
-            old = self.versions[self.serving]
-            if old.id != vid:
-                old.status = "retired"
-            v.status = "serving"
-            self.serving = vid
-            if self.canary == vid:
-                self.canary = None
-            self._event(v, "promoted", reason, figures)
+            self._commit(self._new(v, "promoted", "serving", reason, figures))
             return v
 
     def rollback_target(self, vid: str | None) -> Version:
@@ -181,24 +206,31 @@ class VersionRegistry(VersionBook):
     def rollback(self, vid: str | None, reason: str, figures: dict[str, Any] | None = None) -> Version:
         """Take a canary out of traffic, or move serving back to its parent: a routing change
         (the admin routes load the target first if it was unloaded, see VersionController)."""
-        with self._lock:
+        with self._changing:
             vid = vid or self.canary or self.serving
             v = self.get(vid)
-            target = self.rollback_target(vid)
-            if vid == self.canary:
-                self.canary = None
-            else:
-                target.status = "serving"
-                self.serving = target.id
-            v.status = "rolled_back"
-            self._event(v, "rolled_back", reason, figures)
+            self.rollback_target(vid)  # refuses what cannot be rolled back
+            heirs = [
+                self._new(d, "retired_with_ancestor", "retired", f"descends from {vid}, rolled back")
+                for d in self.versions.values()
+                if d.status in ("registered", "loaded", "canary") and descends(self.versions, d.id, vid)
+            ]
+            self._commit(self._new(v, "rolled_back", "rolled_back", reason, figures), *heirs)
             return v
 
+    def alarm(self, v: Version, reason: str, figures: dict[str, Any]) -> None:
+        """A side metric of `v` moved away from its parent's (gateway/drift.py)."""
+        with self._changing:
+            self._commit(self._new(v, "alarm", v.status, reason, figures))
+
+    def block_promotion(self, v: Version, reason: str, figures: dict[str, Any]) -> None:
+        with self._changing:
+            self._commit(self._new(v, "alarm_blocked_promotion", v.status, reason, figures))
+
     def pin(self, vid: str, pinned: bool) -> Version:
-        with self._lock:
+        with self._changing:
             v = self.get(vid)
-            v.pinned = pinned
-            self._event(v, "pinned" if pinned else "unpinned")
+            self._commit(self._new(v, "pinned" if pinned else "unpinned", v.status, pinned=pinned))
             return v
 
     # ---- adapters in the replicas ------------------------------------------------------------
@@ -221,10 +253,13 @@ class VersionRegistry(VersionBook):
 
     def reloaded(self, v: Version, replicas: int) -> None:
         """`v` is in every healthy replica again (`replicas` of them lacked it)."""
-        with self._lock:
-            v.unloaded = False
+        with self._changing:
             if replicas:
-                self._event(v, "reloaded", f"on {replicas} replicas, before routing to it")
+                self._commit(
+                    self._new(v, "reloaded", v.status, f"on {replicas} replicas, before routing to it")
+                )
+            with self._lock:
+                v.unloaded = False
 
     def take_out_stale(self, keep: int, recent_episodes: int) -> list[Version]:
         """Retired versions past the newest `keep`, out of the recent episodes' history: routing
@@ -245,8 +280,8 @@ class VersionRegistry(VersionBook):
 
     def unloaded(self, v: Version) -> None:
         """`v` left the replicas (one promoted again meanwhile is loaded back by the next reconcile)."""
-        with self._lock:
-            self._event(v, "unloaded")
+        with self._changing:
+            self._commit(self._new(v, "unloaded", v.status))
 
 
 def _valid_id(vid: str) -> bool:

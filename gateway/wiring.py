@@ -24,7 +24,7 @@ from gateway.auth import KeyStore
 from gateway.config import GatewaySettings
 from gateway.dashboard import add_dashboard_routes
 from gateway.error_handlers import add_error_handlers
-from gateway.feeds import Feed, ScoreFeed, VersionFeed
+from gateway.fleet import restore_versions, start_feeds
 from gateway.hot_path import HotPath
 from gateway.openapi import install_openapi
 from gateway.pool import Pool
@@ -86,20 +86,17 @@ def _lifespan(svc: Services) -> Callable[[FastAPI], AbstractAsyncContextManager[
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc.loop = asyncio.get_running_loop()
+        restored = await asyncio.to_thread(restore_versions, svc)  # before serving: docs/versions.md
         await svc.pool.start()
-        control = svc.settings.versions.control
-        if control:
+        if svc.settings.versions.control:
             svc.controller.start()
-        feed: Feed | None = None
-        if svc.bus is not None:
-            kind = ScoreFeed if control else VersionFeed
-            feed = kind(svc.bus, svc.versions, svc.settings.ledger.topic_prefix).start()
+        feeds = start_feeds(svc, restored)
         gc.freeze()  # start-up objects (modules, app, config) leave full collections: ~25 ms each here
         try:
             yield
         finally:
             await svc.controller.stop()
-            if feed is not None:
+            for feed in feeds:
                 feed.close()
             await svc.pool.close()
 

@@ -139,14 +139,16 @@ def latest_version(root: Path) -> VersionState | None:
     return done[-1] if done else None
 
 
-def resume(root: Path, trainer: Trainer) -> VersionState | None:
-    """Load the last complete version into `trainer` (weights, optimizer, baselines, lineage),
-    remove leftovers of interrupted saves, and return it (None: nothing saved yet). Under torchrun
-    rank 0 alone looks and cleans, and every rank loads the version it found."""
+def resume(root: Path, trainer: Trainer, version: str | None = None) -> VersionState | None:
+    """Load the last complete version (or `version`) into `trainer` (weights, optimizer,
+    baselines, lineage), remove leftovers of interrupted saves, and return it (None: nothing
+    saved yet). Under torchrun rank 0 alone looks and cleans, and every rank loads the version
+    it found."""
     state = None
     if trainer.world.leader:
         clean_partial(root)
-        state = latest_version(root)
+        done = [s for s in complete_versions(root) if version is None or s.version == version]
+        state = done[-1] if done else None
     state = trainer.world.broadcast(state)
     if state is None:
         return None
@@ -178,11 +180,12 @@ def clean_partial(root: Path) -> int:
     return n
 
 
-def prune(root: Path, keep: int) -> list[str]:
-    """Delete all but the newest `keep` complete versions (keep <= 0: delete nothing)."""
+def prune(root: Path, keep: int, protect: str | None = None) -> list[str]:
+    """Delete all but the newest `keep` complete versions (keep <= 0: delete nothing), and never
+    `protect` (the serving version: a rollback continues from it, learner/follow.py)."""
     if keep <= 0:
         return []
-    old = complete_versions(root)[:-keep]
+    old = [s for s in complete_versions(root)[:-keep] if s.version != protect]
     for s in old:
         shutil.rmtree(s.path, ignore_errors=True)
     return [s.version for s in old]

@@ -5,6 +5,7 @@
     resume the last complete version (weights, optimizer, baselines, ledger position)
     re-publish it (idempotent: a crash may have come between save and publish)
     loop until stop_event:
+        follow the fleet: after a rollback, continue from the serving version (learner/follow.py)
         steps_per_version times: read `batch_episodes` scored episodes after the position,
                                  build samples, one training step
         a version past the KL / entropy guard (learner/stats.py) is held back: not saved nor
@@ -48,6 +49,7 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from learner.config import LearnerConfig, LearnerSettings
+from learner.follow import ask_fleet, continue_from_serving, off_the_fleet
 from ledger.ids import new_id
 from ledger.published import BASE_VERSION, PublishedVersion
 from ledger.reads import ScoredReads
@@ -67,6 +69,7 @@ class LearnerReport:
     held_back: list[str] = field(default_factory=list)  # trained, but past a guard: never published
     published: list[str] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)  # sample-building skips
+    followed: list[str] = field(default_factory=list)  # serving versions continued from after a rollback
 
 
 def run_learner(
@@ -89,7 +92,9 @@ def run_learner(
     are not used)."""
     from learner.checkpoint import prune, resume, save_version, save_zero_adapter
     from learner.distributed import World
+    from learner.model_import import resolve_model
     from learner.stats import held_back, version_figures
+    from learner.tiny_model import tiny_settings
     from learner.train import Trainer
 
     cfg = settings.learner
@@ -100,8 +105,8 @@ def run_learner(
     if base is None:  # the built-in tiny model, built once (by rank 0)
         base = world.broadcast(str(_tiny_model(settings.data_dir)) if world.leader else "")
     elif not Path(base).is_dir():  # a known name or a GGUF file, imported once (by rank 0)
-        base = world.broadcast(str(_imported(base, settings.data_dir)) if world.leader else "")
-    cfg = _for_model(cfg, Path(base))
+        base = world.broadcast(str(resolve_model(base, settings.data_dir, log.info)) if world.leader else "")
+    cfg = tiny_settings(cfg, Path(base))
     trainer = Trainer(cfg, Path(base), registry=registry, world=world)
     report = LearnerReport()
 
@@ -129,7 +134,25 @@ def run_learner(
 
     window_start, episodes = position, 0
     held: list[dict[str, Any]] = []  # versions held back since the last saved one (learner/stats.py)
+    fleet = None
     while True:
+        if world.leader:
+            fleet = ask_fleet(publisher)
+        if world.broadcast(fleet is not None and off_the_fleet(parent, fleet, pending)):
+            fleet = world.broadcast(fleet)
+            assert fleet is not None
+            how = continue_from_serving(root, trainer, fleet)
+            dropped = [p.version for p in pending if not p.base_equivalent]
+            pending = [p for p in pending if p.base_equivalent]
+            log.warning(
+                "learner: %s is off the fleet (rolled back); continuing from %s (%s), dropped %s",
+                parent,
+                fleet.serving,
+                how,
+                dropped,
+            )
+            parent = fleet.serving
+            report.followed.append(fleet.serving)
         if world.leader:
             pending = _publish_pending(pending, publisher, report)
         enough = max_versions is not None and len(report.versions) >= max_versions
@@ -192,7 +215,7 @@ def run_learner(
                     traceparent=traced,
                 )
             )
-            prune(root, cfg.keep_versions)
+            prune(root, cfg.keep_versions, protect=fleet.serving if fleet else None)
         parent = version
     if world.leader:
         _publish_pending(pending, publisher, report)
@@ -279,22 +302,6 @@ def _publish_pending(
         if not p.base_equivalent:
             report.published.append(p.version)
     return []
-
-
-def _for_model(cfg: LearnerConfig, base: Path) -> LearnerConfig:
-    """The config, with the tiny random model's settings where it leaves them to the defaults."""
-    from learner.tiny_model import TINY_LEARNER, is_complete
-
-    if not is_complete(base):
-        return cfg
-    unset = {k: v for k, v in TINY_LEARNER.items() if k not in cfg.model_fields_set}
-    return cfg.model_copy(update=unset)
-
-
-def _imported(spec: str | Path, data_dir: Path) -> Path:
-    from learner.model_import import resolve_model
-
-    return resolve_model(spec, data_dir, log.info)
 
 
 def _tiny_model(data_dir: Path) -> Path:

@@ -20,7 +20,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from ledger.published import PublishedVersion
+from learner.follow import Fleet
+from ledger.published import BASE_VERSION, PublishedVersion
 
 TRANSIENT_STATUS = {429, 502, 503, 504}
 
@@ -68,6 +69,12 @@ class HttpPublisher:
                 raise PublishError(f"gateway refused version {version.version}: {last}")
         raise PublishError(f"version {version.version} not published after {self.retries} attempts: {last}")
 
+    def fleet(self) -> Fleet:
+        """What the gateway serves and what it rolled back (learner/follow.py)."""
+        resp = self.client.get(self.url)
+        resp.raise_for_status()
+        return Fleet.from_listing(resp.json())
+
     def close(self) -> None:
         self.client.close()
 
@@ -80,6 +87,12 @@ class FakePublisher:
     published: list[dict[str, Any]] = field(default_factory=list)  # versions
     base_adapters: list[dict[str, Any]] = field(default_factory=list)  # base_equivalent ones
     attempts: int = 0
+    serving: str = BASE_VERSION  # what the fake gateway serves; tests roll back by setting these
+    rolled_back: set[str] = field(default_factory=set)
+
+    def fleet(self) -> Fleet:
+        parents = {v["version"]: v.get("parent") for v in self.published}
+        return Fleet(self.serving, frozenset(self.rolled_back), parents)
 
     def publish(self, version: PublishedVersion) -> None:
         self.attempts += 1

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from rlgw.export_cmd import export
 from rlgw.installed import preflight
+from rlgw.judge_cmd import judge_app
 from rlgw.ledger_cmd import replay_rejected
 from rlgw.options import ConfigOpt, DataDirOpt, HostOpt, PortOpt, RubricsOpt, UpstreamOpt, settings_from
 from rlgw.rubric_cmd import rubric_app, rubric_worker
@@ -27,6 +28,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(versions_app, name="versions")
 app.add_typer(rubric_app, name="rubric")
+app.add_typer(judge_app, name="judge")
 app.add_typer(sessions_app, name="sessions")
 app.command("rubric-worker")(rubric_worker)
 app.command("export")(export)

@@ -66,6 +66,12 @@ class InProcessPublisher:
     def serving(self) -> str:
         return str(self.services.versions.serving)
 
+    def fleet(self) -> Any:
+        from learner.follow import Fleet
+
+        reg = self.services.versions
+        return Fleet.from_listing({"serving": reg.serving, "versions": reg.listing()})
+
 
 @dataclass
 class Stack:

@@ -41,9 +41,9 @@ def scored_gateway(tmp_path: Path, fake_upstream: FakeServer) -> Iterator[tuple[
         for i in range(6):
             reg.stats.rewards["base"][f"b{b}-{i}"] = (at, 0.3 + 0.02 * b + 0.1 * (i % 3))
             reg.stats.rewards["v1"][f"c{b}-{i}"] = (at, 0.5 + 0.03 * b + 0.15 * (i % 2))
-            reg.stats.requests["base"].append((at, True, 20.0 + i))
+            reg.stats.add_request("base", True, 20.0 + i, at)
             if i < 3:  # the canary gets fewer requests, an error every third bucket
-                reg.stats.requests["v1"].append((at, i != 2 or b % 3 != 0, 25.0 + i))
+                reg.stats.add_request("v1", i != 2 or b % 3 != 0, 25.0 + i, at)
     yield gw, admin_key
     stop_gateway(gw)
 

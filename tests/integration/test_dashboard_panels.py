@@ -88,10 +88,10 @@ def busy_gateway(tmp_path: Path, fake_upstream: FakeServer) -> Iterator[tuple[Ga
     for i in range(40):
         at = now - 280 + 7 * i
         reg.stats.rewards["v1"][f"a{i}"] = (at, 0.6 + 0.1 * (i % 4))
-        reg.stats.requests["v1"].append((at, True, 20.0 + i % 5))
+        reg.stats.add_request("v1", True, 20.0 + i % 5, at)
     for i in range(3):  # three canary episodes: an interval far past [0, 1]
         reg.stats.rewards["v2"][f"c{i}"] = (now - 20, float(i % 2))
-        reg.stats.requests["v2"].append((now - 20, i != 2, 30.0))
+        reg.stats.add_request("v2", i != 2, 30.0, now - 20)
     for event, reason, figures in (  # as a following gateway takes them from the versions topic
         ("alarm_kl", "KL to the base 0.41 over its limit 0.3", {"kl": 0.41, "limit": 0.3}),
         ("eval_passed", "held-out reward 0.62 vs parent 0.58", {"reward": 0.62, "parent": 0.58}),

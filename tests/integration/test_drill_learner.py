@@ -94,3 +94,48 @@ def test_learner_killed_mid_save_and_mid_publish_resumes(tmp_path: Path, tiny_mo
         assert [s.version for s in states] == [v1, v2] and states[1].parent == v1
         assert sorted(registered(gw)) == sorted([v1, v2])
         assert leftovers == []
+
+
+def test_learner_killed_during_a_rollback_continues_from_what_serves(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """v1 serves, v2 is its canary; the learner, about to re-publish v2, is SIGKILLed while v2 is
+    rolled back. Restarted, it continues from v1 and never publishes a descendant of v2."""
+    data_dir = tmp_path / "learner-data"
+    data_dir.mkdir()
+    root = data_dir / "learner"
+    flag = data_dir / "paused"
+    with stopping([]) as procs:
+        gw = gateway_on_fake_replica(tmp_path, procs)
+        first = learner(data_dir, gw, tiny_model_dir, "--max-versions", "2")
+        procs.append(first)
+        assert first.popen is not None and first.popen.wait(180) == 0, first.log_tail()
+        v1, v2 = (s.version for s in complete_versions(root))
+        assert httpx.post(f"{gw.root}/admin/versions/{v1}/promote", timeout=10).status_code == 200
+        wait_for(
+            lambda: httpx.get(gw.root + "/admin/versions", timeout=5).json()["canary"] == v2, "v2's canary"
+        )
+
+        second = learner(data_dir, gw, tiny_model_dir, "--pause-at", "publish")
+        procs.append(second)
+        wait_for(lambda: flag.exists() or not second.alive, "the learner to reach the kill point", 120, 0.05)
+        back = httpx.post(f"{gw.root}/admin/versions/{v2}/rollback", json={"reason": "drill"}, timeout=10)
+        assert back.status_code == 200 and back.json()["serving"] == v1
+        second.kill()  # SIGKILL, during the rollback
+        flag.unlink()
+
+        third = learner(data_dir, gw, tiny_model_dir, "--max-versions", "1")
+        procs.append(third)
+        assert third.popen is not None and third.popen.wait(180) == 0, third.log_tail()
+        report = json.loads(third.log_tail(2000).strip().splitlines()[-1])
+        (v3,) = report["versions"]
+        listing = httpx.get(gw.root + "/admin/versions", timeout=5).json()["versions"]
+        parents = {v["id"]: v["parent"] for v in listing}
+        descendants = [v for v, p in parents.items() if p == v2]
+        print(
+            f"\n[drill learner-rollback] serving {v1}, rolled back {v2}; restarted learner saved "
+            f"{report['versions']}, published {report['published']}; {v3}'s parent {parents.get(v3)}; "
+            f"descendants of the rolled-back version published: {len(descendants)}"
+        )
+        assert report["published"] == [v3] and parents[v3] == v1 and descendants == []
+        assert "off the fleet" in third.log_tail(20000)

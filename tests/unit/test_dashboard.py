@@ -30,10 +30,10 @@ def _score_versions(gw: GatewayServer, now: float) -> None:
         reg.stats.rewards["v1"][f"c{i}"] = (at, 0.8 if i % 2 else 0.6)
         reg.stats.rewards["base"][f"b{i}"] = (at, 0.4 if i % 2 else 0.2)
     for i in range(10):
-        reg.stats.requests["v1"].append((now - 50, i != 0, 10.0 * (i + 1)))  # one error
-        reg.stats.requests["base"].append((now - 50, True, 5.0))
+        reg.stats.add_request("v1", i != 0, 10.0 * (i + 1), now - 50)  # one error
+        reg.stats.add_request("base", True, 5.0, now - 50)
     for _ in range(20):
-        reg.stats.requests["base"].append((now - 20, True, 7.0))
+        reg.stats.add_request("base", True, 7.0, now - 20)
 
 
 def test_data_route_reports_each_version(gateway: GatewayServer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -134,3 +135,47 @@ async def test_judge_in_a_toml_rubric_with_timeout_and_errors(tmp_path: Path) ->
         assert "within 0.1s" in s.errors["fast"]
         assert "judge call failed" in s.errors["down"]
         assert "no judge endpoint" in s.errors["unset"]
+
+
+def test_rlgw_judge_probe_reports_and_alarms_on_drift(tmp_path: Path) -> None:
+    import threading
+
+    from typer.testing import CliRunner
+
+    from rlgw.cli import app
+
+    urls: dict[str, str] = {}
+    stop = threading.Event()
+
+    def run(name: str, grade: Callable[[str], str]) -> None:
+        async def main() -> None:
+            async with serve(judge_app(grade)) as url:
+                urls[name] = url
+                while not stop.is_set():
+                    await asyncio.sleep(0.05)
+
+        asyncio.run(main())
+
+    for name, grade in (("honest", honest), ("gullible", gullible)):
+        threading.Thread(target=run, args=(name, grade), daemon=True).start()
+    try:
+        while len(urls) < 2:
+            threading.Event().wait(0.02)
+        runner = CliRunner()
+        base = tmp_path / "base.json"
+        first = runner.invoke(
+            app, ["judge", "probe", "--url", urls["honest"], "--model", "j", "--out", str(base)]
+        )
+        assert first.exit_code == 0, first.output
+        assert json.loads(base.read_text())["false_positive_rate"] == 0.0
+        again = runner.invoke(
+            app, ["judge", "probe", "--url", urls["honest"], "--model", "j", "--baseline", str(base)]
+        )
+        assert again.exit_code == 0, again.output
+        worse = runner.invoke(
+            app, ["judge", "probe", "--url", urls["gullible"], "--model", "j", "--baseline", str(base)]
+        )
+        assert worse.exit_code == 1 and "judge drift: false_positive_rate" in worse.output
+        assert runner.invoke(app, ["judge", "probe"]).exit_code == 2
+    finally:
+        stop.set()
