@@ -24,6 +24,7 @@ from ledger.ids import new_id
 from ledger.plain import plain
 from ledger.recorder import Recorder
 from ledger.records import TOPIC_TURNS, Encoded, EpisodeEnd, Turn
+from ledger.sampling import sampling_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,7 @@ class TurnWriter:
             ttft_ms=None if ttft is None else ttft * 1000.0,
             stream=call.stream,
             request={k: v for k, v in body.items() if k != "metadata"},
+            sampling=sampling_of(body).model_dump(),
             choices=choices,
             usage=usage,
             prompt_token_ids=prompt_ids if complete else None,

@@ -81,7 +81,7 @@ def outlive_reraised_signals() -> None:
         signal.signal(sig, lambda *_: None)
 
 
-def run_up(settings: Settings, model: Path | None, rubrics: list[Any] | None = None) -> None:
+def run_up(settings: Settings, model: str | Path | None, rubrics: list[Any] | None = None) -> None:
     """`rlgw up`: everything in one process until Ctrl-C, shown live (rlgw/live_view.py)."""
     from rich.console import Console
 
