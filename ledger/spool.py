@@ -34,7 +34,6 @@ import fcntl
 import io
 import logging
 import os
-import struct
 import threading
 import zlib
 from collections.abc import Sequence
@@ -42,13 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
 from ledger import rejected
+from ledger.spool_files import HEADER as _HEADER
+from ledger.spool_files import SpoolMetrics, load_cursor, recover, store_cursor
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("<IIHH")
 RESET_AT_BYTES = 1 << 20  # a drained segment is started afresh past this size (not at every drain)
 SpoolItem = tuple[str, str, bytes]  # (topic, key, value)
 
@@ -62,25 +62,6 @@ class Cursor:
     segment: int
     offset: int
     count: int  # entries read up to here since the last commit
-
-
-class SpoolMetrics:
-    def __init__(self, registry: CollectorRegistry | None) -> None:
-        self.bytes = Gauge("rlgw_spool_bytes", "Bytes waiting in the disk spool", registry=registry)
-        self.records = Gauge("rlgw_spool_records", "Records waiting in the disk spool", registry=registry)
-        self.alarm = Gauge("rlgw_spool_alarm", "1 while the spool is past its alarm size", registry=registry)
-        self.appended = Counter("rlgw_spool_appended", "Records written to the spool", registry=registry)
-        self.drained = Counter("rlgw_spool_drained", "Records drained from the spool", registry=registry)
-        self.write_errors = Counter(
-            "rlgw_spool_write_errors",
-            "Spool writes the disk refused (full, read-only or failing); the records were kept",
-            registry=registry,
-        )
-        self.rejected = Counter(
-            "rlgw_spool_rejected",
-            "Records the bus rejected for good, kept in <spool>/rejected",
-            registry=registry,
-        )
 
 
 class Spool:
@@ -290,50 +271,15 @@ class Spool:
         return sorted(int(p.stem) for p in self.dir.glob("*.seg") if p.stem.isdigit())
 
     def _load_cursor(self) -> tuple[int, int]:
-        path = self.dir / "cursor"
-        try:
-            seg, off = path.read_text().split()
-            return int(seg), int(off)
-        except (FileNotFoundError, ValueError):
-            segs = self._segments()
-            return (segs[0] if segs else 1), 0
+        return load_cursor(self.dir, self._segments())
 
     def _store_cursor(self) -> None:
-        """Overwritten in place, fixed width (no new file, so no metadata for the disk's journal
-        at every drain; one sector, so never torn), fsynced only with `always`: a killed process
-        leaves it in the page cache, and a cursor lost to a power cut replays records, which
-        readers dedupe."""
         if self._cursor_fd is None:
             self._cursor_fd = os.open(self.dir / "cursor", os.O_RDWR | os.O_CREAT, 0o644)
-        os.pwrite(self._cursor_fd, f"{self._read_seg:012d} {self._read_off:020d}\n".encode(), 0)
-        if self._fsync == "always":
-            os.fsync(self._cursor_fd)
+        store_cursor(self._cursor_fd, self._read_seg, self._read_off, fsync=self._fsync == "always")
 
     def _recover(self) -> tuple[int, int]:
-        """Count what is left to drain; cut a torn or corrupt tail off the last segments."""
-        records = size = 0
-        for seg in self._segments():
-            if seg < self._read_seg:
-                self._seg_path(seg).unlink()  # drained before a crash, not yet deleted
-                continue
-            path = self._seg_path(seg)
-            data = path.read_bytes()
-            off = good = self._read_off if seg == self._read_seg else 0
-            while off + _HEADER.size <= len(data):
-                n, crc, _t, _k = _HEADER.unpack_from(data, off)
-                payload = data[off + _HEADER.size : off + _HEADER.size + n]
-                if len(payload) < n or zlib.crc32(payload) != crc:
-                    break
-                off += _HEADER.size + n
-                good = off
-                records += 1
-            start = self._read_off if seg == self._read_seg else 0
-            size += good - start
-            if good < len(data):
-                log.warning("spool segment %s: dropping a torn tail of %d bytes", path, len(data) - good)
-                with open(path, "r+b") as fh:
-                    fh.truncate(good)
-        return records, size
+        return recover(self._segments(), self._seg_path, self._read_seg, self._read_off)
 
     def _update_gauges(self) -> None:
         self.metrics.bytes.set(self._bytes)
