@@ -1,7 +1,8 @@
 """What the gateway adds to a request: latency, time to first chunk, stream time, CPU.
 
-Starts a fast fake upstream and three gateways (recording off, recording on into memory,
-recording on into the local durable log) as separate processes, then drives the same load
+Starts a fast fake upstream and four gateways (recording off, recording on into memory,
+recording on into the local durable log, the same with `ledger.ack = "durable"`) as separate
+processes, then drives the same load
 directly and through each gateway, interleaved in rounds, at concurrency 1 and 16,
 non-streaming and streaming. Prints added p50/p99, added time-to-first-chunk and total stream
 time, requests/s relative to direct, and gateway CPU-ms per request (on-CPU time of
@@ -123,7 +124,11 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=400, help="requests per target per round and case")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--modes", default="off,memory,local", help="gateway recording modes to compare")
+    ap.add_argument(
+        "--modes",
+        default="off,memory,local,durable",
+        help="gateway recording modes to compare (durable: local with ledger.ack = durable)",
+    )
     ap.add_argument(
         "--doors", default="chat", help="front doors to drive on each gateway (chat,responses,messages)"
     )
@@ -197,7 +202,7 @@ async def main() -> None:
         print("stream rows: p50/p99 are whole-stream times (so +p50 is the total stream time added)")
         for conc in (1, 16):
             off = summary.get(f"c={conc} plain|gw:off", {}).get("cpu_ms_per_req")
-            for mode in ("memory", "local"):
+            for mode in ("memory", "local", "durable"):
                 on = summary.get(f"c={conc} plain|gw:{mode}", {}).get("cpu_ms_per_req")
                 if off and on:
                     share = (on - off) / on * 100

@@ -1,6 +1,7 @@
 """A gateway process for benchmarks: the real app, recording on (memory or local bus) or off.
+`durable`: the local bus with `ledger.ack = "durable"` (each reply waits for the spool's group commit).
 
-python benchmarks/gateway_server.py --port P --upstream URL [--record off|memory|local] [--data-dir D]
+python benchmarks/gateway_server.py --port P --upstream URL [--record off|memory|local|durable] [--data-dir D]
 """
 
 from __future__ import annotations
@@ -29,17 +30,18 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--upstream", required=True)
-    p.add_argument("--record", choices=["off", "memory", "local"], default="memory")
+    p.add_argument("--record", choices=["off", "memory", "local", "durable"], default="memory")
     p.add_argument("--data-dir", type=Path, default=None)
     a = p.parse_args()
     data_dir = a.data_dir or Path(tempfile.mkdtemp(prefix="rlgw-bench-"))
-    bus_kind = "local" if a.record == "local" else "memory"
+    bus_kind = "local" if a.record in ("local", "durable") else "memory"
+    ack = "durable" if a.record == "durable" else "async"
     settings = Settings(
         data_dir=data_dir,
         gateway={"upstreams": [a.upstream], "port": a.port},  # type: ignore[arg-type]
-        ledger={"bus": bus_kind, "store": "memory"},  # type: ignore[arg-type]
+        ledger={"bus": bus_kind, "store": "memory", "ack": ack},  # type: ignore[arg-type]
     )
-    if a.record == "local":
+    if bus_kind == "local":
         from ledger.wiring import open_ledger
 
         recorder = open_ledger(settings, record_queue=settings.gateway.record_queue).recorder

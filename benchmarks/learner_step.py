@@ -25,6 +25,8 @@ boundaries vary: torch.compile makes them dynamic at its first recompile, in the
 Figures are printed per run and as one JSON line at the end.
 
     python benchmarks/learner_step.py [--quick] [--device cpu|cuda] [--compile]
+    python benchmarks/learner_step.py --model smollm2 [...]   the learner's own step on a real
+                                      checkpoint, on the CPU (benchmarks/learner_model_step.py)
 """
 
 from __future__ import annotations
@@ -155,9 +157,9 @@ def train_step(
             input_ids=b.input_ids, position_ids=b.position_ids, use_cache=False, **b.attention_kwargs
         )
         hidden = hidden.last_hidden_state[0]  # (T, H)
-        logps, _ = chunked_logprobs(
+        logps = chunked_logprobs(
             hidden[b.predict_at], b.targets, model.lm_head, chunk, recompute=recompute
-        )
+        ).logprobs
         loss, _ = policy_gradient_loss(logps, b.behaviour, b.advantages, clip=2.0, normaliser=n_loss)
         loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -227,6 +229,11 @@ def compiled_body(model: Any, scope: str) -> Callable[..., Any]:
 
 
 def main() -> None:
+    if "--model" in sys.argv:  # a real checkpoint through the learner's Trainer
+        from learner_model_step import main as model_main
+
+        model_main(sys.argv[1:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps and shapes (a smoke run)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -7,7 +7,7 @@ chat_request.py, feedback: gateway/feedback.py); errors render in OpenAI's shape
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -18,12 +18,14 @@ from gateway.admin import add_version_routes
 from gateway.auth import Principal, require_admin
 from gateway.bodies import parse_body, read_json
 from gateway.chat_request import ChatCompletionRequest
+from gateway.durability import made_durable, refuse_if_full
 from gateway.episodes import CallContext, resolve_episode
 from gateway.errors import NoReplica, NotFound
 from gateway.feedback import FeedbackIn
 from gateway.hot_path import CHAT_PATH
 from gateway.messages import messages_router
 from gateway.openapi import document_body
+from gateway.opsview import readiness, shows_addresses, update_metrics
 from gateway.responses import responses_router
 from gateway.services import Services
 from gateway.sessions import sessions_router
@@ -83,7 +85,9 @@ def add_api_routes(app: FastAPI, svc: Services) -> None:
         ):
             raw["episode_id"] = principal.episode_id  # a session key's (or /e/ path's) episode
         fb = parse_body(FeedbackIn, raw)
+        refuse_if_full(svc.recorder)
         record = await svc.feedback.give(fb, principal.tenant)
+        await made_durable(svc.recorder)
         return {"id": record.id, "episode_id": record.episode_id, "status": "accepted"}
 
     document_body(app, "/v1/feedback", "post", FeedbackIn)
@@ -91,8 +95,10 @@ def add_api_routes(app: FastAPI, svc: Services) -> None:
     @app.post("/v1/episodes/{episode_id}/end")
     async def end_episode(episode_id: str, request: Request) -> dict[str, Any]:
         principal = auth(request)
+        refuse_if_full(svc.recorder)
         svc.turns.end_episode(episode_id, principal.tenant, "client")
         svc.sessions.end(principal.tenant, episode_id)
+        await made_durable(svc.recorder)
         return {"episode_id": episode_id, "status": "ended"}
 
     def read_episode(episode_id: str, tenant: str | None) -> dict[str, Any]:
@@ -119,22 +125,13 @@ def add_api_routes(app: FastAPI, svc: Services) -> None:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz() -> Response:
-        healthy = svc.pool.healthy()
-        status: Literal["ready", "unavailable"] = "ready" if healthy else "unavailable"
-        body = {
-            "status": status,
-            "replicas": [{"url": r.url, "healthy": r.healthy} for r in svc.pool.replicas],
-        }
-        return Response(
-            orjson.dumps(body), status_code=200 if healthy else 503, media_type="application/json"
-        )
+    async def readyz(request: Request) -> Response:
+        expose = svc.settings.gateway.expose_upstreams
+        addresses = shows_addresses(svc.keys, request.headers.get("authorization"), expose)
+        ready, body = readiness(svc.pool, svc.recorder, addresses)
+        return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json")
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        m = svc.metrics
-        m.record_queue.set(svc.recorder.pending)
-        for r in svc.pool.replicas:
-            m.replica_healthy.labels(r.url).set(1 if r.healthy else 0)
-            m.replica_outstanding.labels(r.url).set(r.outstanding)
-        return Response(m.render(), media_type="text/plain; version=0.0.4")
+        update_metrics(svc.metrics, svc.pool, svc.recorder, svc.settings.gateway.expose_upstreams)
+        return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -12,8 +12,9 @@ import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
-from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.errors import ClientGone, InvalidRequest, PayloadTooLarge
 
 WRITABLE_DEPTH = 250  # orjson and pydantic write ~255 levels of nesting
 Body = TypeVar("Body", bound=BaseModel)
@@ -26,11 +27,14 @@ async def read_json(request: Request, limit: int) -> Any:
     if length is not None and length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(f"request body over {limit} bytes", code="body_too_large")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body over {limit} bytes", code="body_too_large")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body over {limit} bytes", code="body_too_large")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:  # counted as such, never logged as our error
+        raise ClientGone("the client went away before its request body arrived") from exc
     data = b"".join(chunks)
     try:
         value = orjson.loads(data)

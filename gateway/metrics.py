@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gateway.errors import APIError, ClientGone
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -29,6 +31,27 @@ class Metrics:
         )
         self.errors = Counter("rlgw_errors", "Error replies by type", ["type"], registry=r)
         self.record_queue = Gauge("rlgw_record_queue", "Records waiting for the ledger", registry=r)
+        self.disconnects = Counter(
+            "rlgw_client_disconnects",
+            "Clients that went away before their reply was complete (during: request | reply)",
+            ["during"],
+            registry=r,
+        )
+        self.disk_outage = Gauge(
+            "rlgw_ledger_disk_outage",
+            "1 while the ledger's disk refuses writes (records wait in memory)",
+            registry=r,
+        )
+        self.disk_errors = Gauge(
+            "rlgw_ledger_disk_errors",
+            "Ledger disk writes refused since start (full, failing, read-only)",
+            registry=r,
+        )
+        self.memory_bytes = Gauge(
+            "rlgw_ledger_memory_bytes",
+            "Record bytes held in memory while the ledger's disk refuses them",
+            registry=r,
+        )
         self.replica_healthy = Gauge(
             "rlgw_replica_healthy", "1 if a replica is healthy", ["replica"], registry=r
         )
@@ -54,6 +77,13 @@ class Metrics:
         latency.observe(seconds)
         if ttft is not None:
             first.observe(ttft)
+
+    def api_error(self, exc: APIError) -> None:
+        """An error answered: a client that went away is counted as such, not as our error."""
+        if isinstance(exc, ClientGone):
+            self.disconnects.labels("request").inc()
+        else:
+            self.errors.labels(exc.type).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

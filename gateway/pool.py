@@ -3,7 +3,9 @@
 Balancing is least-outstanding-requests over healthy replicas. A replica that refuses a
 connection (or answers 503 before generating anything) is marked unhealthy and the request
 goes to another one — only before any byte has reached the client. A background probe
-(`GET {url}/models`) marks replicas healthy again and learns each one's model names.
+(`GET {url}/models`) marks replicas healthy again and learns each one's model names; a replica
+first seen healthy, or back after being down, is also asked whether it returns token ids and
+log-probs (gateway/capabilities.py). A request body may depend on the replica it goes to.
 
 With full-weight versions (docs/full-weights.md) each replica holds one set of weights
 (`Replica.weights`, a version id) and a request names the replicas that hold its version
@@ -16,12 +18,13 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import orjson
 
+from gateway.capabilities import probe_tokens
 from gateway.errors import NoReplica, UpstreamError, UpstreamTimeout
 from gateway.upstream import ConnectFailed, Endpoint, Response, UpstreamIOError
 
@@ -45,6 +48,7 @@ class Replica:
     weights: str = "base"  # the version whose full weights it serves (its start weights: base)
     draining: bool = False  # being swapped: no new requests route to it
     launched: bool = False  # started by the gateway's launcher (rolling swaps), stopped by it
+    tokens: bool | None = None  # returns token ids and log-probs (None: not known yet, asked for)
 
     def adapter_changed(self, name: str, loaded: bool) -> None:
         """Record a load or unload this gateway just made, ahead of the next probe's listing."""
@@ -121,9 +125,10 @@ class Pool:
 
     @asynccontextmanager
     async def post(
-        self, path: str, body: bytes, only: frozenset[str] | None = None
+        self, path: str, body: bytes | Callable[[Replica], bytes], only: frozenset[str] | None = None
     ) -> AsyncIterator[tuple[Replica, Response]]:
-        """POST to the least-loaded healthy replica (of `only`), failing over on connect errors / 503."""
+        """POST to the least-loaded healthy replica (of `only`), failing over on connect errors / 503.
+        `body` may be a function of the replica (what it supports shapes the request)."""
         tried: set[str] = set()
         reachable = len(self.replicas) if only is None else len(only)
         while True:
@@ -131,8 +136,9 @@ class Pool:
             tried.add(replica.url)
             replica.outstanding += 1
             try:
+                data = body(replica) if callable(body) else body
                 try:
-                    resp = await replica.endpoint.request("POST", path, body, timeout_s=self._request_timeout)
+                    resp = await replica.endpoint.request("POST", path, data, timeout_s=self._request_timeout)
                 except ConnectFailed as exc:
                     self._mark_down(replica, f"connect: {exc}")
                     if len(tried) >= reachable:
@@ -160,6 +166,20 @@ class Pool:
         if replica.healthy:
             log.warning("replica %s marked unhealthy: %s", replica.url, why)
         replica.healthy, replica.last_error = False, why
+        replica.tokens = None  # what comes back may be another server: ask it again
+
+    async def _probe_tokens(self, replica: Replica) -> None:
+        """Ask a replica whether it returns token ids and log-probs (once per recovery)."""
+        if replica.tokens is not None or not replica.models:
+            return
+        timeout_s = max(self._connect_timeout, 1.0) * 5
+        replica.tokens = await probe_tokens(replica.endpoint, replica.models[0], timeout_s)
+        if replica.tokens is False:
+            log.warning(
+                "replica %s does not return token ids / log-probs: its turns are recorded without "
+                "them (the learner skips such turns)",
+                replica.url,
+            )
 
     async def check(self, replica: Replica) -> bool:
         asked_at = time.monotonic()
@@ -175,6 +195,7 @@ class Pool:
             if not replica.healthy:
                 log.info("replica %s is healthy again", replica.url)
             replica.healthy, replica.last_error, replica.slow_probes = True, "", 0
+            await self._probe_tokens(replica)
         except TimeoutError as exc:
             # A busy engine may answer a probe late; a dead one refuses connections (below).
             replica.slow_probes += 1

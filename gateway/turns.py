@@ -24,6 +24,7 @@ from ledger.ids import new_id
 from ledger.plain import plain
 from ledger.recorder import Recorder
 from ledger.records import TOPIC_TURNS, Encoded, EpisodeEnd, Turn
+from ledger.sampling import sampling_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +56,10 @@ class TurnWriter:
         ttft: float | None = None,
         error: str | None = None,
         group_id: str | None = None,
+        status: int = 200,
     ) -> None:
-        """The client's turn; ends its episode when the client said so."""
+        """The client's turn (`status`: what the client got; a broken stream's is not 200);
+        ends its episode when the client said so."""
         ctx = call.ctx
         turn = self._turn(
             call,
@@ -69,6 +72,7 @@ class TurnWriter:
             ttft=ttft,
             error=error,
             group_id=group_id,
+            status=status,
         )
         self._write(turn)
         self.index.add(ctx.turn_id, ctx.episode.episode_id, ctx.tenant)
@@ -124,6 +128,7 @@ class TurnWriter:
         error: str | None = None,
         group_id: str | None = None,
         extra_meta: dict[str, Any] | None = None,
+        status: int = 200,
     ) -> dict[str, Any]:
         body = call.body
         raw_meta = body.get("metadata")
@@ -145,6 +150,7 @@ class TurnWriter:
             ttft_ms=None if ttft is None else ttft * 1000.0,
             stream=call.stream,
             request={k: v for k, v in body.items() if k != "metadata"},
+            sampling=sampling_of(body).model_dump(),
             choices=choices,
             usage=usage,
             prompt_token_ids=prompt_ids if complete else None,
@@ -152,5 +158,6 @@ class TurnWriter:
             task=call.ctx.episode.task,
             metadata=meta,
             group_id=group_id,
+            status=status,
             error=error,
         )

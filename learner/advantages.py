@@ -63,6 +63,12 @@ class Advantages:
             key = (s.rubric, s.task)
             self.baseline[key] += self.alpha * (s.reward - self.baseline[key])
 
+    def observe(self, rubric: str, task: str, reward: float) -> None:
+        """Move one baseline towards a reward that is not trained on (a re-score, learner/selection.py)."""
+        key = (rubric, task)
+        self.baseline.setdefault(key, reward)
+        self.baseline[key] += self.alpha * (reward - self.baseline[key])
+
     def state_dict(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "baseline": [[k[0], k[1], v] for k, v in self.baseline.items()]}
 

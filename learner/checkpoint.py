@@ -6,7 +6,8 @@
                                         in the serving dtype (learner/full_save.py)
         master.safetensors              (full, served in another dtype) the training-dtype weights
         optimizer.pt                    AdamW state
-        state.json                      version, parent, seq, step, data_window, lineage, baselines
+        state.json                      version, parent, seq, step, data_window, lineage, baselines,
+                                        trained episodes
         COMPLETE                        the marker, written last
     <root>/versions/.tmp-<version>-*/   a save in progress (or a crash's leftover): ignored, removed
 
@@ -44,6 +45,7 @@ class VersionState:
     data_window: dict[str, Any] = field(default_factory=dict)  # ledger positions trained on
     lineage: list[str] = field(default_factory=list)  # base version first, this one last
     advantages: dict[str, Any] = field(default_factory=dict)
+    trained_episodes: list[str] = field(default_factory=list)  # learner/selection.py
     created_at: float = 0.0
     path: str = ""  # the version's dir (filled on read)
 
@@ -84,6 +86,7 @@ def save_version(
             data_window=data_window,
             lineage=[*trainer.lineage, version],
             advantages=trainer.advantages.state_dict(),
+            trained_episodes=trainer.trained.state(),
             created_at=time.time(),
         )
         (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1))
@@ -162,6 +165,7 @@ def resume(root: Path, trainer: Trainer, version: str | None = None) -> VersionS
     opt = torch.load(path / "optimizer.pt", map_location=trainer.device, weights_only=True)
     trainer.optimizer.load_state_dict(opt)
     trainer.advantages.load_state_dict(state.advantages)
+    trainer.trained.load(state.trained_episodes)
     trainer.lineage = list(state.lineage)
     trainer.steps = state.step
     return state

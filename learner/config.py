@@ -37,8 +37,16 @@ class LearnerConfig(Section):
     """Optimizer steps between published versions."""
     clip: float = 2.0
     """Importance weights are truncated at this value."""
-    kl_coef: float = 0.0
-    """Weight of the KL penalty to the base model (0: off)."""
+    kl_coef: float = 0.05
+    """Weight of the KL penalty to the base model (0: off). The defaults of this section are for a
+    pretrained model; the built-in tiny random model runs with KL and the guards off
+    (learner.tiny_model.TINY_LEARNER)."""
+    max_kl_base: float = 0.5
+    """A version whose mean KL to the base model exceeds this (nats per loss token) is held back,
+    never published (learner/stats.py). 0: no limit."""
+    max_entropy_rise: float = 1.0
+    """A version whose mean entropy exceeds the base model's on the same tokens by more than this
+    (nats) is held back, never published (learner/stats.py). 0: no limit."""
     max_staleness: int = 4
     """Samples served more than this many versions ago are skipped."""
     device: str = "auto"
@@ -66,7 +74,8 @@ class LearnerConfig(Section):
     baseline_alpha: float = 0.1
     """Step size of the running reward baseline per (rubric, task key)."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """Training dtype of the base weights (auto: bfloat16 on CUDA, float32 on CPU)."""
+    """Training dtype of the base weights (auto: bfloat16 on CUDA; on the CPU bfloat16 for a
+    bfloat16 folder where the CPU has bf16 instructions, else float32: learner.train.auto_dtype)."""
     checkpoint_dir: Path | None = None
     """Where versions are saved. Default: <data_dir>/learner."""
     keep_versions: int = 0

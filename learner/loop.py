@@ -8,7 +8,11 @@
         follow the fleet: after a rollback, continue from the serving version (learner/follow.py)
         steps_per_version times: read `batch_episodes` scored episodes after the position,
                                  build samples, one training step
-        save the version atomically (its data window: the ledger positions it read)
+        a version past the KL / entropy guard (learner/stats.py) is held back: not saved nor
+            published, the weights go back to its parent's, and the next version's data window
+            covers its steps and names it (`held_back`)
+        save the version atomically (its data window: the ledger positions it read, and its
+            training figures as `training`)
         publish it (a gateway that stays down leaves it pending; it is retried before the next)
 
 The read side is the ledger's `ScoredReads` seam (`ledger.reads`): `scored(after, limit=...)`
@@ -46,6 +50,7 @@ from prometheus_client import CollectorRegistry
 
 from learner.config import LearnerConfig, LearnerSettings
 from learner.follow import ask_fleet, continue_from_serving, off_the_fleet
+from learner.publish import publish_pending
 from ledger.ids import new_id
 from ledger.published import BASE_VERSION, PublishedVersion
 from ledger.reads import ScoredReads
@@ -62,6 +67,7 @@ log = logging.getLogger(__name__)
 class LearnerReport:
     steps: list[Any] = field(default_factory=list)  # StepStats, one per step
     versions: list[str] = field(default_factory=list)  # saved, in order
+    held_back: list[str] = field(default_factory=list)  # trained, but past a guard: never published
     published: list[str] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)  # sample-building skips
     followed: list[str] = field(default_factory=list)  # serving versions continued from after a rollback
@@ -87,6 +93,9 @@ def run_learner(
     are not used)."""
     from learner.checkpoint import prune, resume, save_version, save_zero_adapter
     from learner.distributed import World
+    from learner.model_import import resolve_model
+    from learner.stats import held_back, version_figures
+    from learner.tiny_model import build_tiny_model, tiny_settings
     from learner.train import Trainer
 
     cfg = settings.learner
@@ -97,7 +106,11 @@ def run_learner(
     root = Path(cfg.checkpoint_dir or settings.data_dir / "learner").resolve()
     base = model_dir or cfg.model
     if base is None:  # the built-in tiny model, built once (by rank 0)
-        base = world.broadcast(str(_tiny_model(settings.data_dir)) if world.leader else "")
+        tiny = build_tiny_model(settings.data_dir / "tiny-model") if world.leader else ""
+        base = world.broadcast(str(tiny))
+    elif not Path(base).is_dir():  # a known name or a GGUF file, imported once (by rank 0)
+        base = world.broadcast(str(resolve_model(base, settings.data_dir, log.info)) if world.leader else "")
+    cfg = tiny_settings(cfg, Path(base))
     trainer = Trainer(cfg, Path(base), registry=registry, world=world)
     report = LearnerReport()
 
@@ -125,6 +138,8 @@ def run_learner(
             "learner resumed from %s (seq %d, step %d, position %s)", last.version, seq, last.step, position
         )
 
+    window_start, episodes = position, 0
+    held: list[dict[str, Any]] = []  # versions held back since the last saved one (learner/stats.py)
     fleet = None
     while True:
         if world.leader:
@@ -145,26 +160,43 @@ def run_learner(
             parent = fleet.serving
             report.followed.append(fleet.serving)
         if world.leader:
-            pending = _publish_pending(pending, publisher, report)
+            pending = publish_pending(pending, publisher, report.published)
         enough = max_versions is not None and len(report.versions) >= max_versions
         if world.broadcast(stop_event.is_set() or enough):
             break
-        window_start, episodes, first_step = position, 0, len(report.steps)
+        first_step, snapshot = len(report.steps), trainer.snapshot()
         with tracer.start_as_current_span("learner.version") as version_span:
             for _ in range(cfg.steps_per_version):
                 batch = _read_batch(read_samples, position, cfg, stop_event) if world.leader else []
-                built = world.broadcast(_samples(batch, cfg.max_sample_tokens) if batch else None)
+                built = world.broadcast(_samples(batch, trainer, cfg.max_sample_tokens) if batch else None)
                 if built is None:
                     break  # stopping
                 if batch:
                     position, episodes = batch[-1].position, episodes + len(batch)
                 report.steps.append(_step(trainer, *built, batch, report, tracer))
-            if world.broadcast(stop_event.is_set() and episodes == 0):
+            if world.broadcast(stop_event.is_set() and len(report.steps) == first_step):
                 break
             seq += 1
             version = f"v{seq}-{new_id()[-6:]}"
+            figures = version_figures(report.steps[first_step:])
+            reason = held_back(figures, max_kl_base=cfg.max_kl_base, max_entropy_rise=cfg.max_entropy_rise)
+            if reason is not None and snapshot is not None:
+                # not published: back to its parent's weights; the next version's window
+                # covers these steps' data too, and names this one
+                log.warning("learner held back %s (parent %s): %s; %s", version, parent, reason, figures)
+                trainer.restore(snapshot)
+                trainer.metrics.observe_held_back()
+                report.held_back.append(version)
+                held.append({"version": version, "reason": reason, "training": figures})
+                continue
             window: dict[str, Any] = {"after": window_start, "until": position, "episodes": episodes}
-            window |= {"steps": trainer.steps, TRAINING_KEY: training_window(report.steps[first_step:])}
+            window |= {
+                "steps": trainer.steps,
+                TRAINING_KEY: training_window(report.steps[first_step:], figures),
+            }
+            if held:
+                window["held_back"], held = held, []
+            window_start, episodes = position, 0
             state = None
             if world.leader:
                 state = save_version(
@@ -191,32 +223,38 @@ def run_learner(
                 )
             )
             if cfg.keep_versions > 0:
-                pending = _publish_pending(pending, publisher, report)  # so the gateway knows it
+                pending = publish_pending(pending, publisher, report.published)  # so the gateway knows it
                 now = ask_fleet(publisher)
                 prune(root, cfg.keep_versions, now.protect(pending) if now else None)
         parent = version
     if world.leader:
-        _publish_pending(pending, publisher, report)
+        publish_pending(pending, publisher, report.published)
     return report
 
 
-def _samples(batch: Sequence[Any], max_tokens: int) -> tuple[list[Any], Counter[str]]:
-    """The training samples of a batch of scored episodes, and what was skipped building them."""
+def _samples(
+    batch: Sequence[Any], trainer: Any, max_tokens: int
+) -> tuple[list[Any], Counter[str], list[tuple[str, str, float]]]:
+    """The training samples of a batch of scored episodes (each episode once, with one reward:
+    learner/selection.py), what was skipped building them, and the baseline-only rewards."""
     from learner.samples import build_samples
+    from learner.selection import select
 
+    chosen = select(batch, trainer.trained)
     samples = []
-    skipped: Counter[str] = Counter()
-    for item in _latest_scores(batch):
-        built, stats = build_samples(item.score, item.episode, max_tokens=max_tokens)
+    skipped: Counter[str] = Counter(chosen.skipped)
+    for item, score in chosen.items:
+        built, stats = build_samples(score, item.episode, max_tokens=max_tokens)
         samples += built
         skipped.update({k: v for k, v in stats.counts.items() if k not in ("samples", "turns_continued")})
-    return samples, skipped
+    return samples, skipped, chosen.baseline_only
 
 
 def _step(
     trainer: Any,
     samples: list[Any],
     skipped: Counter[str],
+    baseline_only: list[tuple[str, str, float]],
     batch: Sequence[Any],
     report: LearnerReport,
     tracer: Any,
@@ -224,6 +262,8 @@ def _step(
     """One training step, in a span linked to the scores it trains on (rank 0 has the batch)."""
     report.skipped.update(skipped)
     trainer.metrics.observe_skips(dict(skipped))
+    for rubric, task, reward in baseline_only:  # re-scores of trained episodes (learner/selection.py)
+        trainer.advantages.observe(rubric, task, reward)
     if trainer.steps == 0:
         log.info("learner first step: %d samples", len(samples), extra={"learner_phase": "first_step"})
     with tracer.start_as_current_span("learner.step", links=_trained_on(batch)) as span:
@@ -250,14 +290,6 @@ def _read_batch(
     return []
 
 
-def _latest_scores(batch: Sequence[Any]) -> list[Any]:
-    """Within one read, a re-score supersedes an earlier score of the same episode and rubric."""
-    latest: dict[tuple[str, str, str], Any] = {}
-    for item in batch:
-        latest[(item.score.tenant, item.episode.episode_id, item.score.rubric)] = item
-    return list(latest.values())
-
-
 def _trained_on(batch: Sequence[Any]) -> list[Any]:
     """Links to the spans of the scores in a batch, each followed by its turns' (bounded)."""
     targets: list[tuple[str | None, dict[str, str]]] = []
@@ -265,24 +297,3 @@ def _trained_on(batch: Sequence[Any]) -> list[Any]:
         targets.append((item.score.traceparent, {"rlgw.score_id": item.score.id}))
         targets += [(t.traceparent, {"rlgw.turn_id": t.id}) for t in item.episode.turns]
     return links(targets)
-
-
-def _publish_pending(
-    pending: list[PublishedVersion], publisher: Any, report: LearnerReport
-) -> list[PublishedVersion]:
-    """Publish saved versions in order; stop at the first failure and keep the rest pending."""
-    for i, p in enumerate(pending):
-        try:
-            publisher.publish(p)
-        except Exception as exc:  # the boundary: whatever the gateway says, retry before the next
-            log.error("learner could not publish %s (will retry): %s", p.version, exc)
-            return pending[i:]
-        if not p.base_equivalent:
-            report.published.append(p.version)
-    return []
-
-
-def _tiny_model(data_dir: Path) -> Path:
-    from learner.tiny_model import build_tiny_model
-
-    return build_tiny_model(data_dir / "tiny-model")

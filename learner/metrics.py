@@ -6,7 +6,18 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-GAUGES = ("loss", "reward_mean", "entropy", "ratio_mean", "ratio_max", "clipped_fraction", "kl")
+GAUGES = (  # the last step's figures (learner/stats.py); kl_base / entropy_base: when measured
+    "loss",
+    "reward_mean",
+    "entropy",
+    "entropy_base",
+    "kl_base",
+    "ratio_mean",
+    "ratio_min",
+    "ratio_max",
+    "clipped_frac",
+    "tokens_per_s",
+)
 
 
 class LearnerMetrics:
@@ -21,6 +32,11 @@ class LearnerMetrics:
             "rlgw_learner_skipped", "Samples or turns skipped, by reason", ["reason"], registry=registry
         )
         self.versions = Counter("rlgw_learner_versions", "Versions saved and published", registry=registry)
+        self.held_back = Counter(
+            "rlgw_learner_held_back",
+            "Versions past a KL or entropy guard, never published",
+            registry=registry,
+        )
         self.gauges = {
             name: Gauge(f"rlgw_learner_{name}", f"Last step's {name}", registry=registry) for name in GAUGES
         }
@@ -34,13 +50,19 @@ class LearnerMetrics:
         for reason, n in stats.skipped.items():
             self.skipped.labels(reason).inc(n)
         for name, gauge in self.gauges.items():
-            gauge.set(getattr(stats, name))
+            value = getattr(stats, name)
+            if value is not None:
+                gauge.set(value)
 
     def observe_skips(self, counts: dict[str, int]) -> None:
         if not self.enabled:
             return
         for reason, n in counts.items():
             self.skipped.labels(reason).inc(n)
+
+    def observe_held_back(self) -> None:
+        if self.enabled:
+            self.held_back.inc()
 
     def observe_version(self) -> None:
         if self.enabled:

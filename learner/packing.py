@@ -4,8 +4,10 @@ Each micro-batch is one row of at most `max_tokens` tokens; `position_ids` resta
 every sample, and `cu_seqlens` (where each sample starts, then the row's end) lets the varlen
 attention (learner/attention.py) keep each sample's tokens from attending to another's: the
 cost of attending within each sample alone, with no (T, T) mask. `attention_kwargs` are what
-the model's forward takes to read them. Imports only torch and learner.attention (the benchmark
-runs it on machines without the rest of the project).
+the model's forward takes to read them. A sample may carry `sampling`, each token's sampling
+parameters (None on context tokens); the micro-batch then holds them as `processing`
+(learner/processing.py). Imports only torch, learner.attention and learner.processing (the
+benchmark runs it on machines without the rest of the project).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from torch import Tensor
 
 from learner.attention import cu_seqlens, varlen_kwargs
+from learner.processing import Processing, SamplingParams
 
 
 class Sample(Protocol):
@@ -39,6 +42,7 @@ class MicroBatch:
     targets: Tensor  # (N,) the loss tokens
     behaviour: Tensor  # (N,) their behaviour log-probs
     advantages: Tensor  # (N,)
+    processing: Processing | None = None  # each loss token's sampling parameters; None: T = 1, untruncated
 
     @property
     def attention_kwargs(self) -> dict[str, Any]:
@@ -67,7 +71,9 @@ def _micro_batch(samples: Sequence[Sample], device: torch.device) -> MicroBatch:
     targets: list[int] = []
     behaviour: list[float] = []
     adv: list[float] = []
+    params: list[SamplingParams] = []
     for s in samples:
+        sampling = getattr(s, "sampling", None)
         offset = len(ids)
         ids += s.tokens
         pos += range(len(s.tokens))
@@ -77,6 +83,8 @@ def _micro_batch(samples: Sequence[Sample], device: torch.device) -> MicroBatch:
                 targets.append(s.tokens[j])
                 behaviour.append(s.behaviour_logprobs[j])
                 adv.append(s.advantage)
+                p = sampling[j] if sampling is not None else None
+                params.append(p if p is not None else UNPROCESSED)
     lengths = [len(s.tokens) for s in samples]
     return MicroBatch(
         input_ids=torch.tensor([ids], device=device),
@@ -87,4 +95,16 @@ def _micro_batch(samples: Sequence[Sample], device: torch.device) -> MicroBatch:
         targets=torch.tensor(targets, device=device, dtype=torch.long),
         behaviour=torch.tensor(behaviour, device=device, dtype=torch.float32),
         advantages=torch.tensor(adv, device=device, dtype=torch.float32),
+        processing=Processing.of(params, device),
     )
+
+
+@dataclass(frozen=True)
+class _Unprocessed:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+
+
+UNPROCESSED = _Unprocessed()  # the model's own distribution

@@ -16,6 +16,7 @@ can be told to fail its first calls.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ import httpx
 from learner.follow import Fleet
 from ledger.published import BASE_VERSION, PublishedVersion
 
+log = logging.getLogger(__name__)
 TRANSIENT_STATUS = {429, 502, 503, 504}
 
 
@@ -79,6 +81,22 @@ class HttpPublisher:
 
     def close(self) -> None:
         self.client.close()
+
+
+def publish_pending(
+    pending: list[PublishedVersion], publisher: Any, published: list[str]
+) -> list[PublishedVersion]:
+    """Publish saved versions in order (each one published goes on `published`); stop at the
+    first failure and return the rest, still pending (learner/loop.py)."""
+    for i, p in enumerate(pending):
+        try:
+            publisher.publish(p)
+        except Exception as exc:  # the boundary: whatever the gateway says, retry before the next
+            log.error("learner could not publish %s (will retry): %s", p.version, exc)
+            return pending[i:]
+        if not p.base_equivalent:
+            published.append(p.version)
+    return []
 
 
 @dataclass

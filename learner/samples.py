@@ -10,6 +10,22 @@ completion continues the same sample (its extra prompt tokens are appended as co
 completion as loss tokens); any other turn starts a new sample. Every sample of an episode
 gets the episode's reward for the score's rubric.
 
+Sampling: each loss token carries the sampling parameters of the turn that served it
+(`Turn.sampling`; turns recorded before it: read from the request by ledger.sampling), so the
+learner rebuilds the distribution the recorded log-prob was taken under (learner/processing.py).
+
+Greedy and other untrainable turns stay in the sample as context, never as loss tokens:
+- greedy (temperature below vLLM's 1e-5): the token was not drawn from a distribution but
+  taken as the argmax; the behaviour policy is a point mass. Its log-prob is 0 under the
+  policy that served it, so the served policy's gradient on it is 0 (grad log 1), and the
+  importance ratio pi(y)/mu(y) against a point mass is not a ratio of two overlapping
+  policies: truncation cannot repair the bias. Training it as an ordinary sample (what the
+  T = 1 log-prob vLLM returns for it would suggest) reinforces the model's own argmax with no
+  exploration behind it. Its reward still counts for the version's live statistics (the rubric
+  worker scores every episode); only the policy gradient leaves it out. A top_k = 1 turn needs
+  no rule: every processed log-prob is 0 and the gradient vanishes by itself.
+- sampling the learner cannot rebuild (penalties, logit_bias, a grammar: `Sampling.unsupported`).
+
 Counted, never raised: turns without recorded tokens (`tokens_recorded=False`), malformed
 turns (log-probs missing or of the wrong length), and samples longer than `max_tokens`.
 A turn with several choices contributes its first one: one episode score cannot tell the
@@ -22,6 +38,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ledger.records import Episode, Score, Turn
+from ledger.sampling import Sampling, sampling_of
 
 
 @dataclass
@@ -36,6 +53,7 @@ class Sample:
     versions: list[str]  # versions that served its turns, in order
     group_id: str | None = None
     advantage: float = 0.0  # set by learner.advantages
+    sampling: list[Sampling | None] | None = None  # (T,) each loss token's sampling parameters; None: T = 1
 
     @property
     def loss_tokens(self) -> int:
@@ -67,17 +85,21 @@ def build_samples(
             current = None  # a gap in the record: whatever follows starts afresh
             continue
         prompt, completion, logprobs = usable
+        served = turn.sampling or sampling_of(turn.request)
+        trained = _trainable(served, stats)
+        params = served if trained else None
         if current is not None and _extends(prompt, current.tokens):
             extra = prompt[len(current.tokens) :]
             current.tokens += extra + completion
-            current.loss_mask += [False] * len(extra) + [True] * len(completion)
+            current.loss_mask += [False] * len(extra) + [trained] * len(completion)
             current.behaviour_logprobs += [0.0] * len(extra) + logprobs
+            current.sampling = (current.sampling or []) + [None] * len(extra) + [params] * len(completion)
             current.versions.append(turn.version)
             stats.counts["turns_continued"] += 1
             continue
         current = Sample(
             tokens=prompt + completion,
-            loss_mask=[False] * len(prompt) + [True] * len(completion),
+            loss_mask=[False] * len(prompt) + [trained] * len(completion),
             behaviour_logprobs=[0.0] * len(prompt) + logprobs,
             reward=float(score.total),
             rubric=score.rubric,
@@ -85,11 +107,14 @@ def build_samples(
             episode_id=episode.episode_id,
             versions=[turn.version],
             group_id=turn.group_id,
+            sampling=[*([None] * len(prompt)), *([params] * len(completion))],
         )
         out.append(current)
     kept = []
     for s in out:
-        if len(s.tokens) > max_tokens:
+        if not any(s.loss_mask):
+            stats.counts["no_loss_tokens"] += 1
+        elif len(s.tokens) > max_tokens:
             stats.counts["too_long"] += 1
         else:
             kept.append(s)
@@ -113,6 +138,17 @@ def _usable(turn: Turn, stats: SampleStats) -> tuple[list[int], list[int], list[
         stats.counts["turns_malformed"] += 1
         return None
     return list(prompt), list(choice.token_ids), [float(x) for x in choice.logprobs]
+
+
+def _trainable(params: Sampling, stats: SampleStats) -> bool:
+    """Whether a turn's completion is loss (module docstring: greedy and unrebuildable turns are context)."""
+    if params.greedy:
+        stats.counts["turns_greedy"] += 1
+        return False
+    if params.unsupported is not None:
+        stats.counts["turns_sampling_unsupported"] += 1
+        return False
+    return True
 
 
 def _extends(prompt: list[int], previous: list[int]) -> bool:

@@ -18,8 +18,13 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 COMPLETE_MARKER = ".complete"
+# Learner settings the tiny random model needs where the defaults are a pretrained model's: its
+# random base is no reference to stay near, so no KL term and no KL / entropy guard (applied by
+# learner.loop to fields the config does not set).
+TINY_LEARNER = {"kl_coef": 0.0, "max_kl_base": 0.0, "max_entropy_rise": 0.0}
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 EOS_TOKEN = "<|im_end|>"
 CHAT_TEMPLATE = (
@@ -128,3 +133,12 @@ def _random_model(vocab: int, tokenizer, *, hidden: int, layers: int, seed: int)
     model = LlamaForCausalLM(config)  # float32 parameters
     model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=pad)
     return model
+
+
+def tiny_settings(cfg: Any, base: Path) -> Any:
+    """A LearnerConfig with TINY_LEARNER where it leaves those fields to the defaults, when `base`
+    is the tiny model; else `cfg` as it is."""
+    if not is_complete(base):
+        return cfg
+    unset = {k: v for k, v in TINY_LEARNER.items() if k not in cfg.model_fields_set}
+    return cfg.model_copy(update=unset)

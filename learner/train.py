@@ -20,56 +20,32 @@ embeddings and final norm dominate a random model's output); adding `lm_head` to
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import time
 import warnings
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from prometheus_client import CollectorRegistry
-from torch import Tensor
 
 from learner.advantages import Advantages
 from learner.attention import check_flash, register
 from learner.config import LearnerConfig
 from learner.distributed import World
 from learner.metrics import LearnerMetrics
-from learner.objective import chunked_logprobs, policy_gradient_loss
+from learner.objective import TokenLogProbs, chunked_logprobs, policy_gradient_loss
 from learner.packing import MicroBatch, pack
 from learner.samples import Sample
+from learner.selection import TrainedEpisodes
+from learner.stats import StepStats
 from ledger.published import BASE_VERSION
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StepStats:
-    step: int
-    samples: int = 0
-    tokens: int = 0  # loss tokens
-    loss: float = 0.0
-    reward_mean: float = 0.0
-    entropy: float = 0.0  # mean per loss token, nats
-    ratio_mean: float = 0.0  # importance ratio learner / behaviour
-    ratio_max: float = 0.0
-    clipped_fraction: float = 0.0
-    kl: float = 0.0
-    grad_norm: float = 0.0
-    seconds: float = 0.0
-    skipped: Counter[str] = field(default_factory=Counter)
-
-    def line(self) -> str:
-        skipped = ",".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or "0"
-        return (
-            f"step={self.step} samples={self.samples} tokens={self.tokens} loss={self.loss:.4f} "
-            f"reward={self.reward_mean:.3f} entropy={self.entropy:.3f} ratio={self.ratio_mean:.3f} "
-            f"ratio_max={self.ratio_max:.3f} clipped={self.clipped_fraction:.3f} kl={self.kl:.4f} "
-            f"grad_norm={self.grad_norm:.3f} skipped={skipped} s={self.seconds:.2f}"
-        )
+KEEP_LOGITS_BYTES = 1 << 30  # a micro-batch's float32 logits up to this size are kept for the backward
 
 
 class Trainer:
@@ -93,14 +69,14 @@ class Trainer:
             torch.set_num_threads(cfg.cpu_threads)
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(cfg.dtype)
         if dtype is None:
-            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+            dtype = auto_dtype(self.device, self.model_dir)
         model = load_causal_lm(self.model_dir, dtype)
         model.to(self.device)  # type: ignore[arg-type]  # transformers types .to oddly
         check_flash(self.device, dtype)
         self.reference: Any = None
         if cfg.full_finetune:
             self.model: Any = model
-            if cfg.kl_coef > 0:
+            if cfg.kl_coef > 0 or cfg.max_kl_base > 0 or cfg.max_entropy_rise > 0:
                 self.reference = load_causal_lm(self.model_dir, dtype)
                 self.reference.to(self.device).eval().requires_grad_(False)
         else:
@@ -131,11 +107,26 @@ class Trainer:
             self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.advantages = Advantages(alpha=cfg.baseline_alpha)
+        self.trained = TrainedEpisodes()  # episodes trained on, each once (learner/selection.py)
         self.lineage: list[str] = [BASE_VERSION]  # versions this learner produced, base first
         self.steps = 0
         self.metrics = LearnerMetrics(registry)
         if self.world.leader:
             log.info("learner loaded %s on %s", model_dir, self.device, extra={"learner_phase": "ready"})
+
+    def snapshot(self) -> Any:
+        """The trainable weights and optimizer state, to go back to when a version is held back
+        (None under full fine-tuning: a copy of every weight is too dear; it trains on)."""
+        if self.cfg.full_finetune:
+            return None
+        return [p.detach().clone() for p in self.params], copy.deepcopy(self.optimizer.state_dict())
+
+    def restore(self, snapshot: Any) -> None:
+        params, optimizer = snapshot
+        with torch.no_grad():
+            for p, saved in zip(self.params, params, strict=True):
+                p.copy_(saved)
+        self.optimizer.load_state_dict(optimizer)
 
     @property
     def causal_lm(self) -> Any:
@@ -172,29 +163,31 @@ class Trainer:
         # 4. forward, loss, backward per micro-batch; one normaliser for the whole step; the
         #    figures add up on the device (module docstring)
         self.optimizer.zero_grad(set_to_none=True)
-        sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # loss kl ratio_sum clipped entropy
-        peak = torch.zeros(1, dtype=torch.float64, device=self.device)  # ratio_max
+        sums = torch.zeros(6, dtype=torch.float64, device=self.device)  # loss kl ratio clipped H H_base
+        peak = torch.zeros(2, dtype=torch.float64, device=self.device)  # ratio_max, -ratio_min
         for b in batches:
-            logps, entropy = self._logprobs(self.causal_lm, b)  # (N,), (N,)
-            ref = self._reference_logprobs(b) if self.cfg.kl_coef > 0 else None
+            out = self._logprobs(self.causal_lm, b)  # (N,) each: processed, entropy, raw
+            ref = self._reference(b) if self.measures_base else None  # (N,) raw log-probs, entropy
             loss, part = policy_gradient_loss(
-                logps,
+                out.logprobs,
                 b.behaviour,
                 b.advantages,
                 clip=self.cfg.clip,
                 normaliser=float(n_tokens),
-                ref_logprobs=ref,
+                ref_logprobs=None if ref is None else ref.raw,
                 kl_coef=self.cfg.kl_coef,
+                raw_logprobs=out.raw,
             )
             loss.backward()
-            figures = [part["loss"], part["kl"], part["ratio_sum"], part["clipped"], entropy.sum()]
-            sums += torch.stack(figures).double()
-            peak = torch.maximum(peak, part["ratio_max"].double())
+            base_entropy = out.entropy.new_zeros(()) if ref is None else ref.entropy.sum()
+            figures = [part["loss"], part["kl"], part["ratio_sum"], part["clipped"], out.entropy.sum()]
+            sums += torch.stack([*figures, base_entropy]).double()
+            peak = torch.maximum(peak, torch.stack([part["ratio_max"], -part["ratio_min"]]).double())
 
         # 5. sum gradients and figures over the ranks (no-ops in one process), clip and apply
         self.world.all_reduce_grads(self.params)
         self.world.all_reduce(sums)
-        self.world.all_reduce(peak, "max")
+        self.world.all_reduce(peak, "max")  # the max of -ratio_min is minus the min
         grad_norm = torch.zeros(1, dtype=torch.float64, device=self.device)
         if self.cfg.max_grad_norm > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
@@ -202,20 +195,23 @@ class Trainer:
         self.optimizer.step()
 
         # 6. log and export: the step's one read of device values
-        loss_sum, kl, ratio_sum, clipped, entropy_sum, ratio_max, norm = torch.cat(
+        loss_sum, kl, ratio_sum, clipped, entropy_sum, base_sum, ratio_max, neg_ratio_min, norm = torch.cat(
             [sums, peak, grad_norm]
         ).tolist()
         stats.samples = len(fresh)
         stats.tokens = n_tokens
         stats.loss = loss_sum
-        stats.kl = kl
+        stats.kl_base = kl if self.measures_base else None
+        stats.entropy_base = base_sum / n_tokens if self.measures_base else None
         stats.reward_mean = sum(s.reward for s in fresh) / len(fresh)
         stats.entropy = entropy_sum / n_tokens
         stats.ratio_mean = ratio_sum / n_tokens
         stats.ratio_max = ratio_max
-        stats.clipped_fraction = clipped / n_tokens
+        stats.ratio_min = -neg_ratio_min
+        stats.clipped_frac = clipped / n_tokens
         stats.grad_norm = norm
         stats.seconds = time.perf_counter() - t0
+        stats.tokens_per_s = n_tokens / stats.seconds
         if self.world.leader:
             log.info("learner %s", stats.line(), extra={"learner_step": stats})
         self.metrics.observe_step(stats)
@@ -229,20 +225,57 @@ class Trainer:
             ages.append(len(self.lineage) - 1 - self.lineage.index(v))
         return "stale" if max(ages) > self.cfg.max_staleness else None
 
-    def _logprobs(self, causal_lm: Any, b: MicroBatch) -> tuple[Tensor, Tensor]:
-        """`causal_lm`'s log-probs of the micro-batch's loss tokens and its entropy there, (N,) each."""
+    def _logprobs(self, causal_lm: Any, b: MicroBatch, *, processed: bool = True) -> TokenLogProbs:
+        """`causal_lm`'s log-probs of the micro-batch's loss tokens (under each token's sampling
+        distribution, and raw) and its entropy there, (N,) each."""
         body = getattr(causal_lm, "fsdp_body", causal_lm.model)  # FSDP2 gathers the root's weights
         hidden = body(
             input_ids=b.input_ids, position_ids=b.position_ids, use_cache=False, **b.attention_kwargs
         ).last_hidden_state[0]  # (T, H)
-        return chunked_logprobs(hidden[b.predict_at], b.targets, causal_lm.lm_head, self.cfg.logprob_chunk)
+        # full-vocabulary logits are recomputed in the backward only when keeping them would be
+        # dear (learner/objective.py): a live step of ~1k loss tokens keeps them
+        logits_bytes = b.targets.numel() * causal_lm.config.vocab_size * 4
+        return chunked_logprobs(
+            hidden[b.predict_at],
+            b.targets,
+            causal_lm.lm_head,
+            self.cfg.logprob_chunk,
+            recompute=logits_bytes > KEEP_LOGITS_BYTES,
+            processing=b.processing if processed else None,
+        )
+
+    @property
+    def measures_base(self) -> bool:
+        """The base model's log-probs are computed each step: for the KL term, or for the
+        figures the version guard reads (learner/stats.py)."""
+        c = self.cfg
+        return c.kl_coef > 0 or c.max_kl_base > 0 or c.max_entropy_rise > 0
 
     @torch.no_grad()
-    def _reference_logprobs(self, b: MicroBatch) -> Tensor:
+    def _reference(self, b: MicroBatch) -> TokenLogProbs:
+        """The base model's raw log-probs and entropy at the micro-batch's loss tokens."""
         if self.reference is not None:
-            return self._logprobs(self.reference, b)[0]
+            return self._logprobs(self.reference, b, processed=False)
         with self.model.disable_adapter():
-            return self._logprobs(self.causal_lm, b)[0]
+            return self._logprobs(self.causal_lm, b, processed=False)
+
+
+def auto_dtype(device: torch.device, model_dir: Path) -> torch.dtype:
+    """bfloat16 on CUDA; on the CPU the dtype the engine serves the folder in (its own,
+    gateway/engine.py) when that is bfloat16 and the CPU computes in it natively (AVX512-BF16 or
+    AMX: 1.4x the float32 step on SmolLM2-135M, benchmarks/learner_model_step.py), else float32
+    (the tiny model's float32 log-probs then match the engine's exactly). LoRA weights stay
+    float32 either way (peft keeps adapters in float32 over a bfloat16 base)."""
+    if device.type == "cuda":
+        return torch.bfloat16
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+        flags = Path("/proc/cpuinfo").read_text()
+    except (OSError, ValueError):
+        return torch.float32
+    served = config.get("dtype") or config.get("torch_dtype")
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    return torch.bfloat16 if served == "bfloat16" and native else torch.float32
 
 
 def load_causal_lm(model_dir: Path, dtype: torch.dtype) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_DATA_DIR = Path(".rlgw")
 
@@ -56,6 +56,17 @@ class LedgerConfig(Section):
     record_linger_ms: float = 10.0
     """Recorder: wait this long after a publish for the next batch to gather (one thread wake-up
     per batch instead of per record; measured by benchmarks/gateway_overhead.py)."""
+    ack: Literal["async", "durable"] = "async"
+    """When a reply may be sent: "async" at once (a crash loses the records still in memory, up
+    to about `record_linger_ms` of traffic), "durable" once the disk spool's group commit holds
+    its records (one fsync shared by the requests of a window; nothing acknowledged is lost on a
+    crash). See docs/faults.md."""
+    ack_timeout_s: float = 10.0
+    """Durable acks: a reply whose records the disk does not take in this time is answered 503
+    (the turn may still be recorded once the disk takes it)."""
+    memory_limit_bytes: int = 256 * 1024 * 1024
+    """Records held in memory while the disk refuses writes (full, failing, read-only); past it
+    the gateway answers new requests 503 instead of acknowledging what it cannot keep."""
     local_partitions: int = 1
     """Partitions per topic of the embedded log (records go by key hash, so an episode stays ordered)."""
     local_synchronous: Literal["full", "normal"] = "full"
@@ -83,6 +94,12 @@ class LedgerConfig(Section):
     """Kafka consumer group session timeout (a dead member's partitions move after it)."""
     heartbeat_interval_ms: int = 1000
     """Kafka consumer heartbeat interval (about a tenth of the session timeout)."""
+
+    @model_validator(mode="after")
+    def _durable_needs_a_disk(self) -> LedgerConfig:
+        if self.ack == "durable" and (self.bus == "memory" or self.spool_fsync == "never"):
+            raise ValueError("ledger.ack = 'durable' needs a disk spool that fsyncs (bus local or kafka)")
+        return self
 
 
 class TelemetryConfig(Section):

@@ -83,11 +83,34 @@ class LocalBus:
                     )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                self._rollback()
                 raise BusUnavailable(f"local log write failed: {exc}") from exc
         with self._appended:
             self._appended.notify_all()
+
+    def _rollback(self) -> None:
+        """After a failed write (a full or failing disk): a rollback may fail the same way, and
+        SQLite then rolls back by itself; either way the log holds none of the batch."""
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    def tail_values(self, topic: str, limit: int) -> set[bytes]:
+        """The last `limit` values of each partition of `topic` (what a crash may have left
+        published but not yet marked drained in the spool)."""
+        with self._lock:
+            if self._closed:
+                raise BusUnavailable("local bus is closed")
+            out: set[bytes] = set()
+            for part in range(self.partitions):
+                rows = self._db.execute(
+                    "SELECT value FROM log WHERE topic = ? AND part = ? ORDER BY off DESC LIMIT ?",
+                    (topic, part, limit),
+                ).fetchall()
+                out.update(bytes(v) for (v,) in rows)
+            return out
 
     def consumer(self, topics: Sequence[str], group: str) -> LocalConsumer:
         return LocalConsumer(self, list(topics), group)
@@ -170,13 +193,17 @@ class LocalConsumer:
         with bus._lock:
             if bus._closed:
                 raise BusUnavailable("local bus is closed")
-            bus._db.execute("BEGIN IMMEDIATE")
-            bus._db.executemany(
-                "INSERT INTO offsets (grp, topic, part, next) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (grp, topic, part) DO UPDATE SET next = excluded.next",
-                rows,
-            )
-            bus._db.execute("COMMIT")
+            try:
+                bus._db.execute("BEGIN IMMEDIATE")
+                bus._db.executemany(
+                    "INSERT INTO offsets (grp, topic, part, next) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (grp, topic, part) DO UPDATE SET next = excluded.next",
+                    rows,
+                )
+                bus._db.execute("COMMIT")
+            except sqlite3.Error as exc:  # a full or failing disk: committed again next time
+                bus._rollback()
+                raise BusUnavailable(f"local log offset commit failed: {exc}") from exc
         self._dirty.clear()
 
     def close(self) -> None:

@@ -22,6 +22,9 @@ A record the bus refuses for good (`BusRejected`: larger than Kafka's size limit
 block the spool forever if retried: it is set aside in the spool's `rejected/` files, logged,
 and announced by a dead letter (reason, size, where it is kept, its first bytes) on the
 dead-letter topic; the records after it flow on.
+
+A failing disk is an outage too (ledger/spooler.py). `ack`: "async" replies at once, "durable"
+after the spool's group commit (`await durable()`, ledger/acks.py); see docs/faults.md.
 """
 
 from __future__ import annotations
@@ -31,15 +34,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Literal
 
+from ledger.acks import DurableAcks
 from ledger.bus import Bus, BusRejected, BusUnavailable
-from ledger.records import TOPIC_DEAD_LETTERS, DeadLetter, Encoded, Record
+from ledger.records import TOPIC_DEAD_LETTERS, Encoded, Record
+from ledger.rejected import dead_letters
 from ledger.spool import Spool, SpoolItem
+from ledger.spooler import Spooler, skip_published
 
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.05, 2.0
-PAYLOAD_PREVIEW = 1024  # bytes of a rejected record copied into its dead letter
+DURABLE_DRAIN_S = 0.05  # durable acks: records wait on disk; fewer bus fsyncs beside the spool's (measured)
 
 
 class Recorder:
@@ -53,7 +60,12 @@ class Recorder:
         spool: Spool | None = None,
         on_published: Callable[[list[SpoolItem]], None] | None = None,
         linger_s: float = 0.0,
+        ack: Literal["async", "durable"] = "async",
+        max_memory_bytes: int = 256 * 1024 * 1024,
+        ack_timeout_s: float = 10.0,
     ):
+        if ack == "durable" and spool is None:
+            raise ValueError("durable acknowledgements need a disk spool")
         self._bus = bus
         self._capacity = capacity
         self._prefix = topic_prefix
@@ -63,39 +75,68 @@ class Recorder:
         self._linger_s = linger_s
         self._asleep = False  # the publisher waits for `_wake` (guarded by `_lock`)
         self._queue: deque[tuple[str, Record | Encoded]] = deque()
-        self._overflow: deque[SpoolItem] = deque()  # newer than the queue, on its way to disk
-        self._spool_wake = threading.Event()
-        self._spooler: threading.Thread | None = None
         self._lock = threading.Lock()  # guards the queue / spill decision
-        self._spilling = spool is not None and spool.records > 0
+        self.durable_acks = ack == "durable"
+        self.acks = DurableAcks()
+        self._ack_timeout_s = ack_timeout_s
+        self._max_memory_bytes = max_memory_bytes
+        self._seq = 0  # records recorded so far (numbers them for durable acks)
+        self._spooler = (
+            None if spool is None else Spooler(spool, self._lock, batch, self._written, self._busy)
+        )
+        self._spilling = spool is not None and (spool.records > 0 or self.durable_acks)
         self._in_flight = 0
-        self._spooling = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._backoff = BACKOFF_MIN_S
         self.published = 0
-        self.spilled = 0
         self.rejected = 0  # records the bus refused for good (set aside, see _set_aside)
 
     def record(self, topic: str, record: Record | Encoded) -> None:
         """Hand a record to the ledger. Never blocks on the bus (a full queue spills to disk)."""
         with self._lock:
-            if not self._spilling and (self._spool is None or len(self._queue) < self._capacity):
+            self._seq += 1
+            if not self._spilling and (self._spooler is None or len(self._queue) < self._capacity):
                 self._queue.append((topic, record))
                 if self._asleep:
                     self._asleep = False
                     self._wake.set()
                 return
+            assert self._spooler is not None  # spilling needs a spool
+            if not self._spilling:  # the queue is older: it goes to disk first, in order
+                self._spooler.put_front([(self._prefix + t, r.key, r.to_bytes()) for t, r in self._queue])
+                self._queue.clear()
             self._spilling = True
-            self._overflow.append((self._prefix + topic, record.key, record.to_bytes()))
-        self._spool_wake.set()
+            self._spooler.put(self._seq, (self._prefix + topic, record.key, record.to_bytes()))
+        self._spooler.wake()
+
+    async def durable(self) -> bool:
+        """With durable acks: wait until what was recorded so far is on disk (False: the disk
+        did not take it within `ack_timeout_s`). Async acks: True at once."""
+        if not self.durable_acks:
+            return True
+        return await self.acks.wait(self._seq, self._ack_timeout_s)
+
+    @property
+    def accepting(self) -> bool:
+        """False while records cannot be kept: memory is full while the disk refuses them, or
+        (durable acks) the disk refuses writes at all (docs/faults.md)."""
+        sp = self._spooler
+        refusing = sp is not None and sp.outage_since is not None and self.durable_acks
+        return sp is None or (sp.bytes < self._max_memory_bytes and not refusing)
+
+    @property
+    def disk(self) -> tuple[bool, int, int]:
+        """(the disk refuses writes now, writes refused since start, bytes waiting in memory)."""
+        return self._spooler.state if self._spooler is not None else (False, 0, 0)
 
     def start(self) -> Recorder:
+        if self._spool is not None:
+            skip_published(self._spool, self._bus, self._batch)
         self._thread = threading.Thread(target=self._run, name="rlgw-recorder", daemon=True)
         self._thread.start()
-        if self._spool is not None:
-            self._spooler = threading.Thread(target=self._spool_run, name="rlgw-spooler", daemon=True)
+        if self._spooler is not None:
             self._spooler.start()
         return self
 
@@ -103,21 +144,33 @@ class Recorder:
         """Publish what is queued; what the bus cannot take in time goes to the spool."""
         self._stop.set()
         self._wake.set()
-        self._spool_wake.set()
-        for thread in (self._thread, self._spooler):
-            if thread is not None:
-                thread.join(timeout_s)
-                if thread.is_alive():
-                    log.warning("%s did not stop within %.1f s", thread.name, timeout_s)
-        self._spill_queue()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.warning("rlgw-recorder did not stop within %.1f s", timeout_s)
+        if self._spooler is not None:
+            self._spooler.stop(timeout_s)
+        self._spill_queue(timeout_s)
         if self._spool is not None:
             self._spool.close()
+
+    @property
+    def spilled(self) -> int:  # records written to the spool since start
+        return self._spooler.written if self._spooler is not None else 0
 
     @property
     def pending(self) -> int:
         """Records not yet on the bus: queued, being published, or spooled."""
         spooled = self._spool.records if self._spool is not None else 0
-        return len(self._queue) + self._in_flight + len(self._overflow) + self._spooling + spooled
+        waiting = self._spooler.waiting if self._spooler is not None else 0
+        return len(self._queue) + self._in_flight + waiting + spooled
+
+    def _busy(self) -> bool:  # (under the lock) a batch from the queue is being published
+        return self._in_flight > 0
+
+    def _written(self, seq: int) -> None:  # the spooler's thread: records up to `seq` are on disk
+        self.acks.advance(seq)
+        self._wake.set()
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything recorded so far is published (tests, shutdown)."""
@@ -137,9 +190,17 @@ class Recorder:
                         time.sleep(self._linger_s)  # let the next batch gather
                 elif self._spool is not None and self._spool.records:
                     self._publish_spool()
+                    if self._linger_s and self._spool.records < self._batch and not self._stop.is_set():
+                        time.sleep(DURABLE_DRAIN_S if self.durable_acks else self._linger_s)
                 else:
                     with self._lock:
-                        if self._spool is not None and not self._spool.records and not self._overflow:
+                        sp = self._spooler
+                        if (
+                            sp is not None
+                            and not sp.spool.records
+                            and not sp.waiting
+                            and not self.durable_acks
+                        ):
                             self._spilling = False
                         asleep = self._asleep = not self._queue
                     if asleep:
@@ -166,19 +227,22 @@ class Recorder:
         items = [(self._prefix + topic, rec.key, rec.to_bytes()) for topic, rec in taken]
         try:
             self._publish(items)
-        except BusUnavailable:
+        except Exception:  # the bus is down (or failed oddly): nothing taken may be dropped
             with self._lock:  # keep order: this batch, the rest of the queue, then newer overflow
-                if self._spool is None:
+                if self._spooler is None:
                     self._queue.extendleft(reversed(taken))
                 else:
                     rest = [(self._prefix + t, r.key, r.to_bytes()) for t, r in self._queue]
                     self._queue.clear()
-                    self._overflow.extendleft(reversed(items + rest))
+                    self._spooler.put_front(items + rest)
                     self._spilling = True
                 self._in_flight = 0
-            self._spool_wake.set()
+            if self._spooler is not None:
+                self._spooler.wake()
             raise
         self._in_flight = 0
+        if self._spooler is not None and self._spooler.overflow:
+            self._spooler.wake()  # it waited for this batch (older than the overflow) to land
 
     def _publish_spool(self) -> None:
         assert self._spool is not None
@@ -212,54 +276,16 @@ class Recorder:
         self.rejected += len(rejected)
         values = [value for (_t, _k, value), _why in rejected]
         kept = str(self._spool.keep_rejected(topic, values)) if self._spool is not None else ""
-        for (_t, key, value), why in rejected:
-            log.error(
-                "the bus rejected a %d-byte record for %s (key %s) for good: %s; kept in %s",
-                len(value),
-                topic,
-                key,
-                why,
-                kept or "nothing (no spool): only its dead letter",
-            )
-            if topic.endswith(TOPIC_DEAD_LETTERS):
-                continue  # never a letter about a letter
-            letter = DeadLetter(
-                topic=topic,
-                reason=f"rejected by the bus: {why}",
-                payload=value[:PAYLOAD_PREVIEW].decode("utf-8", "replace"),
-                size=len(value),
-                kept_in=kept,
-            )
-            self.record(TOPIC_DEAD_LETTERS, Encoded(key, letter.to_bytes()))
+        for letter in dead_letters(topic, rejected, kept):
+            self.record(TOPIC_DEAD_LETTERS, letter)
 
-    # -- the spooler thread: the spool's only writer ----------------------------------------
-    def _spool_run(self) -> None:
-        while not self._stop.is_set():
-            self._spool_wake.wait(0.5)
-            self._spool_wake.clear()
-            self._write_overflow()
-
-    def _write_overflow(self) -> None:
-        assert self._spool is not None
-        while self._overflow:
-            with self._lock:
-                items = [self._overflow.popleft() for _ in range(min(self._batch, len(self._overflow)))]
-                self._spooling = len(items)  # keeps `pending` whole while they are written
-            try:
-                self._spool.append(items)
-            finally:
-                self._spooling = 0
-            self.spilled += len(items)
-            self._wake.set()
-
-    def _spill_queue(self) -> None:
+    def _spill_queue(self, timeout_s: float) -> None:
         """On close: the queue (older) then the overflow (newer) go to disk, in that order."""
         with self._lock:
-            if self._spool is None:
-                if self._queue:
-                    log.error("recorder closed with %d records unpublished and no spool", len(self._queue))
-                return
             items = [(self._prefix + t, r.key, r.to_bytes()) for t, r in self._queue]
             self._queue.clear()
-            self._overflow.extendleft(reversed(items))
-        self._write_overflow()
+        if self._spooler is not None:
+            self._spooler.put_front(items)
+            self._spooler.write_until(time.monotonic() + timeout_s)
+        elif items:
+            log.error("recorder closed with %d records unpublished and no spool", len(items))

@@ -21,6 +21,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.ids import new_id
+from ledger.sampling import Sampling
 
 SCHEMA_VERSION = 1
 
@@ -72,7 +73,7 @@ class TurnChoice(BaseModel):
     message: dict[str, Any] = Field(default_factory=dict)  # role, content, tool_calls, ...
     finish_reason: str | None = None
     token_ids: list[int] | None = None  # completion token ids, as served
-    logprobs: list[float] | None = None  # behaviour log-prob of each completion token
+    logprobs: list[float] | None = None  # log-prob of each token under the distribution it was drawn from
 
 
 class Turn(Record):
@@ -86,6 +87,7 @@ class Turn(Record):
     ttft_ms: float | None = None
     stream: bool = False
     request: dict[str, Any] = Field(default_factory=dict)  # messages, tools, sampling params
+    sampling: Sampling | None = None  # the effective sampling parameters (None: recorded before them)
     choices: list[TurnChoice] = Field(default_factory=list)
     usage: dict[str, Any] | None = None
     prompt_token_ids: list[int] | None = None

@@ -12,15 +12,19 @@ replay take an exclusive lock on the file, so a replay never reads a half-writte
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledger.bus import Bus, BusRejected
-from ledger.records import RecordError, parse_record
+from ledger.records import TOPIC_DEAD_LETTERS, DeadLetter, Encoded, RecordError, parse_record
+
+log = logging.getLogger(__name__)
 
 SUFFIX = ".jsonl"
+PAYLOAD_PREVIEW = 1024  # bytes of a rejected record copied into its dead letter
 REPLAYING = ".replaying"
 
 
@@ -91,3 +95,32 @@ def _rewrite(path: Path, lines: list[bytes]) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def dead_letters(
+    topic: str, rejected: Sequence[tuple[tuple[str, str, bytes], str]], kept: str
+) -> list[Encoded]:
+    """Log each record of `topic` the bus refused for good (kept in `kept`, if anywhere) and
+    announce it with a dead letter: reason, size, where it is kept, its first bytes. Never a
+    letter about a letter."""
+    letters = []
+    for (_t, key, value), why in rejected:
+        log.error(
+            "the bus rejected a %d-byte record for %s (key %s) for good: %s; kept in %s",
+            len(value),
+            topic,
+            key,
+            why,
+            kept or "nothing (no spool): only its dead letter",
+        )
+        if topic.endswith(TOPIC_DEAD_LETTERS):
+            continue
+        letter = DeadLetter(
+            topic=topic,
+            reason=f"rejected by the bus: {why}",
+            payload=value[:PAYLOAD_PREVIEW].decode("utf-8", "replace"),
+            size=len(value),
+            kept_in=kept,
+        )
+        letters.append(Encoded(key, letter.to_bytes()))
+    return letters

@@ -12,8 +12,16 @@ deduplicate. A torn frame at the end of the last segment (a crash mid-append) is
 open. A restarted process therefore drains what its predecessor left.
 
 fsync policy: `always` fsyncs every record, `batch` once per `append()` call (the recorder
-spills in batches), `never` leaves it to the OS. Past `alarm_bytes` a warning is logged once
+spills in batches: a group commit), `never` leaves it to the OS. The drain cursor is fsynced
+only with `always` (a lost cursor replays, never loses). Past `alarm_bytes` a warning is logged once
 per crossing and the `rlgw_spool_alarm` gauge reads 1.
+
+A write the disk refuses (ENOSPC, EIO, EROFS) raises `OSError` and leaves the segment as it
+was: the partial frames are cut off again (or, when even that fails, the next append starts a
+new segment, and a reader skips a torn tail). The caller keeps those records and retries
+(ledger/recorder.py). Draining never fails on the disk: a cursor or segment file that cannot be
+written or removed is retried at the next commit (a crash meanwhile replays a few records, which
+readers dedupe by id).
 
 Records the bus rejects for good (a Kafka size limit, say) are not spooled, which would retry
 them forever and hold back every newer record: `keep_rejected()` keeps them in
@@ -23,9 +31,9 @@ them forever and hold back every newer record: `keep_rejected()` keeps them in
 from __future__ import annotations
 
 import fcntl
+import io
 import logging
 import os
-import struct
 import threading
 import zlib
 from collections.abc import Sequence
@@ -33,13 +41,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
 from ledger import rejected
+from ledger.spool_files import HEADER as _HEADER
+from ledger.spool_files import SpoolMetrics, load_cursor, recover, store_cursor
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("<IIHH")
+RESET_AT_BYTES = 1 << 20  # a drained segment is started afresh past this size (not at every drain)
 SpoolItem = tuple[str, str, bytes]  # (topic, key, value)
 
 
@@ -52,20 +62,6 @@ class Cursor:
     segment: int
     offset: int
     count: int  # entries read up to here since the last commit
-
-
-class SpoolMetrics:
-    def __init__(self, registry: CollectorRegistry | None) -> None:
-        self.bytes = Gauge("rlgw_spool_bytes", "Bytes waiting in the disk spool", registry=registry)
-        self.records = Gauge("rlgw_spool_records", "Records waiting in the disk spool", registry=registry)
-        self.alarm = Gauge("rlgw_spool_alarm", "1 while the spool is past its alarm size", registry=registry)
-        self.appended = Counter("rlgw_spool_appended", "Records written to the spool", registry=registry)
-        self.drained = Counter("rlgw_spool_drained", "Records drained from the spool", registry=registry)
-        self.rejected = Counter(
-            "rlgw_spool_rejected",
-            "Records the bus rejected for good, kept in <spool>/rejected",
-            registry=registry,
-        )
 
 
 class Spool:
@@ -92,11 +88,13 @@ class Spool:
         self._lock = threading.Lock()
         self.metrics = SpoolMetrics(registry)
         self._alarmed = False
+        self._roll_next = False  # a failed append left a torn tail: the next one starts a segment
+        self._cursor_fd: int | None = None
         self._read_seg, self._read_off = self._load_cursor()
         self._records, self._bytes = self._recover()
         segs = self._segments()
         self._write_seg = segs[-1] if segs else max(self._read_seg, 1)
-        self._fh = open(self._seg_path(self._write_seg), "ab")  # noqa: SIM115 (held open)
+        self._fh = self._open_segment(self._write_seg)
         self._update_gauges()
 
     # -- writing -------------------------------------------------------------------------
@@ -110,22 +108,45 @@ class Spool:
             t, k = len(topic.encode()), len(key.encode())
             frames.append(_HEADER.pack(len(payload), zlib.crc32(payload), t, k) + payload)
         with self._lock:
-            if self._fsync == "always":
-                for frame in frames:
-                    self._fh.write(frame)
-                    self._fh.flush()
-                    os.fsync(self._fh.fileno())
-            else:
-                self._fh.write(b"".join(frames))
-                self._fh.flush()
-                if self._fsync == "batch":
-                    os.fsync(self._fh.fileno())
+            if self._roll_next:
+                self._roll()
+            start = self._fh.tell()
+            try:
+                if self._fsync == "always":
+                    for frame in frames:
+                        self._write(frame)
+                        os.fsync(self._fh.fileno())
+                else:
+                    self._write(b"".join(frames))
+                    if self._fsync == "batch":
+                        os.fsync(self._fh.fileno())
+            except OSError:
+                self.metrics.write_errors.inc()
+                self._cut_back(start)
+                raise
             self._records += len(frames)
             self._bytes += sum(len(f) for f in frames)
             if self._fh.tell() >= self._segment_bytes:
                 self._roll()
         self.metrics.appended.inc(len(frames))
         self._update_gauges()
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:  # an unbuffered file may take part of a write
+            n = self._fh.write(view)
+            view = view[n or 0 :]
+
+    def _cut_back(self, start: int) -> None:
+        """Undo a failed append: nothing of it may stay for a later append to follow."""
+        try:
+            os.ftruncate(self._fh.fileno(), start)
+            self._fh.seek(start)
+        except OSError as exc:
+            log.warning(
+                "spool: could not cut a failed append off %s (%s); starting a new segment", self._fh.name, exc
+            )
+            self._roll_next = True
 
     def keep_rejected(self, topic: str, values: Sequence[bytes]) -> Path:
         """Keep records the bus will never take (ledger/rejected.py); returns their file."""
@@ -134,9 +155,20 @@ class Spool:
         return path
 
     def _roll(self) -> None:
+        """Start the next segment (kept on the current one while the disk refuses a new file)."""
+        try:
+            fh = self._open_segment(self._write_seg + 1)
+        except OSError as exc:
+            log.warning("spool: cannot start a new segment (%s); still appending to %s", exc, self._fh.name)
+            return
         self._fh.close()
+        self._fh = fh
         self._write_seg += 1
-        self._fh = open(self._seg_path(self._write_seg), "ab")  # noqa: SIM115
+        self._roll_next = False
+
+    def _open_segment(self, seg: int) -> io.FileIO:
+        """Unbuffered: a failed write leaves nothing in a buffer to be written later."""
+        return io.FileIO(self._seg_path(seg), "ab")
 
     # -- draining ------------------------------------------------------------------------
     def read(self, max_items: int = 1000) -> tuple[list[SpoolItem], Cursor]:
@@ -144,7 +176,7 @@ class Spool:
         with self._lock:
             seg, off = self._read_seg, self._read_off
             out: list[SpoolItem] = []
-            while len(out) < max_items and seg <= self._write_seg:
+            while len(out) < max_items and seg <= self._write_seg:  # a torn tail ends a segment
                 off = self._read_segment(seg, off, max_items - len(out), out)
                 if len(out) < max_items and seg < self._write_seg:
                     seg, off = seg + 1, 0
@@ -172,14 +204,16 @@ class Spool:
         return off
 
     def commit(self, cursor: Cursor) -> None:
-        """The entries up to `cursor` are on the bus: never hand them out again."""
+        """The entries up to `cursor` are on the bus: never hand them out again. Never raises on
+        the disk: what cannot be written now is written at the next commit."""
         with self._lock:
             freed = 0
             for seg in range(self._read_seg, cursor.segment):
                 path = self._seg_path(seg)
-                if path.exists():
+                try:
                     freed += path.stat().st_size - (self._read_off if seg == self._read_seg else 0)
-                    path.unlink()
+                except OSError:
+                    pass
             if cursor.segment == self._read_seg:
                 freed += cursor.offset - self._read_off
             else:
@@ -187,19 +221,32 @@ class Spool:
             self._read_seg, self._read_off = cursor.segment, cursor.offset
             self._records -= cursor.count
             self._bytes -= freed
-            if self._records == 0 and self._read_seg == self._write_seg:
-                self._reset_current()
-            self._store_cursor()
+            try:
+                self._remove_drained()
+                drained = self._records == 0 and self._read_seg == self._write_seg
+                if drained and self._read_off >= RESET_AT_BYTES:
+                    self._reset_current()
+                self._store_cursor()
+            except OSError as exc:
+                self.metrics.write_errors.inc()
+                log.warning("spool: cannot store the drain position (%s); retrying at the next commit", exc)
         self.metrics.drained.inc(cursor.count)
         self._update_gauges()
 
+    def _remove_drained(self) -> None:
+        for seg in self._segments():
+            if seg < self._read_seg:
+                self._seg_path(seg).unlink(missing_ok=True)
+
     def _reset_current(self) -> None:
         """Everything is drained: start the current segment afresh so it does not grow forever."""
+        fh = self._open_segment(self._write_seg + 1)
         self._fh.close()
         self._seg_path(self._write_seg).unlink(missing_ok=True)
+        self._fh = fh
         self._write_seg += 1
         self._read_seg, self._read_off = self._write_seg, 0
-        self._fh = open(self._seg_path(self._write_seg), "ab")  # noqa: SIM115
+        self._roll_next = False
 
     @property
     def records(self) -> int:
@@ -212,6 +259,8 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._fh.close()
+            if self._cursor_fd is not None:
+                os.close(self._cursor_fd)
             self._owner.close()  # releases the lock
 
     # -- files ---------------------------------------------------------------------------
@@ -222,48 +271,15 @@ class Spool:
         return sorted(int(p.stem) for p in self.dir.glob("*.seg") if p.stem.isdigit())
 
     def _load_cursor(self) -> tuple[int, int]:
-        path = self.dir / "cursor"
-        try:
-            seg, off = path.read_text().split()
-            return int(seg), int(off)
-        except (FileNotFoundError, ValueError):
-            segs = self._segments()
-            return (segs[0] if segs else 1), 0
+        return load_cursor(self.dir, self._segments())
 
     def _store_cursor(self) -> None:
-        tmp = self.dir / "cursor.tmp"
-        with open(tmp, "w") as fh:
-            fh.write(f"{self._read_seg} {self._read_off}")
-            if self._fsync != "never":
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, self.dir / "cursor")
+        if self._cursor_fd is None:
+            self._cursor_fd = os.open(self.dir / "cursor", os.O_RDWR | os.O_CREAT, 0o644)
+        store_cursor(self._cursor_fd, self._read_seg, self._read_off, fsync=self._fsync == "always")
 
     def _recover(self) -> tuple[int, int]:
-        """Count what is left to drain; cut a torn or corrupt tail off the last segments."""
-        records = size = 0
-        for seg in self._segments():
-            if seg < self._read_seg:
-                self._seg_path(seg).unlink()  # drained before a crash, not yet deleted
-                continue
-            path = self._seg_path(seg)
-            data = path.read_bytes()
-            off = good = self._read_off if seg == self._read_seg else 0
-            while off + _HEADER.size <= len(data):
-                n, crc, _t, _k = _HEADER.unpack_from(data, off)
-                payload = data[off + _HEADER.size : off + _HEADER.size + n]
-                if len(payload) < n or zlib.crc32(payload) != crc:
-                    break
-                off += _HEADER.size + n
-                good = off
-                records += 1
-            start = self._read_off if seg == self._read_seg else 0
-            size += good - start
-            if good < len(data):
-                log.warning("spool segment %s: dropping a torn tail of %d bytes", path, len(data) - good)
-                with open(path, "r+b") as fh:
-                    fh.truncate(good)
-        return records, size
+        return recover(self._segments(), self._seg_path, self._read_seg, self._read_off)
 
     def _update_gauges(self) -> None:
         self.metrics.bytes.set(self._bytes)

@@ -18,8 +18,6 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-import clickhouse_connect
-
 from ledger.migrations import MIGRATIONS
 from ledger.reads import TURNS_GRACE_S, ScoredEpisode, VersionWindow, assemble, turns_pending
 from ledger.records import (
@@ -33,11 +31,7 @@ from ledger.records import (
     Turn,
     parse_record,
 )
-
-
-class StoreError(RuntimeError):
-    pass
-
+from ledger.store_client import StoreError, client_for
 
 _TURN_COLS = ["id", "episode_id", "tenant", "kind", "created_at", "version", "model", "task"]
 _TURN_COLS += ["latency_ms", "status", "error", "group_id", "body"]
@@ -45,26 +39,6 @@ _FEEDBACK_COLS = ["id", "episode_id", "turn_id", "tenant", "created_at", "name",
 _SCORE_COLS = ["id", "episode_id", "tenant", "created_at", "rubric", "rubric_version", "total"]
 _SCORE_COLS += ["version", "task", "feedback_seq", "body"]
 _VERSION_COLS = ["id", "version", "created_at", "status", "event", "parent", "body"]
-
-_embedded: dict[str, Any] = {}  # chdb path -> client: one engine per process
-_embedded_lock = threading.Lock()
-
-
-def _client(dsn: str) -> Any:
-    if not dsn.startswith("chdb://"):
-        return clickhouse_connect.get_client(dsn=dsn)
-    with _embedded_lock:
-        if dsn not in _embedded:
-            if _embedded:
-                held = next(iter(_embedded))
-                raise StoreError(f"this process already runs the embedded store {held}; chdb allows one")
-            try:
-                _embedded[dsn] = clickhouse_connect.get_client(dsn=dsn)
-            except Exception as exc:
-                raise StoreError(
-                    f"cannot open the embedded store {dsn} (is another process using this data dir?): {exc}"
-                ) from exc
-        return _embedded[dsn]
 
 
 def _first_at(ep: Episode) -> float:
@@ -82,7 +56,7 @@ class ClickHouseStore:
         if not database.replace("_", "").isalnum():
             raise StoreError(f"bad database name {database!r}")
         self.dsn, self.db = dsn, database
-        self._client = _client(dsn)
+        self._client = client_for(dsn)
         self._lock = threading.Lock()  # one query at a time on the shared client
         self.migrate()
 

@@ -142,6 +142,9 @@ def open_ledger(
         batch=cfg.record_batch,
         spool=spool,
         linger_s=cfg.record_linger_ms / 1000.0,
+        ack=cfg.ack,
+        ack_timeout_s=cfg.ack_timeout_s,
+        max_memory_bytes=cfg.memory_limit_bytes,
     )
     store = open_store(settings)
     writer = open_writer(settings, bus, store, registry).start() if runs_writer(settings) else None

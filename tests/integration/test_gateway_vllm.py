@@ -67,3 +67,17 @@ def test_vllm_errors_come_back_in_openai_shape(gw) -> None:  # type: ignore[no-u
     body = {"model": "rlgw", "messages": MSG, "max_tokens": 8, "temperature": -3}
     resp = httpx.post(gw.url + "/chat/completions", json=body, timeout=30)
     assert resp.status_code == 400 and resp.json()["error"]["message"]
+
+
+def test_one_clients_logprobs_400_leaves_token_recording_on_for_everyone(gw) -> None:  # type: ignore[no-untyped-def]
+    """vLLM refuses top_logprobs over its max_logprobs (20): that 400 is the client's; later turns
+    of every client, streamed or not, still carry token ids and log-probs (docs/faults.md)."""
+    assert gw.services.pool.replicas[0].tokens is True  # probed at start
+    c = openai.OpenAI(base_url=gw.url, api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError):
+        c.chat.completions.create(model="rlgw", messages=MSG, max_tokens=4, logprobs=True, top_logprobs=50)  # type: ignore[arg-type]
+    c.chat.completions.create(model="rlgw", messages=MSG, max_tokens=4)  # type: ignore[arg-type]
+    stream = c.chat.completions.create(model="rlgw", messages=MSG, max_tokens=4, stream=True)  # type: ignore[arg-type]
+    assert [ch for ch in stream]
+    turns = recorded_turns(gw, want=2)
+    assert len(turns) == 2 and all(t.tokens_recorded for t in turns)

@@ -241,6 +241,8 @@ def _check_vllm_args(args: list[str], settings: Settings) -> None:
     assert "--enable-lora" in args
     flags = dict(a.split("=", 1) for a in args if "=" in a)
     assert int(flags["--max-lora-rank"]) >= settings.learner.lora_rank and int(flags["--max-loras"]) >= 2
+    assert flags["--logprobs-mode"] == "processed_logprobs"  # the behaviour policy (docs/vllm.md)
+    assert flags["--generation-config"] == "vllm"  # absent fields mean what ledger.sampling records
 
 
 def test_k8s_topology() -> None:

@@ -60,7 +60,8 @@ def test_a_packed_row_gives_each_sample_what_it_gets_alone(family: str) -> None:
 
     # packed: one row, the boundaries as keyword arguments, log-probs in chunks over the LM head
     hidden = model.model(input_ids=mb.input_ids, position_ids=mb.position_ids, **mb.attention_kwargs)
-    packed, _ = chunked_logprobs(hidden.last_hidden_state[0][mb.predict_at], mb.targets, model.lm_head, 7)
+    out = chunked_logprobs(hidden.last_hidden_state[0][mb.predict_at], mb.targets, model.lm_head, 7)
+    packed = out.logprobs
     (packed * weights).sum().backward()
     packed_grads = grads(model)
 
@@ -82,7 +83,7 @@ def test_a_packed_row_gives_each_sample_what_it_gets_alone(family: str) -> None:
     # the boundaries matter: the same row as one causal sequence gives other log-probs
     plain = model.model(input_ids=mb.input_ids, position_ids=mb.position_ids).last_hidden_state[0]
     with torch.no_grad():
-        leaky, _ = chunked_logprobs(plain[mb.predict_at], mb.targets, model.lm_head)
+        leaky = chunked_logprobs(plain[mb.predict_at], mb.targets, model.lm_head).logprobs
     assert (leaky - reference).abs().max() > 1e-2
 
 

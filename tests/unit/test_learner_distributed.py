@@ -124,7 +124,7 @@ def test_two_ranks_take_the_steps_of_one_process_on_the_whole_batch(
 
     for alone_step, rank_step in zip(steps, ranks[0]["steps"], strict=True):
         assert (rank_step.samples, rank_step.tokens) == (alone_step.samples, alone_step.tokens)
-        for figure in ("loss", "entropy", "ratio_mean", "ratio_max", "clipped_fraction", "grad_norm"):
+        for figure in ("loss", "entropy", "ratio_mean", "ratio_max", "clipped_frac", "grad_norm"):
             expect = pytest.approx(getattr(alone_step, figure), rel=1e-4, abs=1e-6)
             assert getattr(rank_step, figure) == expect, figure
     assert steps[-1].samples == 1  # the step where rank 1 had no sample

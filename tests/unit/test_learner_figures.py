@@ -39,10 +39,10 @@ def stats(step: int, tokens: int, entropy: float, ratio_max: float, **kw: object
         samples=4,
         tokens=tokens,
         entropy=entropy,
-        kl=0.01 * step,
+        kl_base=0.01 * step,
         ratio_mean=1.0,
         ratio_max=ratio_max,
-        clipped_fraction=0.1,
+        clipped_frac=0.1,
         seconds=2.0,
         skipped=Counter(kw.pop("skipped", {})),  # type: ignore[call-overload]
         **kw,  # type: ignore[arg-type]

@@ -55,7 +55,8 @@ def test_chunked_logprobs_equal_the_full_softmax_with_gradients(recompute: bool)
     hidden = torch.randn(7, 8, requires_grad=True)
     targets = torch.randint(0, 50, (7,))
 
-    lp, ent = chunked_logprobs(hidden, targets, head, chunk=3, recompute=recompute)
+    lp, ent, raw = chunked_logprobs(hidden, targets, head, chunk=3, recompute=recompute)
+    assert raw is lp  # nothing processed: one tensor
     lp.sum().backward()
     grad_chunked = hidden.grad.clone()  # type: ignore[union-attr]
     hidden.grad = None

@@ -56,7 +56,7 @@ def test_packed_step_is_on_policy_and_counts_stale_samples(tiny_model_dir: Path)
     stats = trainer.step(samples)
     # packed with a block-diagonal mask, the learner's log-probs equal the unpacked ones: ratio 1
     assert stats.ratio_mean == pytest.approx(1.0, abs=1e-4)
-    assert stats.clipped_fraction == 0.0
+    assert stats.clipped_frac == 0.0
     assert stats.tokens == 5 + 2 + 8 and stats.samples == 3
     assert stats.entropy > 0
 

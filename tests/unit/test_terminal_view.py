@@ -48,8 +48,9 @@ def learner_log(msg: str, **extra: Any) -> None:
 
 
 def step(n: int) -> StepStats:
-    return StepStats(step=n, samples=3, tokens=120, entropy=2.5, kl=0.002, ratio_mean=0.98, ratio_max=1.7,
-                     clipped_fraction=0.05, seconds=0.4, skipped=Counter(stale=2))  # fmt: skip
+    return StepStats(step=n, samples=3, tokens=120, entropy=2.5, kl_base=0.002, ratio_mean=0.98,
+                     ratio_min=0.9, ratio_max=1.7, clipped_frac=0.05, seconds=0.4,
+                     skipped=Counter(stale=2))  # fmt: skip
 
 
 @pytest.fixture
@@ -126,7 +127,7 @@ def test_learner_phases_in_order() -> None:
         assert watch.line(40, 32).startswith("learner: first training step")
         learner_log("learner step=1", learner_step=step(1))
         line = watch.line(40, 32)
-        assert line.startswith("learner: step 1 · entropy 2.500 · KL 0.0020 · ratio 0.980 (max 1.70)")
+        assert line.startswith("learner: step 1 · entropy 2.500 · KL 0.0020 · ratio 0.980 (0.90–1.70)")
         assert "clipped 5.0%" in line and "300 tokens/s" in line
         newer = {"step": 3, "entropy": 2.0, "kl_base": 0.01, "ratio_mean": 1.0, "ratio_min": 0.5,
                  "ratio_max": 1.5, "clipped_frac": 0.02, "tokens_per_s": 40.0, "skipped": {}}  # fmt: skip
