@@ -174,6 +174,8 @@ def test_full_weight_version_from_live_traffic_swaps_in_place_without_a_failed_r
                 back.text
             )  # base: on no replica
             wait_for(lambda: [r.weights for r in pool.replicas] == ["base", "base"])
+            # a replica holds its new weights before its probe ends; its swap's figures come after
+            wait_for(lambda: len(gw.services.controller.rollout.swaps) >= 4)
             count = len(load.outcomes)
             wait_for(lambda: len(load.outcomes) >= count + 10)
         assert load.failed() == []
