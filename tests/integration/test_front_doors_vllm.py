@@ -3,7 +3,9 @@ through chat completions, the Responses API and Anthropic Messages yields the sa
 samples — one sample per episode whose second prompt extends the first turn's prompt and
 completion. (The tiny model cannot follow a tool protocol, so the tool call and its result are
 in the conversation the client sends; the model answers in text, one token per turn so that
-its answer re-renders to the same tokens.)"""
+its answer re-renders to the same tokens. Turns sample at temperature 1 with top_k 1, so every
+door draws the same token, and the learner trains on them: greedy turns would be context only,
+learner/samples.py.)"""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.integration
 SYSTEM = "Answer in one word."
 ARGS = '{"city": "Paris"}'
 CHAT_TOOLS: Any = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
-SAMPLING: Any = {"temperature": 0.0}
+SAMPLING: Any = {"temperature": 1.0, "extra_body": {"top_k": 1}}
 
 
 @pytest.fixture
@@ -112,9 +114,11 @@ def via_messages(gw: Any) -> None:
         "tool_choice": {"type": "none"},
         "max_tokens": 1,
     }
-    one = c.messages.create(messages=msgs, extra_headers=head, extra_body={"temperature": 0.0}, **kw)
+    one = c.messages.create(
+        messages=msgs, extra_headers=head, extra_body={"temperature": 1.0, "top_k": 1}, **kw
+    )
     msgs += [{"role": "assistant", "content": one.content}, {"role": "user", "content": "And?"}]
-    c.messages.create(messages=msgs, extra_headers=head, extra_body={"temperature": 0.0}, **kw)
+    c.messages.create(messages=msgs, extra_headers=head, extra_body={"temperature": 1.0, "top_k": 1}, **kw)
 
 
 def test_one_tool_conversation_through_three_doors_gives_the_same_samples(gw) -> None:  # type: ignore[no-untyped-def]
