@@ -34,7 +34,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hot_swap import _figures, _gather, _overlaps
+from hot_swap import SwapLoad, _figures
 
 from rlgw.stack import free_port
 
@@ -129,30 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     while not server.started:
         time.sleep(0.05)
     root = f"http://127.0.0.1:{settings.gateway.port}"
-    live = {"base": [0.0, math.inf]}
-    stop = threading.Event()
-    counts = {"ok": 0, "failed": 0, "wrong": 0}
-    model = "rlgw"
-    body = {"model": model, "messages": [{"role": "user", "content": "Say a colour"}], "max_tokens": 4}
-
-    async def client() -> None:
-        async with httpx.AsyncClient(timeout=120) as http:
-            while not stop.is_set():
-                started = time.perf_counter()
-                try:
-                    r = await http.post(root + "/v1/chat/completions", json=body)
-                except httpx.HTTPError:
-                    counts["failed"] += 1
-                    continue
-                if r.status_code != 200:
-                    counts["failed"] += 1
-                elif not _overlaps(live.get(r.headers["x-model-version"]), started, time.perf_counter()):
-                    counts["wrong"] += 1
-                else:
-                    counts["ok"] += 1
-
-    load = threading.Thread(target=lambda: asyncio.run(_gather(client, a.clients)), daemon=True)
-    load.start()
+    body = {"model": "rlgw", "messages": [{"role": "user", "content": "Say a colour"}], "max_tokens": 4}
+    load = SwapLoad(root, body, a.clients, timeout=120).start()
+    live, counts = load.live, load.counts
     began = time.perf_counter()
     phases: dict[str, list[float]] = {}
     previous = "base"
@@ -183,8 +162,7 @@ def main(argv: list[str] | None = None) -> None:
                     phases.setdefault(name, []).append(value)
     finally:
         took = time.perf_counter() - began
-        stop.set()
-        load.join(120)
+        load.close()
         server.should_exit = True
         if launcher is not None:
             asyncio.run(launcher.close())

@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -115,30 +116,10 @@ def main() -> None:
     while not server.started:
         time.sleep(0.05)
     root = f"http://127.0.0.1:{settings.gateway.port}"
-    live = {"base": [0.0, math.inf]}  # version -> [promoted at, drained at]: when it may serve
-    stop = threading.Event()
-    counts = {"ok": 0, "failed": 0, "wrong": 0}
     body = {"model": "rlgw", "messages": [{"role": "user", "content": "Say a colour"}], "max_tokens": 4}
     probe = {**body, "max_tokens": 1}  # served = its first token: decoding more is not the swap's time
-
-    async def client() -> None:
-        async with httpx.AsyncClient(timeout=60) as http:
-            while not stop.is_set():
-                started = time.perf_counter()
-                try:
-                    r = await http.post(root + "/v1/chat/completions", json=body)
-                except httpx.HTTPError:
-                    counts["failed"] += 1
-                    continue
-                if r.status_code != 200:
-                    counts["failed"] += 1
-                elif not _overlaps(live.get(r.headers["x-model-version"]), started, time.perf_counter()):
-                    counts["wrong"] += 1
-                else:
-                    counts["ok"] += 1
-
-    load = threading.Thread(target=lambda: asyncio.run(_gather(client, a.clients)), daemon=True)
-    load.start()
+    load = SwapLoad(root, body, a.clients, timeout=60).start()
+    live, counts = load.live, load.counts
     began = time.perf_counter()
     phases: dict[str, list[float]] = {}
     try:
@@ -179,8 +160,7 @@ def main() -> None:
                     phases.setdefault(name, []).append(value)
     finally:
         took = time.perf_counter() - began
-        stop.set()
-        load.join(120)
+        load.close()
         server.should_exit = True
         for p in procs:
             if a.fake:
@@ -212,6 +192,46 @@ def main() -> None:
             }
         )
     )
+
+
+class SwapLoad:
+    """`clients` posting `body` back to back while versions swap, counted ok / failed / wrong:
+    wrong when the version that answered could not serve at any time during the request
+    (`live[version] = [promoted at, drained at]`, kept by the caller)."""
+
+    def __init__(self, root: str, body: dict[str, Any], clients: int, *, timeout: float) -> None:
+        self.root, self.body, self.timeout = root, body, timeout
+        self.live: dict[str, list[float]] = {"base": [0.0, math.inf]}
+        self.counts = {"ok": 0, "failed": 0, "wrong": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(_gather(self._client, clients)), daemon=True
+        )
+
+    def start(self) -> SwapLoad:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(120)
+
+    async def _client(self) -> None:
+        async with httpx.AsyncClient(timeout=self.timeout) as http:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                try:
+                    r = await http.post(self.root + "/v1/chat/completions", json=self.body)
+                except httpx.HTTPError:
+                    self.counts["failed"] += 1
+                    continue
+                window = self.live.get(r.headers.get("x-model-version", ""))
+                if r.status_code != 200:
+                    self.counts["failed"] += 1
+                elif not _overlaps(window, started, time.perf_counter()):
+                    self.counts["wrong"] += 1
+                else:
+                    self.counts["ok"] += 1
 
 
 def _overlaps(window: list[float] | None, start: float, end: float) -> bool:
