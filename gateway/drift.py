@@ -136,8 +136,8 @@ def shifts(
             continue
         mc, mp = sum(c) / len(c), sum(p) / len(p)
         se = math.sqrt(_var(c) / len(c) + _var(p) / len(p))
-        if se == 0:
-            se = math.sqrt(0.25 / len(c) + 0.25 / len(p)) if mc != mp else math.inf  # all-equal arms
+        if se <= 1e-9 * max(1.0, abs(mc), abs(mp)):  # all-equal arms (up to the float sums' rounding)
+            se = math.sqrt(0.25 / len(c) + 0.25 / len(p)) if mc != mp else math.inf
         z = (mc - mp) / se
         if abs(z) > sigmas:
             out.append(Shift(name, mc, mp, z, len(c), len(p)))

@@ -27,7 +27,7 @@ from rlgw.learner_watch import LearnerWatch
 QUIET_EVENTS = ("loaded", "unloaded", "base_adapter")  # routine steps in every version's life
 STATUS_STYLE = {"serving": "green", "canary": "yellow", "rolled_back": "red", "failed": "red"}
 EVENT_STYLE = {"promoted": "green", "rolled_back": "red", "load_failed": "red", "canary": "yellow"}
-EVENTS_SHOWN = 8
+EVENTS_SHOWN = 10
 
 
 def request_count(metrics: Any) -> int:

@@ -80,3 +80,12 @@ def test_a_canary_that_breaks_tool_calls_alarms_and_is_not_promoted(tmp_path: Pa
     finally:
         stop_gateway(gw)
         up.stop.set()
+
+
+def test_constant_arms_are_not_an_alarm_of_astronomical_sigmas() -> None:
+    # a constant metric (a fake replica's surprisal) whose float sums leave a variance of ~1e-34:
+    # the all-equal rule applies, not a z of 1e14
+    assert shifts({"s": [0.601] * 120}, {"s": [0.581] * 120}, sigmas=4.0, min_n=30) == []
+    varied = [0.5 + 0.01 * (i % 3) for i in range(120)]
+    (shift,) = shifts({"s": [x + 0.2 for x in varied]}, {"s": varied}, sigmas=4.0, min_n=30)
+    assert shift.sigmas > 4.0
