@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from learner_step import BenchSample, build_model, compiled_body, run
+from synthetic_step import BenchSample, build_model, compiled_body, run
 
 from learner import attention
 from learner.objective import chunked_logprobs
