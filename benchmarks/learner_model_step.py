@@ -49,6 +49,7 @@ def one(model_dir: str, setting: dict[str, Any], args: dict[str, Any], out: Any)
         max_entropy_rise=0.0,
         micro_batch_tokens=args["micro"],
         logprob_chunk=args["chunk"],
+        keep_logits_mb=args["keep_logits_mb"],
         max_staleness=10**6,
     )
     t0 = time.perf_counter()
@@ -111,12 +112,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--micro", type=int, default=8192, help="micro_batch_tokens")
     ap.add_argument("--chunk", type=int, default=1024, help="logprob_chunk")
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--keep-logits-mb", type=int, default=1024, help="keep_logits_mb (0: recompute)")
     args = ap.parse_args(argv)
 
     from learner.model_import import resolve_model
 
     model_dir = str(resolve_model(args.model, Path(args.data_dir).resolve()))
-    shared = {k: getattr(args, k) for k in ("samples", "prompt", "completion", "micro", "chunk", "steps")}
+    shared = {
+        k: getattr(args, k)
+        for k in ("samples", "prompt", "completion", "micro", "chunk", "steps", "keep_logits_mb")
+    }
     results = []
     ctx = mp.get_context("spawn")
     for threads, dtype, targets, kl in itertools.product(

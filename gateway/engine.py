@@ -28,8 +28,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-ENGINE_ENV = {
-    "VLLM_CPU_KVCACHE_SPACE": "1",
+ENGINE_ENV = {  # the KV cache is sized by the command line (EngineShape), not VLLM_CPU_KVCACHE_SPACE
     "HF_HUB_OFFLINE": "1",
     "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
 }
@@ -60,7 +59,9 @@ def engine_problem() -> str | None:
     )
 
 
-MAX_CONTEXT = 8192  # longest context an engine is started with (its KV cache is 1 GB, ENGINE_ENV)
+MAX_CONTEXT = 8192  # longest context an engine is started with
+KV_TOKENS = 16384  # the KV cache holds at least this many tokens (and two full contexts)
+KV_MIN_BYTES = 32 << 20
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the --max-lora-rank values vLLM accepts
 
 
@@ -71,11 +72,31 @@ class EngineShape:
     max_model_len: int
     max_lora_rank: int  # the learner's rank, rounded up to a value vLLM accepts
     max_loras: int  # adapters served at once (gateway.controller.ADAPTER_SLOTS)
+    kv_cache_bytes: int | None = None  # None: vLLM's own choice (or VLLM_CPU_KVCACHE_SPACE)
 
     @staticmethod
     def of(model_dir: str | Path, lora_rank: int = 8, adapters: int = 4) -> EngineShape:
         rank = next((r for r in LORA_RANKS if r >= lora_rank), LORA_RANKS[-1])
-        return EngineShape(min(context_length(model_dir), MAX_CONTEXT), rank, max(adapters, 1))
+        context = min(context_length(model_dir), MAX_CONTEXT)
+        return EngineShape(context, rank, max(adapters, 1), kv_cache_bytes(model_dir, context))
+
+
+def kv_cache_bytes(model_dir: str | Path, context: int) -> int | None:
+    """A KV cache for max(KV_TOKENS, two full contexts) tokens of this model: keys and values of
+    every layer's KV heads in the folder's dtype (docs/vllm.md). SmolLM2-135M: 22.5 KiB a token,
+    360 MiB; vLLM-CPU's own default was a fixed 1 GiB (VLLM_CPU_KVCACHE_SPACE=1) whatever the
+    model. None when the config does not give the shapes."""
+    try:
+        c = json.loads((Path(model_dir) / "config.json").read_text())
+        c = c.get("text_config") or c
+        layers, heads = int(c["num_hidden_layers"]), int(c["num_attention_heads"])
+        kv_heads = int(c.get("num_key_value_heads") or heads)
+        head_dim = int(c.get("head_dim") or int(c["hidden_size"]) // heads)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    width = 4 if folder_dtype(model_dir) == "float32" else 2
+    per_token = layers * 2 * kv_heads * head_dim * width
+    return max(per_token * max(KV_TOKENS, 2 * context), KV_MIN_BYTES)
 
 
 def vllm_command(
@@ -111,6 +132,8 @@ def vllm_command(
         "--generation-config",
         "vllm",
     ]
+    if shape.kv_cache_bytes is not None:
+        cmd += ["--kv-cache-memory-bytes", str(shape.kv_cache_bytes)]
     if served_name:
         cmd += ["--served-model-name", served_name]
     if lora:

@@ -69,6 +69,9 @@ class LearnerConfig(Section):
     (14 GB at 8192) and ~6.5 MB for a 7B (53 GB): 8192 is near the limit of an 80 GB GPU for a
     7B. A larger row gains little: what a forward costs besides its matmuls (kernel launches,
     reading the weights) is already small next to 8192 tokens' worth of them."""
+    keep_logits_mb: int = 1024
+    """A micro-batch's float32 LM-head logits up to this size are kept for the backward; larger
+    ones are recomputed chunk by chunk in the backward (learner/objective.py). 0: always recompute."""
     max_sample_tokens: int = 4096
     """Samples longer than this are skipped (counted)."""
     baseline_alpha: float = 0.1

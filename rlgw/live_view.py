@@ -22,6 +22,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ledger.training import training_summary
 from rlgw.learner_watch import LearnerWatch
 
 QUIET_EVENTS = ("loaded", "unloaded", "base_adapter")  # routine steps in every version's life
@@ -38,6 +39,17 @@ def request_count(metrics: Any) -> int:
         )
     except AttributeError:
         return 0
+
+
+def heldout_of(events: Any, vid: str) -> float | None:
+    """The held-out reward of the newest eval-gate event of `vid` (`eval_passed` / `eval_failed`,
+    figure `heldout` or `version`), None before it ran."""
+    for e in reversed(list(events)):
+        if e.version == vid and e.event in ("eval_passed", "eval_failed"):
+            f = e.figures or {}
+            value = f.get("heldout", f.get("version"))
+            return float(value) if isinstance(value, int | float) else None
+    return None
 
 
 def event_text(e: Any) -> Text:
@@ -158,7 +170,18 @@ class LiveView:
     def versions_table(self, max_rows: int) -> Table:
         reg = self.registry
         table = Table(title=f"{self.title} — {self._elapsed()}", title_justify="left")
-        for col in ("version", "status", "share", "episodes", "live reward", "interval", "parent"):
+        for col in (
+            "version",
+            "status",
+            "share",
+            "episodes",
+            "live reward",
+            "interval",
+            "held-out",
+            "entropy",
+            "KL",
+            "parent",
+        ):
             table.add_column(col)
         listing = [
             v for v in reg.listing() if v["status"] in ("serving", "canary") or v["episodes"] or v["share"]
@@ -174,9 +197,26 @@ class LiveView:
                 str(v["episodes"]),
                 "-" if v["reward"] is None else f"{v['reward']:.3f}",
                 "-" if not interval else f"[{max(0.0, interval[0]):.2f}, {min(1.0, interval[1]):.2f}]",
+                *self.health_cells(v["id"]),
                 v["parent"] or "-",
             )
         return table
+
+    def health_cells(self, vid: str) -> list[str]:
+        """A version's held-out reward (the eval gate's, once it has run) and its training's mean
+        entropy and KL to the base (ledger/training.py); "-" for what it lacks."""
+        version = self.registry.versions.get(vid)
+        fig = training_summary(version.data_window) if version is not None else {}
+        held = heldout_of(self.registry.events, vid)
+
+        def num(x: Any, spec: str) -> str:
+            return "-" if x is None else format(x, spec)
+
+        return [
+            num(held, ".3f"),
+            num(fig.get("entropy"), ".2f"),
+            num(fig.get("kl_base", fig.get("kl")), ".3f"),
+        ]
 
     # ---- shared lines ---------------------------------------------------------------------------
     def _elapsed(self) -> str:

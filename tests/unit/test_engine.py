@@ -28,7 +28,7 @@ def test_replicas_get_disjoint_cores_of_this_machine() -> None:
 def test_the_engine_is_sized_from_the_model_and_the_config(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 2048, "dtype": "float32"}))
     shape = EngineShape.of(tmp_path, lora_rank=12, adapters=ADAPTER_SLOTS)
-    assert shape == EngineShape(max_model_len=2048, max_lora_rank=16, max_loras=ADAPTER_SLOTS)
+    assert (shape.max_model_len, shape.max_lora_rank, shape.max_loras) == (2048, 16, ADAPTER_SLOTS)
     flags = vllm_command(tmp_path, 8000, shape=shape)
     assert flags[flags.index("--max-model-len") + 1] == "2048"
     assert flags[flags.index("--max-lora-rank") + 1] == "16"
@@ -36,6 +36,17 @@ def test_the_engine_is_sized_from_the_model_and_the_config(tmp_path: Path) -> No
     assert flags[flags.index("--logprobs-mode") + 1] == "processed_logprobs"  # docs/vllm.md
     (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 131072}))
     assert EngineShape.of(tmp_path).max_model_len == MAX_CONTEXT  # the KV cache's bound
+    smollm2 = {
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "hidden_size": 576,
+    }
+    (tmp_path / "config.json").write_text(json.dumps({**smollm2, "max_position_embeddings": 8192}))
+    shape = EngineShape.of(tmp_path)
+    assert shape.kv_cache_bytes == 30 * 2 * 3 * 64 * 2 * 16384  # bf16 keys and values, 16k tokens
+    flags = vllm_command(tmp_path, 8000, shape=shape)
+    assert flags[flags.index("--kv-cache-memory-bytes") + 1] == str(shape.kv_cache_bytes)
 
 
 def test_a_model_is_a_folder_a_gguf_file_or_a_known_name(tmp_path: Path) -> None:
