@@ -78,7 +78,8 @@ def evaluate_new(stack: Any, engine: str, done: dict[str, dict[str, float]], hs:
     """Score every registered version the engine holds and that has no held-out score yet."""
     reg = stack.services.versions
     for vid, v in sorted(reg.versions.items(), key=lambda kv: kv[1].created_at):
-        if vid in done or vid == "broken" or not any(s == "loaded" for s in v.replicas.values()):
+        loaded = vid == "base" or any(s == "loaded" for s in v.replicas.values())  # base: the model itself
+        if vid in done or vid == "broken" or not loaded:
             continue
         try:
             done[vid] = evaluate(engine, reg.upstream_name(vid), hs)
@@ -122,7 +123,7 @@ def main() -> None:
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="rlgw-learning-"))
     model = None if args.model == "tiny" else args.model
     settings = demo_settings(
-        load_settings(data_dir=data_dir, **{"gateway.port": free_port()}), tiny=model is None
+        load_settings(None, data_dir=data_dir, **{"gateway.port": free_port()}), tiny=model is None
     )
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     t0 = time.time()
@@ -132,7 +133,8 @@ def main() -> None:
     stack = start_stack(settings, model=model, rubrics=TASK_RUBRICS, say=print)
     engine, hs = settings.gateway.upstreams[0], HeldOutSet(per_task=args.heldout_per_task)
     heldout: dict[str, dict[str, float]] = {}
-    stop, peak = threading.Event(), {"total": 0.0, "rows": []}  # type: dict[str, Any]
+    stop = threading.Event()
+    peak: dict[str, Any] = {"total": 0.0, "rows": []}
     try:
         evaluate_new(stack, engine, heldout, hs)  # the base, before any traffic
         print(f"base held-out: {heldout.get('base')}  ({time.time() - t0:.0f} s since start)")
@@ -141,9 +143,9 @@ def main() -> None:
         deadline, last_print = t0 + args.minutes * 60, 0.0
         while time.time() < deadline:
             evaluate_new(stack, engine, heldout, hs)
-            rows = tree(os.getpid())
-            if (total := sum(r[2] for r in rows)) > peak["total"]:
-                peak = {"total": total, "rows": rows}
+            procs = tree(os.getpid())
+            if (total := sum(p[2] for p in procs)) > peak["total"]:
+                peak = {"total": total, "rows": procs}
             if time.time() - last_print > 120:
                 print(f"\n{(time.time() - t0) / 60:.1f} min, {len(steps.steps)} steps")
                 print(table(version_rows(stack, t0, heldout)), flush=True)
@@ -165,8 +167,9 @@ def main() -> None:
         table(rows),
         "",
         *[f"- {t}" for t in targets(rows, args.minutes)],
-        f"- stack RSS peak {peak['total'] / 1024:.2f} GB: "
-        + "; ".join(f"{name} {rss:.0f} MB" for name, _, rss, _ in peak["rows"]),
+        f"- stack RSS peak {peak['total'] / 1024:.2f} GB "
+        f"(PSS {sum(p[4] for p in peak['rows']) / 1024:.2f} GB): "
+        + "; ".join(f"{name} {rss:.0f} MB (PSS {pss:.0f})" for name, _, rss, _, pss in peak["rows"]),
     ]
     report = "\n".join(lines)
     print("\n" + report)

@@ -38,14 +38,16 @@ def role(p: psutil.Process, me: int) -> str:
     return f"vLLM {p.name()}" if "vllm" in cmd.lower() or "VLLM" in p.name() else p.name()
 
 
-def tree(me: int) -> list[tuple[str, int, float, float]]:
-    """(role, pid, RSS MB, USS MB) of this process and all its descendants."""
+def tree(me: int) -> list[tuple[str, int, float, float, float]]:
+    """(role, pid, RSS MB, USS MB, PSS MB) of this process and all its descendants. RSS counts
+    pages shared between processes (torch's libraries, mapped by each) once per process; PSS
+    splits them between the processes, so PSS sums to the tree's real footprint."""
     root = psutil.Process(me)
     rows = []
     for p in [root, *root.children(recursive=True)]:
         try:
             info = p.memory_full_info()
-            rows.append((role(p, me), p.pid, info.rss / MB, info.uss / MB))
+            rows.append((role(p, me), p.pid, info.rss / MB, info.uss / MB, info.pss / MB))
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return rows
@@ -83,11 +85,12 @@ def learner_tensors() -> dict[str, float]:
 def print_tree(title: str) -> float:
     rows = tree(os.getpid())
     print(f"\n{title}")
-    print(f"  {'process':<58} {'pid':>7} {'RSS MB':>8} {'USS MB':>8}")
-    for name, pid, rss, uss in rows:
-        print(f"  {name:<58} {pid:>7} {rss:>8.0f} {uss:>8.0f}")
+    print(f"  {'process':<58} {'pid':>7} {'RSS MB':>8} {'USS MB':>8} {'PSS MB':>8}")
+    for name, pid, rss, uss, pss in rows:
+        print(f"  {name:<58} {pid:>7} {rss:>8.0f} {uss:>8.0f} {pss:>8.0f}")
     total = sum(r[2] for r in rows)
-    print(f"  {'total':<58} {'':>7} {total:>8.0f} {sum(r[3] for r in rows):>8.0f}")
+    sums = f"{total:>8.0f} {sum(r[3] for r in rows):>8.0f} {sum(r[4] for r in rows):>8.0f}"
+    print(f"  {'total':<58} {'':>7} {sums}")
     return total
 
 
@@ -113,7 +116,7 @@ def main() -> None:
 
     stages.append(("imports (torch, transformers, rlgw)", own_rss()))
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="rlgw-rss-"))
-    settings = load_settings(data_dir=data_dir, **{"gateway.port": free_port()})
+    settings = load_settings(None, data_dir=data_dir, **{"gateway.port": free_port()})
     logging.basicConfig(level=logging.WARNING)
     stack = start_stack(settings, model=args.model, rubrics=TASK_RUBRICS, learner=False, say=print)
     stop = threading.Event()

@@ -2,7 +2,7 @@
 instruct model meets below its ceiling, and simulated users asking for them.
 
     format   answer a question with the answer in square brackets, `[Paris]`
-    arith    a small sum, answered with the number alone (exact match)
+    arith    a small sum (its final number must match exactly): a skill to keep, not to learn
     short    describe a thing in at most 8 words
 
 Also a rubric file: `rlgw up --rubrics rlgw/demo_tasks.py` loads the three rubrics (every
@@ -52,17 +52,21 @@ THINGS = (
 
 
 def format_ok(answer: str) -> float:
-    """1 when the answer holds a non-empty bracketed span, `[…]`."""
-    return float(re.search(r"\[[^\[\]\n]{1,40}\]", answer) is not None)
+    """1 when the answer holds a non-empty bracketed span, `[…]`, other than the prompt's own
+    placeholder `[answer]` copied."""
+    spans = re.findall(r"\[([^\[\]\n]{1,40})\]", answer)
+    return float(any(s.strip().lower() not in ("", "answer") for s in spans))
 
 
 def arith_ok(question: str, answer: str) -> float | None:
-    """1 when the answer is exactly the sum asked for (a trailing full stop allowed); None when
-    the question holds no sum."""
+    """1 when the answer's last number is exactly the sum asked for (the final answer extracted,
+    then an exact match, as maths verifiers do: "3 + 4 = 7" and "7" pass, "7.5" and "8" fail);
+    None when the question holds no sum."""
     m = re.search(r"(\d+) \+ (\d+)", question)
     if m is None:
         return None
-    return float(answer.strip().rstrip(".").strip() == str(int(m[1]) + int(m[2])))
+    numbers = re.findall(r"-?\d+(?:\.\d+)?", answer)
+    return float(bool(numbers) and numbers[-1] == str(int(m[1]) + int(m[2])))
 
 
 def short_ok(answer: str) -> float:

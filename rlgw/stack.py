@@ -24,6 +24,7 @@ from ledger.published import PublishedVersion
 from rlgw.config import Settings
 
 log = logging.getLogger("rlgw")
+CPU_MICRO_BATCH_TOKENS = 1024
 
 
 def free_port() -> int:
@@ -137,6 +138,10 @@ def start_engine(stack: Stack, model: str | Path | None, say: Callable[[str], No
     wait_ready(url, 600, proc=stack.engine, log_path=log_path)
     if settings.learner.cpu_threads == 0:
         settings.learner.cpu_threads = 1  # the engine holds a core of its own; share the rest
+    if "micro_batch_tokens" not in settings.learner.model_fields_set:
+        # beside the engine on the CPU: the backward's activations grow ~2 MB a token on SmolLM2
+        # (benchmarks/results/stack_rss.md); 1024-token forwards bound them, at the same tokens/s
+        settings.learner.micro_batch_tokens = CPU_MICRO_BATCH_TOKENS
     settings.gateway.upstreams = [url]
     settings.learner.model = str(model_dir)
 
