@@ -26,7 +26,7 @@ from ledger.published import PublishedVersion
 from ledger.recorder import Recorder
 from rlgw.config import Settings
 from rlgw.learner_watch import LearnerWatch, step_line
-from rlgw.live_view import LiveView
+from rlgw.live_view import LiveView, heldout_of
 from rlgw.log_routing import route_logs
 from rlgw.startup_view import explain_start_failure, likely_fix, ready_block
 
@@ -100,7 +100,8 @@ def test_the_live_view_holds_the_table_the_learner_and_the_events(tmp_path: Path
     stack = fake_stack(tmp_path)
     reg = stack.services.versions
     for i in range(12):  # more versions than fit: the serving and canary ones always show
-        v = reg.register(PublishedVersion(version=f"v{i}", adapter_path=f"/tmp/v{i}"))
+        training = {"training": {"entropy": 2.31, "kl_base": 0.042}} if i == 0 else {}
+        v = reg.register(PublishedVersion(version=f"v{i}", adapter_path=f"/tmp/v{i}", data_window=training))
         reg.observe_score(v.id, "e", 0.5)
     reg.start_canary(reg.versions["v0"])
     view = LiveView(stack, Console(width=160, height=24), title="rl-gateway", interactive=True)
@@ -109,10 +110,24 @@ def test_the_live_view_holds_the_table_the_learner_and_the_events(tmp_path: Path
     screen = out.getvalue()
     assert screen.count("rl-gateway —") == 1
     assert "v0 " in screen and "canary" in screen and "base" in screen
+    assert "2.31" in screen and "0.042" in screen  # the canary's entropy and KL to the base
     assert "learner: starting" in screen
     assert "requests 0 · scored episodes 12" in screen
     assert len(screen.splitlines()) <= 24 + 2, screen  # fits the terminal (with the events)
     assert screen.splitlines()[-1].split()[1:3] == ["v0", "canary"]
+
+
+def test_the_held_out_column_reads_the_newest_eval_gate_event() -> None:
+    def event(vid: str, kind: str, figures: dict[str, float] | None = None) -> SimpleNamespace:
+        return SimpleNamespace(version=vid, event=kind, figures=figures)
+
+    events = [
+        event("v1", "eval_failed", {"heldout": 0.2}),
+        event("v2", "canary"),
+        event("v1", "eval_passed", {"version": 0.7}),
+    ]
+    assert heldout_of(events, "v1") == 0.7
+    assert heldout_of(events, "v2") is None
 
 
 def test_learner_phases_in_order() -> None:
