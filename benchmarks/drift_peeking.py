@@ -73,7 +73,8 @@ def main() -> None:
         f"{args.runs} runs, up to {args.samples} values per arm, looked at after every value from "
         f"{args.min_samples} on"
     )
-    print(f"{'metric':10s}{'sigmas':>7s}{'alpha':>9s} {'method':9s}{'A/A false':>10s}{'A/B found':>10s}{'median n':>9s}")
+    head = f"{'metric':10s}{'sigmas':>7s}{'alpha':>9s} {'method':9s}"
+    print(head + f"{'A/A false':>10s}{'A/B found':>10s}{'median n':>9s}")
     for metric, draw in (("bernoulli", bernoulli), ("lognormal", lognormal)):
         for sigmas in (float(s) for s in args.sigmas.split(",")):
             for name, first in (("fixed", fixed_first), ("sequence", sequence_first)):
