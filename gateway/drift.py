@@ -159,7 +159,8 @@ def shifts(
 
 
 class AlarmGauge(Collector):
-    """`rlgw_version_alarm{version,metric}` = 1 for every alarm the registry holds."""
+    """`rlgw_version_alarm{version,metric}` = 1 for every alarm the registry holds, and the
+    judges' `rlgw_judge_alarm{judge}` (gateway/judge_alarms.py)."""
 
     def __init__(self, versions: Any) -> None:
         self.versions = versions
@@ -174,3 +175,4 @@ class AlarmGauge(Collector):
             for metric in list(v.alarms):
                 g.add_metric([v.id, metric], 1.0)
         yield g
+        yield from self.versions.judges.collect()

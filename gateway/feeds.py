@@ -1,6 +1,7 @@
 """Threads that follow ledger topics for the gateway, each as its own consumer group.
 
-    ScoreFeed    scores   → live reward per version (canary decisions, dashboards)
+    ScoreFeed    scores   → live reward per version (canary decisions, dashboards), and the
+                            judges' probe runs (gateway/judge_alarms.py)
     TurnFeed     turns    → every gateway's request outcomes per version (turns and failed
                             calls), the episode → version stickiness, and the turn →
                             episode index for feedback
@@ -28,6 +29,7 @@ from ledger.records import (
     TOPIC_SCORES,
     TOPIC_TURNS,
     TOPIC_VERSIONS,
+    JudgeProbe,
     ModelVersion,
     Record,
     RecordError,
@@ -107,6 +109,8 @@ class ScoreFeed(Feed):
         self._seen: dict[tuple[str, str, str], int] = {}
 
     def apply(self, record: Record) -> None:
+        if isinstance(record, JudgeProbe):
+            self.registry.judges.observe(record)
         if not isinstance(record, Score):
             return
         key = (record.tenant, record.episode_id, record.rubric)  # tenants may reuse an episode id

@@ -24,6 +24,7 @@ from gateway.canary import Arm
 from gateway.config import VersionsConfig
 from gateway.drift import SideMetrics
 from gateway.errors import NotFound
+from gateway.judge_alarms import JudgeAlarms
 from gateway.live_stats import LiveStats
 from gateway.version_log import VersionLog
 from ledger.published import BASE_VERSION
@@ -79,6 +80,7 @@ class VersionBook:
         self.events: list[ModelVersion] = []
         self.stats = LiveStats()
         self.side = SideMetrics()  # side metrics per version, for the drift alarms
+        self.judges = JudgeAlarms()  # the judges' newest probe runs (gateway/judge_alarms.py)
         self._sticky: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.RLock()  # every change below; methods call one another
         self._changing = threading.RLock()  # one change at a time: plan, write, apply
