@@ -15,7 +15,7 @@ from gateway.canary import Arm, decide
 from gateway.config import VersionsConfig
 from gateway.versions import canary_bucket
 from ledger.bus import MemoryBus
-from ledger.records import ModelVersion, Score, parse_record
+from ledger.records import FailedCall, ModelVersion, Score, parse_record
 from rlgw.config import Settings
 from tests.fixtures.upstream import GatewayServer, gateway_settings, start_fake, start_gateway, stop_gateway
 
@@ -278,8 +278,8 @@ def test_failed_calls_of_every_gateway_count_in_the_canary_and_survive_a_restart
         arm = lambda reg: reg.stats.arm("v1", since)  # noqa: E731
         _until(lambda: arm(a.services.versions).errors == 5, "both gateways' failures on the controller")
         assert arm(a.services.versions).requests == 5  # none counted twice
-        failed = [r for m in bus.messages("turns") if (r := parse_record(m.value)).kind == "failed_call"]
-        assert sorted(r.episode_id for r in failed) == sorted(eps)  # type: ignore[attr-defined]
+        failed = [f for m in bus.messages("turns") if isinstance(f := parse_record(m.value), FailedCall)]
+        assert sorted(f.episode_id for f in failed) == sorted(eps)
     finally:
         stop_gateway(b)
         _stop(a)
