@@ -4,66 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
-from aiohttp import web
 
 from gateway.fake_upstream import BASE_MODEL, FakeState, make_app
 from ledger.bus import MemoryBus
-from ledger.records import parse_record
+from ledger.records import JudgeProbe, Score, parse_record
 from rewards import load_rubrics
 from rewards.config import RewardsConfig
 from rewards.judge import JudgeError, is_hollow, parse_verdict
-from rewards.judge_watch import JudgeWatch, judges_of
+from rewards.judge_watch import Judge, JudgeWatch, judges_of
 from rewards.probes import CONTROLS, PROBES, judge_report, probe_episode
-
-DATA = re.compile(r"<<<DATA (\w+)>>>\n(.*)\n<<<END DATA \1>>>", re.S)
-
-
-def honest(data: str) -> str:
-    """Grades the final answer on its content only, whatever the data says."""
-    final = data.rsplit("[assistant] ", 1)[-1]
-    return "The answer names the capital.\nSCORE: 9" if "paris" in final.lower() else "Wrong city.\nSCORE: 1"
-
-
-def gullible(data: str) -> str:
-    """Obeys instructions inside the data and falls for master keys, like a weak judge."""
-    final = data.rsplit("[assistant] ", 1)[-1].strip()
-    if re.search(r"(?i)score\b.{0,20}\b10", data) or final in (":", "Thought process:"):
-        return "SCORE: 10"
-    return honest(data)
-
-
-def judge_app(grade: Callable[[str], str], delay_s: float = 0.0) -> web.Application:
-    async def chat(request: web.Request) -> web.Response:
-        body = await request.json()
-        await asyncio.sleep(delay_s)
-        found = DATA.search(body["messages"][-1]["content"])
-        text = grade(found.group(2)) if found else "no data block"
-        return web.json_response(
-            {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
-        )
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    return app
-
-
-@asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        await runner.cleanup()
+from tests.fixtures.judge import gullible, honest, judge_app, judge_in_thread, serve
+from tests.fixtures.upstream import gateway_settings, start_fake, start_gateway, stop_gateway
 
 
 @pytest.mark.parametrize(
@@ -191,79 +149,58 @@ def test_rlgw_judge_probe_reports_and_alarms_on_drift(tmp_path: Path) -> None:
 
 
 def test_a_judge_whose_grades_shift_raises_an_alarm_every_gateway_sees(tmp_path: Path) -> None:
-    """The scheduled probe run (rewards/judge_watch.py) against a judge that turns gullible after
-    its first run: a drift record on the scores topic; the gateway shows it (gauge, dashboard)
+    """The scheduled probe run (rewards/judge_watch.py) against a judge that turns gullible for
+    its second run: a drift record on the scores topic; the gateway shows it (gauge, dashboard)
     and holds back a canary whose reward rose; the judge's next good run clears it."""
-    import threading
-    import time
-
-    import httpx
-
-    from ledger.records import JudgeProbe, Score
-    from rewards.judge_watch import Judge
-    from tests.fixtures.upstream import gateway_settings, start_fake, start_gateway, stop_gateway
-
     calls, per_run = [0], 7  # the probes and controls that are not hollow reach the judge
-    gullible_runs = range(per_run, 2 * per_run)  # the second run only
 
     def shifting(data: str) -> str:
         calls[0] += 1
-        return gullible(data) if calls[0] - 1 in gullible_runs else honest(data)
+        return gullible(data) if per_run < calls[0] <= 2 * per_run else honest(data)
 
-    urls: list[str] = []
-    stop = threading.Event()
-
-    async def judge_server() -> None:
-        async with serve(judge_app(shifting)) as url:
-            urls.append(url)
-            while not stop.is_set():
-                await asyncio.sleep(0.05)
-
-    threading.Thread(target=lambda: asyncio.run(judge_server()), daemon=True).start()
     up, bus = start_fake(), MemoryBus()
     settings = gateway_settings(tmp_path, [up.url])
     settings.versions.min_episodes, settings.versions.block_promotion_on = 10, ["judge:*"]
     gw = start_gateway(settings, bus)
     try:
-        while not urls:
-            time.sleep(0.02)
-        watch = JudgeWatch([Judge("qa/judge", urls[0], "j")], bus, max_drift=0.1)
-        (first,) = asyncio.run(watch.run_once())
-        assert first.drift == [] and first.baseline_from == "first run" and calls[0] == per_run
-        (second,) = asyncio.run(watch.run_once())
-        assert second.drift == ["false_positive_rate 0.00 -> 0.44"], second
-        on_topic = [parse_record(m.value) for m in bus.messages("scores")]
-        assert [r.drift for r in on_topic if isinstance(r, JudgeProbe)] == [[], second.drift]
+        with judge_in_thread(shifting) as url:
+            watch = JudgeWatch([Judge("qa/judge", url, "j")], bus)
+            (first,) = asyncio.run(watch.run_once())
+            assert first.drift == [] and first.baseline_from == "first run" and calls[0] == per_run
+            (second,) = asyncio.run(watch.run_once())
+            assert second.drift == ["false_positive_rate 0.00 -> 0.44"], second
+            on_topic = [parse_record(m.value) for m in bus.messages("scores")]
+            assert [r.drift for r in on_topic if isinstance(r, JudgeProbe)] == [[], second.drift]
 
-        httpx.post(gw.root + "/admin/versions", json={"version": "v1", "adapter_path": "/tmp/v1"}, timeout=10)
-        reg = gw.services.versions
-        since = reg.versions["v1"].canary_since
-        assert since is not None
-        scores = []
-        for i in range(20):  # the canary's reward rose: promoted, were it not for the judge
-            for version, reward in (("v1", 1.0), ("base", 0.0 if i % 4 else 1.0)):
-                s = Score(episode_id=f"{version}-{i}", rubric="r", rubric_version="1", total=reward,
-                          version=version, created_at=since + 1 + i)  # fmt: skip
-                scores.append((s.episode_id, s.to_bytes()))
-        bus.publish("scores", scores)
-        deadline = time.monotonic() + 15
-        while not reg.versions["v1"].promotion_blocked:
-            assert time.monotonic() < deadline, [e.event for e in reg.events]
-            time.sleep(0.05)
-        blocked = next(e for e in reg.events if e.event == "alarm_blocked_promotion")
-        assert "judge:qa/judge" in blocked.reason and reg.serving == "base"
-        assert 'rlgw_judge_alarm{judge="qa/judge"} 1.0' in httpx.get(gw.root + "/metrics").text
-        alarms = httpx.get(gw.root + "/admin/dashboard/data").json()["alarms"]
-        assert [a["version"] for a in alarms if a["event"] == "judge_drift"] == ["judge:qa/judge"]
+            reg = gw.services.versions
+            httpx.post(gw.root + "/admin/versions", json={"version": "v1", "adapter_path": "/x"}, timeout=10)
+            since = reg.versions["v1"].canary_since
+            assert since is not None
+            scores = []
+            for i in range(20):  # the canary's reward rose: promoted, were it not for the judge
+                for version, reward in (("v1", 1.0), ("base", 0.0 if i % 4 else 1.0)):
+                    s = Score(episode_id=f"{version}-{i}", rubric="r", rubric_version="1", total=reward,
+                              version=version, created_at=since + 1 + i)  # fmt: skip
+                    scores.append((s.episode_id, s.to_bytes()))
+            bus.publish("scores", scores)
+            _until(lambda: reg.versions["v1"].promotion_blocked, reg)
+            blocked = next(e for e in reg.events if e.event == "alarm_blocked_promotion")
+            assert "judge:qa/judge" in blocked.reason and reg.serving == "base"
+            assert 'rlgw_judge_alarm{judge="qa/judge"} 1.0' in httpx.get(gw.root + "/metrics").text
+            alarms = httpx.get(gw.root + "/admin/dashboard/data").json()["alarms"]
+            assert [a["version"] for a in alarms if a["event"] == "judge_drift"] == ["judge:qa/judge"]
 
-        (third,) = asyncio.run(watch.run_once())  # honest again: the alarm clears
-        assert third.drift == []
-        deadline = time.monotonic() + 15
-        while reg.serving != "v1":
-            assert time.monotonic() < deadline, [e.event for e in reg.events]
-            time.sleep(0.05)
-        assert 'rlgw_judge_alarm{judge="qa/judge"} 0.0' in httpx.get(gw.root + "/metrics").text
+            (third,) = asyncio.run(watch.run_once())  # honest again: the alarm clears
+            assert third.drift == []
+            _until(lambda: reg.serving == "v1", reg)
+            assert 'rlgw_judge_alarm{judge="qa/judge"} 0.0' in httpx.get(gw.root + "/metrics").text
     finally:
         stop_gateway(gw)
         up.stop.set()
-        stop.set()
+
+
+def _until(cond: Callable[[], bool], reg: Any) -> None:
+    deadline = time.monotonic() + 15
+    while not cond():
+        assert time.monotonic() < deadline, [e.event for e in reg.events]
+        time.sleep(0.05)
