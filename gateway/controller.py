@@ -215,8 +215,9 @@ class VersionController:
         """Raise an alarm for each side metric of the canary newly shifted from its parent's."""
         reg = self.registry
         assert canary.canary_since is not None
+        mine = reg.side.since(canary.id, canary.canary_since)
         found = shifts(
-            reg.side.since(canary.id, canary.canary_since),
+            {m: xs for m, xs in mine.items() if m not in canary.alarms},  # raised ones stay raised
             reg.side.since(reg.serving, canary.canary_since),
             reg.cfg.alarm_sigmas,
             reg.cfg.alarm_min_samples,

@@ -189,6 +189,8 @@ def test_a_judge_whose_grades_shift_raises_an_alarm_every_gateway_sees(tmp_path:
             assert 'rlgw_judge_alarm{judge="qa/judge"} 1.0' in httpx.get(gw.root + "/metrics").text
             alarms = httpx.get(gw.root + "/admin/dashboard/data").json()["alarms"]
             assert [a["version"] for a in alarms if a["event"] == "judge_drift"] == ["judge:qa/judge"]
+            listing = httpx.get(gw.root + "/admin/versions").json()
+            assert listing["judge_alarms"] == ["judge:qa/judge"]
 
             (third,) = asyncio.run(watch.run_once())  # honest again: the alarm clears
             assert third.drift == []
