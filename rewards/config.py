@@ -38,7 +38,7 @@ class RewardsConfig(Section):
     from the baseline is a drift of the judge: an alarm."""
     judge_probe_baseline: Path | None = None
     """A report `rlgw judge probe --out FILE` wrote: every judge's baseline. None: each judge's
-    first run without errors in this worker (lost when the worker restarts)."""
+    first run without errors, kept in `<data_dir>/judge-baselines.json` across restarts."""
     group: str = "rlgw-rubrics"
     """Consumer group of the rubric workers: workers in one group share the partitions."""
     keep_scored_s: float = 3600.0
@@ -51,5 +51,6 @@ class RewardsConfig(Section):
 class RewardsSettings(Protocol):
     """What a rubric worker reads of the assembled config (`rlgw.config.Settings` has it)."""
 
+    data_dir: Path
     rewards: RewardsConfig
     ledger: LedgerConfig

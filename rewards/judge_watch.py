@@ -5,12 +5,13 @@ it gives while no model version changed (a new model behind the same URL, a prov
 update, an edited criteria prompt). So a rubric worker runs each configured judge's probe set
 (rewards/probes.py) every `judge_probe_interval_s`, compares both rates with a baseline —
 `judge_probe_baseline` (a report `rlgw judge probe --out` wrote), else the judge's first run
-in this worker without errors — and publishes a `JudgeProbe` record on the scores topic, keyed
-by judge. A run whose rates moved more than `judge_probe_max_drift` carries `drift`: every
-gateway's score feed shows it (gateway/judge_alarms.py: the `rlgw_judge_alarm` gauge, the
-dashboard's alarms) and, where `versions.block_promotion_on` names it, no canary is promoted
-while the judge's newest run holds it (docs/versions.md). A judge that gives no grade at all
-(down) fails its controls: that is a drift too.
+without errors, kept in `<data_dir>/judge-baselines.json` so a restarted worker compares with
+the same one (a judge is its name, URL and model there) — and publishes a `JudgeProbe` record
+on the scores topic, keyed by judge. A run whose rates moved more than `judge_probe_max_drift`
+carries `drift`: every gateway's score feed shows it (gateway/judge_alarms.py: the
+`rlgw_judge_alarm` gauge, the dashboard's alarms) and, where `versions.block_promotion_on`
+names it, no canary is promoted while the judge's newest run holds it (docs/versions.md). A
+judge that gives no grade at all (down) fails its controls: that is a drift too.
 
 The judges are the rubrics' `llm_judge` functions (one per URL, model and criteria), else
 `rewards.judge_url` / `judge_model`. Runs in a thread with its own event loop: the worker's loop
@@ -73,18 +74,30 @@ class JudgeWatch:
         interval_s: float = 3600.0,
         max_drift: float = 0.1,
         baseline_file: Path | None = None,
+        kept_in: Path | None = None,
         report: Report = judge_report,
     ) -> None:
         self.judges, self.bus, self.topic = list(judges), bus, topic_prefix + TOPIC_SCORES
         self.interval_s, self.max_drift, self.report = interval_s, max_drift, report
+        self.kept_in = kept_in  # first-run baselines, by judge, name and URL and model
         self.baselines: dict[str, tuple[dict[str, float], str]] = {}  # judge -> (rates, from where)
         if baseline_file is not None:
             rates = _rates(json.loads(baseline_file.read_text()))
             self.baselines = {j.name: (rates, f"file {baseline_file}") for j in self.judges}
+        elif kept_in is not None and kept_in.is_file():
+            kept = json.loads(kept_in.read_text())
+            for j in self.judges:
+                if _kept_key(j) in kept:
+                    self.baselines[j.name] = (_rates(kept[_kept_key(j)]), "first run")
 
     @classmethod
     def from_config(
-        cls, config: RewardsConfig, rubrics: Sequence[Rubric], bus: Bus, topic_prefix: str = ""
+        cls,
+        config: RewardsConfig,
+        rubrics: Sequence[Rubric],
+        bus: Bus,
+        topic_prefix: str = "",
+        data_dir: Path | None = None,
     ) -> JudgeWatch | None:
         """The watch a worker with this config runs; None when off (no judge, or no interval)."""
         judges = judges_of(rubrics, config)
@@ -97,6 +110,7 @@ class JudgeWatch:
             interval_s=config.judge_probe_interval_s,
             max_drift=config.judge_probe_max_drift,
             baseline_file=config.judge_probe_baseline,
+            kept_in=None if data_dir is None else data_dir / "judge-baselines.json",
         )
 
     async def run_once(self) -> list[JudgeProbe]:
@@ -108,6 +122,7 @@ class JudgeWatch:
             rates = _rates(asdict(rep))
             if j.name not in self.baselines and errors == 0:
                 self.baselines[j.name] = (rates, "first run")
+                self._keep(j, rates)
             base, source = self.baselines.get(j.name, ({}, ""))
             moved = drift(rates, base, self.max_drift) if base else []
             if moved:
@@ -150,6 +165,21 @@ class JudgeWatch:
         thread = threading.Thread(target=loop, name="rlgw-judge-watch", daemon=True)
         thread.start()
         return thread
+
+    def _keep(self, judge: Judge, rates: dict[str, float]) -> None:
+        """Write a first-run baseline beside the others (atomically: a crash leaves the old file)."""
+        if self.kept_in is None:
+            return
+        kept = json.loads(self.kept_in.read_text()) if self.kept_in.is_file() else {}
+        kept[_kept_key(judge)] = rates
+        self.kept_in.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.kept_in.with_suffix(".tmp")
+        tmp.write_text(json.dumps(kept, indent=1))
+        tmp.replace(self.kept_in)
+
+
+def _kept_key(judge: Judge) -> str:
+    return f"{judge.name} {judge.url} {judge.model}"
 
 
 def _rates(report: dict[str, Any]) -> dict[str, float]:

@@ -243,7 +243,8 @@ def run_worker(
         rubrics = load_rubrics(settings.rewards.rubrics, settings.rewards)
     worker = RubricWorker.from_settings(settings, rubrics, bus, source=source, metrics=metrics, tracer=tracer)
     log.info("rubric worker: %s", ", ".join(f"{r.name}@{r.version}" for r in worker.rubrics))
-    watch = JudgeWatch.from_config(settings.rewards, worker.rubrics, bus, settings.ledger.topic_prefix)
+    prefix = settings.ledger.topic_prefix
+    watch = JudgeWatch.from_config(settings.rewards, worker.rubrics, bus, prefix, settings.data_dir)
     if watch is not None:  # each judge's probe set, on a schedule (rewards/judge_watch.py)
         watch.start(stop)
     loop = asyncio.new_event_loop()

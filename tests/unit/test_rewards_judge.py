@@ -164,9 +164,10 @@ def test_a_judge_whose_grades_shift_raises_an_alarm_every_gateway_sees(tmp_path:
     gw = start_gateway(settings, bus)
     try:
         with judge_in_thread(shifting) as url:
-            watch = JudgeWatch([Judge("qa/judge", url, "j")], bus)
-            (first,) = asyncio.run(watch.run_once())
+            judge, kept = Judge("qa/judge", url, "j"), tmp_path / "judge-baselines.json"
+            (first,) = asyncio.run(JudgeWatch([judge], bus, kept_in=kept).run_once())
             assert first.drift == [] and first.baseline_from == "first run" and calls[0] == per_run
+            watch = JudgeWatch([judge], bus, kept_in=kept)  # a restarted worker: the same baseline
             (second,) = asyncio.run(watch.run_once())
             assert second.drift == ["false_positive_rate 0.00 -> 0.44"], second
             on_topic = [parse_record(m.value) for m in bus.messages("scores")]
