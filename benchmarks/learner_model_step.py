@@ -50,6 +50,7 @@ def one(model_dir: str, setting: dict[str, Any], args: dict[str, Any], out: Any)
         micro_batch_tokens=args["micro"],
         logprob_chunk=args["chunk"],
         keep_logits_mb=args["keep_logits_mb"],
+        activation_checkpointing=args["checkpointing"] == "on",
         max_staleness=10**6,
     )
     t0 = time.perf_counter()
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--micro", type=int, default=8192, help="micro_batch_tokens")
     ap.add_argument("--chunk", type=int, default=1024, help="logprob_chunk")
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--checkpointing", default="off", help="activation checkpointing: on | off")
     ap.add_argument("--keep-logits-mb", type=int, default=1024, help="keep_logits_mb (0: recompute)")
     args = ap.parse_args(argv)
 
@@ -120,7 +122,16 @@ def main(argv: list[str] | None = None) -> None:
     model_dir = str(resolve_model(args.model, Path(args.data_dir).resolve()))
     shared = {
         k: getattr(args, k)
-        for k in ("samples", "prompt", "completion", "micro", "chunk", "steps", "keep_logits_mb")
+        for k in (
+            "samples",
+            "prompt",
+            "completion",
+            "micro",
+            "chunk",
+            "steps",
+            "keep_logits_mb",
+            "checkpointing",
+        )
     }
     results = []
     ctx = mp.get_context("spawn")

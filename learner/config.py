@@ -72,6 +72,11 @@ class LearnerConfig(Section):
     (14 GB at 8192) and ~6.5 MB for a 7B (53 GB): 8192 is near the limit of an 80 GB GPU for a
     7B. A larger row gains little: what a forward costs besides its matmuls (kernel launches,
     reading the weights) is already small next to 8192 tokens' worth of them."""
+    activation_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward instead of keeping them: on
+    SmolLM2 (CPU, 1,920 tokens a step) peak RSS 3.5 -> 2.1 GB, step 10 -> 29 s on a loaded machine
+    (benchmarks/results/stack_rss.md). Off by default: on this CPU the learner's speed, not its
+    memory, bounds how fast the loop learns."""
     keep_logits_mb: int = 1024
     """A micro-batch's float32 LM-head logits up to this size are kept for the backward; larger
     ones are recomputed chunk by chunk in the backward (learner/objective.py). 0: always recompute."""

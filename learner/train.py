@@ -96,6 +96,10 @@ class Trainer:
                 warnings.filterwarnings("ignore", message=".*ensure_weight_tying.*")
                 self.model = get_peft_model(model, lora)
         self.model.train()
+        if cfg.activation_checkpointing:
+            self.causal_lm.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.world.sync_params(self.params)  # one starting point (a LoRA adapter's init is random)
         if cfg.fsdp and self.world.size > 1:  # full weights sharded across the ranks (learner/sharded.py)
