@@ -119,10 +119,10 @@ class ChatService:
         async with self.pool.post(
             "/chat/completions", self._for_replica(body, route, k), only=route.replicas
         ) as (replica, resp):
-            raw = await _read(resp)
+            raw = await read_reply(resp)
         if resp.status != 200:
             self._observe(route.version, resp.status, False, time.perf_counter() - t0)
-            return door.error(_upstream_error(resp.status, raw), headers)
+            return door.error(upstream_error(resp.status, raw), headers)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -162,11 +162,11 @@ class ChatService:
         replica, resp = await cm.__aenter__()
         if resp.status != 200:
             try:
-                raw = await _read(resp)
+                raw = await read_reply(resp)
             finally:
                 await cm.__aexit__(None, None, None)
             self._observe(route.version, resp.status, True, time.perf_counter() - t0)
-            return door.error(_upstream_error(resp.status, raw), headers)
+            return door.error(upstream_error(resp.status, raw), headers)
 
         tap, render = StreamTap(), door.stream()
 
@@ -256,7 +256,7 @@ class ChatService:
         self._on_request(version, status < 500, latency * 1000.0)
 
 
-async def _read(resp: UpstreamResponse) -> bytes:
+async def read_reply(resp: UpstreamResponse) -> bytes:
     try:
         return await resp.read()
     except TimeoutError as exc:
@@ -265,7 +265,7 @@ async def _read(resp: UpstreamResponse) -> bytes:
         raise UpstreamError(f"upstream failed mid-reply: {exc}", code="upstream_error") from exc
 
 
-def _upstream_error(status: int, raw: bytes) -> APIError:
+def upstream_error(status: int, raw: bytes) -> APIError:
     """A replica's 4xx passes through as the same status; anything else is a 502."""
     try:
         data = orjson.loads(raw)

@@ -44,6 +44,8 @@ class EvalReport:
     rows: list[EvalRow] = field(default_factory=list)
     prompts: int = 0  # prompts asked
     failed: list[str] = field(default_factory=list)  # prompts a side could not answer
+    version_failed: int = 0  # evaluation requests the version could not answer
+    parent_failed: int = 0
     margin: float = 0.0
     confidence: float = 0.9
     seconds: float = 0.0
@@ -52,8 +54,17 @@ class EvalReport:
     def decide(cls, version: str, parent: str, rows: list[EvalRow], **kw: Any) -> EvalReport:
         rewards = [r for r in rows if r.metric == "reward"]
         worse = [r for r in rewards if r.worse]
-        if worse:
-            verdict: Verdict = "worse"
+        prompts, broken, theirs = (
+            kw.get("prompts", 0),
+            kw.get("version_failed", 0),
+            kw.get("parent_failed", 0),
+        )
+        verdict: Verdict
+        if broken > theirs and broken >= max(1, prompts / 2):  # it cannot answer: a broken version
+            verdict = "worse"
+            reason = f"{version} failed {broken} of {prompts} evaluation requests ({parent}: {theirs})"
+        elif worse:
+            verdict = "worse"
             reason = "; ".join(
                 f"{r.rubric}: held-out reward {r.version:.3f} against {r.parent:.3f} on {parent} "
                 f"(difference {r.diff:+.3f}, interval up to {r.high:+.3f}, n={r.n})"
@@ -65,10 +76,7 @@ class EvalReport:
                 f"{r.rubric}: {r.version:.3f} against {r.parent:.3f} (n={r.n})" for r in rewards
             )
         else:
-            verdict, reason = (
-                "no_data",
-                f"no rubric scored two held-out prompts ({kw.get('prompts', 0)} asked)",
-            )
+            verdict, reason = "no_data", f"no rubric scored two held-out prompts ({prompts} asked)"
         return cls(version, parent, verdict, reason, rows, **kw)
 
     @property
@@ -87,7 +95,8 @@ class EvalReport:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EvalReport:
         rows = [EvalRow(**r) for r in d.get("rows") or []]
-        keep = {k: d[k] for k in ("prompts", "failed", "margin", "confidence", "seconds") if k in d}
+        names = ("prompts", "failed", "version_failed", "parent_failed", "margin", "confidence", "seconds")
+        keep = {k: d[k] for k in names if k in d}
         return cls(d["version"], d["parent"], d["verdict"], d.get("reason", ""), rows, **keep)
 
     def table(self) -> str:

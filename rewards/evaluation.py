@@ -115,19 +115,23 @@ async def evaluate(
     started = time.monotonic()
     pairs: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     weights: dict[tuple[str, str], float] = {}
-    failed: list[str] = []
+    failed: dict[str, list[str]] = {version: [], parent: []}
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(prompt: EvalPrompt) -> None:
         body = _body(prompt, max_tokens)
         async with gate:
-            try:
-                mine, theirs = await asyncio.gather(
-                    client.complete(version, body), client.complete(parent, body)
-                )
-            except EvalRequestError as exc:
-                failed.append(f"{prompt.id}: {exc}"[:300])
-                return
+            got: tuple[dict[str, Any] | BaseException, ...] = await asyncio.gather(
+                client.complete(version, body), client.complete(parent, body), return_exceptions=True
+            )
+        mine, theirs = got
+        for side, answer in ((version, mine), (parent, theirs)):
+            if isinstance(answer, EvalRequestError):
+                failed[side].append(f"{prompt.id}: {answer}"[:300])
+            elif isinstance(answer, BaseException):
+                raise answer
+        if isinstance(mine, BaseException) or isinstance(theirs, BaseException):
+            return
         ours, base = _episode(prompt, version, body, mine), _episode(prompt, parent, body, theirs)
         for rubric in rubrics:
             if not rubric.matches(ours):
@@ -148,7 +152,9 @@ async def evaluate(
         parent,
         rows,
         prompts=len(prompts),
-        failed=failed,
+        failed=failed[version] + (failed[parent] if parent != version else []),
+        version_failed=len(failed[version]),
+        parent_failed=len(failed[parent]),
         margin=margin,
         confidence=confidence,
         seconds=time.monotonic() - started,

@@ -134,7 +134,9 @@ async def test_failed_calls_are_counted_and_a_dataset_adds_tasks(tmp_path: Path)
     }
     client = FakeEvalClient(lambda v, r: None if v == "v1" else "ok")
     report = await evaluate_on_gateway(client, "v1", [BRIEF], parent="base", n=0, dataset=data, max_tokens=8)
-    assert report.prompts == 1 and len(report.failed) == 1 and report.verdict == "no_data"
+    # the version answered none of them while its parent did: a broken version is worse
+    assert report.prompts == 1 and len(report.failed) == 1 and report.verdict == "worse"
+    assert report.reason == "v1 failed 1 of 1 evaluation requests (base: 0)"
     assert client.calls[0][1]["max_tokens"] == 8
     (tmp_path / "bad.jsonl").write_text('{"prompt": "no messages"}\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:1"):
