@@ -102,7 +102,7 @@ class VersionsConfig(Section):
     """Cap on each evaluation answer's length (None: the prompt's own max_tokens)."""
     eval_concurrency: int = 2
     """Evaluation requests this gateway serves at once, at most."""
-    eval_live_limit: int = 2
+    eval_live_limit: int = 8
     """An evaluation request starts only while fewer live requests than this per healthy
     replica are in flight; otherwise it waits (up to `gateway.request_timeout_s`, then 503)."""
     base_weights: str | None = None
