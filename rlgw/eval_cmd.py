@@ -80,19 +80,26 @@ def eval_version(
 
 
 def eval_worker(
-    gateway: Annotated[str, typer.Option("--gateway", help="The controlling gateway's root URL.")],
+    gateway: Annotated[
+        str | None, typer.Option("--gateway", help="The controlling gateway (default: learner.admin_url).")
+    ] = None,
     key: KeyOpt = None,
     dataset: DatasetOpt = None,
     rubrics: RubricsOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Evaluate each version the gateway holds in `evaluating` and report the verdict (the
-    eval gate's evaluator at scale-out; `rlgw up` runs one inside)."""
+    eval gate's evaluator at scale-out, with versions.eval_gate = true; `rlgw up` runs one
+    inside). The admin key: --key, $RLGW_ADMIN_KEY, else learner.admin_key."""
     from rewards.eval_worker import run_eval_worker
 
     settings = settings_from(config, **{"rewards.rubrics": rubrics})
     rubric_list = load_rubric_file(settings.rewards.rubrics, settings)
+    url, key = gateway or settings.learner.admin_url, key or settings.learner.admin_key
+    if not url:
+        typer.secho("give --gateway URL (or learner.admin_url in the config)", fg="red", err=True)
+        raise typer.Exit(2)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    run_eval_worker(gateway, key, rubric_list, eval_settings(settings, dataset), stop)
+    run_eval_worker(url, key, rubric_list, eval_settings(settings, dataset), stop)
