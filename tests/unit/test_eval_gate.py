@@ -159,3 +159,76 @@ async def test_admission_waits_for_spare_capacity_and_gives_up_after_its_wait() 
     with pytest.raises(NoReplica):
         async with impatient:
             pass
+
+
+RUBRIC_FILE = """
+from rewards import Rubric, reward
+
+@reward(inline=True)
+def not_from_bad(ep):
+    return 0.0 if "rlgw-bad" in ep.final_answer else 1.0
+
+SANE = Rubric("sane", [not_from_bad])
+"""
+
+
+def test_rlgw_eval_prints_the_table_and_exits_1_on_worse(gated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from rlgw.cli import app
+
+    gw, _ = gated
+    (tmp_path / "sane.py").write_text(RUBRIC_FILE)
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(f'{{"messages": [{{"role": "user", "content": "t{i}"}}]}}\n' for i in range(4)))
+    assert register(gw, "bad").json()["status"] == "evaluating"
+    args = ["eval", "--version", "bad", "--url", gw.root, "--rubrics", str(tmp_path / "sane.py")]
+    args += ["--dataset", str(tasks), "--n", "0", "--config", str(tmp_path / "none.toml")]
+    (tmp_path / "none.toml").write_text("")
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 1, out.output
+    assert "bad against base" in out.output and "WORSE" in out.output and "verdict: worse" in out.output
+    ok = CliRunner().invoke(app, [*args[:2], "base", *args[3:]])  # base against base: no difference
+    assert ok.exit_code == 0 and "verdict: pass" in ok.output, ok.output
+    # a by-hand evaluation records nothing: the gate's verdict is the evaluator's
+    assert {v["id"]: v["status"] for v in listing(gw)["versions"]}["bad"] == "evaluating"
+
+
+def test_the_learner_treats_an_eval_failed_parent_as_off_the_fleet() -> None:
+    from learner.follow import Fleet
+
+    fleet = Fleet.from_listing(
+        {
+            "serving": "base",
+            "canary": None,
+            "versions": [
+                {"id": "v1", "parent": "base", "status": "eval_failed"},
+                {"id": "v2", "parent": "v1", "status": "evaluating"},
+            ],
+        }
+    )
+    assert fleet.rolled_back == {"v1"} and "v2" in fleet.held
+
+
+def test_the_dashboard_shows_an_eval_report_in_brief() -> None:
+    from gateway.dashboard_data import eval_figures
+
+    row = {
+        "rubric": "sane",
+        "metric": "reward",
+        "n": 6,
+        "parent": 1.0,
+        "version": 0.0,
+        "low": -1.0,
+        "high": -1.0,
+    }
+    brief = eval_figures(
+        {"verdict": "worse", "prompts": 6, "seconds": 1.5, "rows": [row, {**row, "metric": "f"}]}
+    )
+    assert brief == {
+        "verdict": "worse",
+        "prompts": 6,
+        "seconds": 1.5,
+        "sane": "1.000 → 0.000 [-1.000, -1.000] n=6",
+    }
+    assert eval_figures({"reward": 0.6}) == {"reward": 0.6}  # figures of another shape stay as they are
