@@ -31,7 +31,7 @@ from gateway.services import Services
 from ledger.holdout import heldout_prompts
 
 MAX_PROMPTS = 1000
-SCAN_PER_PROMPT = 20  # recent episodes read per held-out prompt wanted (1 in 10 is held out)
+MAX_SCAN = 20_000  # recent episodes read at most to find them
 
 
 class EvalAdmission:
@@ -117,7 +117,8 @@ def add_eval_routes(app: FastAPI, svc: Services) -> None:
         if svc.store is None:
             raise NoReplica("no store is configured for reads", code="store_unavailable")
         store, fraction = svc.store, svc.settings.ledger.holdout_fraction
-        episodes = await asyncio.to_thread(store.episodes, None, n * SCAN_PER_PROMPT)
+        scan = min(MAX_SCAN, int(2 * n / fraction)) if fraction > 0 else 0  # twice the expected need
+        episodes = await asyncio.to_thread(store.episodes, None, scan) if scan else []
         found = heldout_prompts(episodes, fraction, n)
         return {"fraction": fraction, "prompts": [p.model_dump(mode="json") for p in found]}
 
