@@ -24,8 +24,8 @@ from starlette.responses import Response
 
 from gateway.auth import require_admin
 from gateway.bodies import parse_body, read_json
-from gateway.chat import read_reply, upstream_error
-from gateway.errors import InvalidRequest, NoReplica, UpstreamError
+from gateway.chat import read_reply
+from gateway.errors import InvalidRequest, NoReplica, UpstreamError, from_upstream
 from gateway.pool import Pool
 from gateway.services import Services
 from ledger.holdout import heldout_prompts
@@ -100,7 +100,7 @@ def add_eval_routes(app: FastAPI, svc: Services) -> None:
         ):
             raw = await read_reply(resp)
         if resp.status != 200:
-            raise upstream_error(resp.status, raw)
+            raise from_upstream(resp.status, raw)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
