@@ -129,35 +129,38 @@ async def main() -> None:
     a = p.parse_args()
     tmp = TemporaryDirectory()
     engine, fake = None, None
-    if a.vllm:
-        from gateway.engine import EngineShape, start_vllm, wait_ready
-        from learner.tiny_model import build_tiny_model
-
-        model = build_tiny_model(Path(tmp.name) / "model")
-        port = free_port()
-        engine = start_vllm(model, port, log_path=Path(tmp.name) / "vllm.log", shape=EngineShape.of(model))
-        upstream = f"http://127.0.0.1:{port}/v1"
-        wait_ready(upstream, 600, proc=engine, log_path=Path(tmp.name) / "vllm.log")
-    elif a.upstream:
-        upstream = a.upstream
-    else:
-        fake_port = free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "gateway.fake_upstream",
-            "--port",
-            str(fake_port),
-            "--delay-ms",
-            str(a.delay_ms),
-        ]
-        fake = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        upstream = f"http://127.0.0.1:{fake_port}/v1"
-        time.sleep(2.0)
-    server, app, root = start_gateway(upstream, Path(tmp.name))
-    admission = app.app.state.eval_admission
-    gated = (admission.concurrency, admission.live_limit)
+    server = None
     try:
+        if a.vllm:
+            from gateway.engine import EngineShape, start_vllm, wait_ready
+            from learner.tiny_model import build_tiny_model
+
+            model = build_tiny_model(Path(tmp.name) / "model")
+            port = free_port()
+            engine = start_vllm(
+                model, port, log_path=Path(tmp.name) / "vllm.log", shape=EngineShape.of(model)
+            )
+            upstream = f"http://127.0.0.1:{port}/v1"
+            wait_ready(upstream, 600, proc=engine, log_path=Path(tmp.name) / "vllm.log")
+        elif a.upstream:
+            upstream = a.upstream
+        else:
+            fake_port = free_port()
+            cmd = [
+                sys.executable,
+                "-m",
+                "gateway.fake_upstream",
+                "--port",
+                str(fake_port),
+                "--delay-ms",
+                str(a.delay_ms),
+            ]
+            fake = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+            upstream = f"http://127.0.0.1:{fake_port}/v1"
+            time.sleep(2.0)
+        server, app, root = start_gateway(upstream, Path(tmp.name))
+        admission = app.app.state.eval_admission
+        gated = (admission.concurrency, admission.live_limit)
         await round_of(root, "gated", a.live, a.evals, 3, a.rate)  # warm-up
         results: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
         waited: dict[str, float] = dict.fromkeys(MODES, 0.0)
@@ -189,7 +192,8 @@ async def main() -> None:
                 f"{answered / total:>10.1f} {waited[mode]:>17.1f}"
             )
     finally:
-        server.should_exit = True
+        if server is not None:
+            server.should_exit = True
         if fake is not None:
             fake.terminate()
         if engine is not None:
