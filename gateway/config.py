@@ -106,7 +106,9 @@ class VersionsConfig(Section):
     """Evaluation requests this gateway serves at once, at most."""
     eval_live_limit: int = 8
     """An evaluation request starts only while fewer live requests than this per healthy
-    replica are in flight; otherwise it waits (up to `gateway.request_timeout_s`, then 503)."""
+    replica are in flight; otherwise it waits (up to `gateway.request_timeout_s`, then 503).
+    1 (with eval_concurrency 1): evaluate only between live requests, the least interference
+    on a compute-bound (CPU) engine (benchmarks/results/eval_interference.md)."""
     base_weights: str | None = None
     """The base model's folder, to bring replicas back to the base weights (default: the base
     model's served name, when that is a folder, as vLLM names a model by its path)."""
