@@ -51,6 +51,7 @@ class StepLog(logging.Handler):
 
 def version_rows(stack: Any, t0: float, heldout: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     from ledger.training import training_summary
+    from rlgw.live_view import eval_result
 
     reg, rows, tokens = stack.services.versions, [], 0
     for vid, v in sorted(reg.versions.items(), key=lambda kv: kv[1].created_at):
@@ -69,6 +70,7 @@ def version_rows(stack: Any, t0: float, heldout: dict[str, dict[str, float]]) ->
                 "clipped_frac": fig.get("clipped_frac"),
                 "tokens": tokens,
                 "events": [e.event for e in reg.events if e.version == vid],
+                "gate": eval_result(reg.events, vid),
             }
         )
     return rows

@@ -4,7 +4,8 @@ synthetic figures).
 A row is one version: {"version", "status", "at_s" (seconds from the start to its
 registration), "live" (mean live reward), "episodes", "heldout" ({task: mean}), "entropy",
 "kl_base", "ratio_mean", "ratio_min", "ratio_max", "clipped_frac", "tokens" (trained, all
-versions up to this one)}; a step is the learner's step figures with "at_s" added.
+versions up to this one), "gate" ((verdict, version's, parent's held-out reward) from the eval
+gate, when it ran)}; a step is the learner's step figures with "at_s" added.
 """
 
 from __future__ import annotations
@@ -13,7 +14,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("version", "status", "at", "live", "eps", "held-out", "entropy", "KL", "ratio", "clip", "tokens")
+COLUMNS = (
+    "version",
+    "status",
+    "at",
+    "live",
+    "eps",
+    "held-out",
+    "gate",
+    "entropy",
+    "KL",
+    "ratio",
+    "clip",
+    "tokens",
+)
 
 
 def _num(x: Any, spec: str) -> str:
@@ -24,6 +38,14 @@ def heldout_cell(heldout: Mapping[str, float] | None) -> str:
     if not heldout:
         return "–"
     return " ".join(f"{task[:2]} {score:.2f}" for task, score in heldout.items())
+
+
+def gate_cell(gate: Sequence[Any] | None) -> str:
+    """The eval gate's verdict with the version's and its parent's held-out reward."""
+    if not gate:
+        return "–"
+    verdict, mine, parent = gate
+    return f"{verdict} {mine:.2f}/{parent:.2f}"
 
 
 def row_cells(r: Mapping[str, Any]) -> list[str]:
@@ -38,6 +60,7 @@ def row_cells(r: Mapping[str, Any]) -> list[str]:
         _num(r.get("live"), ".3f"),
         str(r.get("episodes", 0)),
         heldout_cell(r.get("heldout")),
+        gate_cell(r.get("gate")),
         _num(r.get("entropy"), ".2f"),
         _num(r.get("kl_base"), ".3f"),
         ratio,

@@ -41,15 +41,28 @@ def request_count(metrics: Any) -> int:
         return 0
 
 
-def heldout_of(events: Any, vid: str) -> float | None:
-    """The held-out reward of the newest eval-gate event of `vid` (`eval_passed` / `eval_failed`,
-    figure `heldout` or `version`), None before it ran."""
+def eval_result(events: Any, vid: str) -> tuple[str, float, float] | None:
+    """(verdict, version's held-out reward, its parent's) from the newest eval-gate event of
+    `vid` (`eval_passed` / `eval_failed`, whose figures are the evaluation's report,
+    rewards/eval_report.py): the rubrics' reward rows, averaged weighted by prompts; None before
+    the gate ran or when its report has no reward row."""
     for e in reversed(list(events)):
-        if e.version == vid and e.event in ("eval_passed", "eval_failed"):
-            f = e.figures or {}
-            value = f.get("heldout", f.get("version"))
-            return float(value) if isinstance(value, int | float) else None
+        if e.version != vid or e.event not in ("eval_passed", "eval_failed"):
+            continue
+        rows = [r for r in (e.figures or {}).get("rows") or [] if r.get("metric") == "reward" and r.get("n")]
+        n = sum(r["n"] for r in rows)
+        if not n:
+            return None
+        mine = sum(r["version"] * r["n"] for r in rows) / n
+        theirs = sum(r["parent"] * r["n"] for r in rows) / n
+        return e.event.removeprefix("eval_"), mine, theirs
     return None
+
+
+def heldout_of(events: Any, vid: str) -> float | None:
+    """The version's held-out reward by the eval gate (`eval_result`), None before it ran."""
+    found = eval_result(events, vid)
+    return None if found is None else found[1]
 
 
 def event_text(e: Any) -> Text:

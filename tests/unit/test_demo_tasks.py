@@ -13,7 +13,7 @@ from rlgw import demo_tasks
 from rlgw.demo_tasks import TASK_RUBRICS, TASKS, arith_ok, format_ok, prompts, short_ok
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from learning_report import plot, table  # noqa: E402
+from learning_report import plot, table
 
 
 def episode(task: str, question: str, answer: str) -> Episode:
@@ -71,11 +71,15 @@ def test_the_learning_report_writes_a_table_and_a_png(tmp_path: Path) -> None:
          "heldout": {"short": 0.1, "arith": 0.5}, "tokens": 0},
         {"version": "v1", "status": "serving", "at_s": 300.0, "live": 0.5, "episodes": 60,
          "heldout": {"short": 0.7, "arith": 0.5}, "entropy": 1.9, "kl_base": 0.02, "ratio_mean": 0.98,
-         "ratio_min": 0.1, "ratio_max": 2.5, "clipped_frac": 0.01, "tokens": 4000},
+         "ratio_min": 0.1, "ratio_max": 2.5, "clipped_frac": 0.01, "tokens": 4000,
+         "gate": ("passed", 0.6, 0.3)},
     ]  # fmt: skip
-    steps = [{"at_s": 100.0 * i, "entropy": 2.0, "entropy_base": 2.1, "kl_base": 0.01 * i} for i in range(1, 4)]
+    steps = [
+        {"at_s": 100.0 * i, "entropy": 2.0, "entropy_base": 2.1, "kl_base": 0.01 * i} for i in range(1, 4)
+    ]
     text = table(rows)
     assert text.count("\n") == 3  # header, rule, two versions
     assert "sh 0.70 ar 0.50" in text and "0.98 (0.10–2.5)" in text and "5.0m" in text
+    assert "passed 0.60/0.30" in text
     png = plot(rows, steps, tmp_path / "curves.png", "test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -26,7 +26,7 @@ from ledger.published import PublishedVersion
 from ledger.recorder import Recorder
 from rlgw.config import Settings
 from rlgw.learner_watch import LearnerWatch, step_line
-from rlgw.live_view import LiveView, heldout_of
+from rlgw.live_view import LiveView, eval_result, heldout_of
 from rlgw.log_routing import route_logs
 from rlgw.startup_view import explain_start_failure, likely_fix, ready_block
 
@@ -118,15 +118,20 @@ def test_the_live_view_holds_the_table_the_learner_and_the_events(tmp_path: Path
 
 
 def test_the_held_out_column_reads_the_newest_eval_gate_event() -> None:
-    def event(vid: str, kind: str, figures: dict[str, float] | None = None) -> SimpleNamespace:
-        return SimpleNamespace(version=vid, event=kind, figures=figures)
+    def event(vid: str, kind: str, rows: list[dict[str, Any]] | None = None) -> SimpleNamespace:
+        return SimpleNamespace(version=vid, event=kind, figures={"rows": rows or []})
+
+    def row(rubric: str, metric: str, n: int, version: float, parent: float) -> dict[str, Any]:
+        return {"rubric": rubric, "metric": metric, "n": n, "version": version, "parent": parent}
 
     events = [
-        event("v1", "eval_failed", {"heldout": 0.2}),
+        event("v1", "eval_failed", [row("a", "reward", 4, 0.1, 0.5)]),
         event("v2", "canary"),
-        event("v1", "eval_passed", {"version": 0.7}),
-    ]
-    assert heldout_of(events, "v1") == 0.7
+        event("v1", "eval_passed", [row("a", "reward", 3, 1.0, 0.0), row("b", "reward", 1, 0.0, 1.0),
+                                    row("a", "words", 3, 9.0, 9.0)]),
+    ]  # fmt: skip
+    assert eval_result(events, "v1") == ("passed", 0.75, 0.25)  # reward rows only, weighted by n
+    assert heldout_of(events, "v1") == 0.75
     assert heldout_of(events, "v2") is None
 
 
