@@ -190,7 +190,7 @@ class FullWeightRollout:
                 await probe(replica.url, self.registry.upstream_name(weights))
             except SwapError:
                 await self._restore(replica, old)
-                await self._announce(replica.weights, {"replica": replica.url, "restored": True})
+                await self._announce(replica.weights, {"replica": replica.url, "mode": "restored"})
                 raise
             t3 = time.perf_counter()
         finally:
@@ -253,7 +253,7 @@ class FullWeightRollout:
             await asyncio.sleep(0.01)
         if replica.outstanding > 0:
             replica.draining = False
-            await self._announce(replica.weights, {"replica": replica.url, "restored": True})
+            await self._announce(replica.weights, {"replica": replica.url, "mode": "restored"})
             raise SwapError(f"{replica.url} still has {replica.outstanding} requests after draining")
         await asyncio.sleep(max(0.0, told + self.follower_drain_s - time.perf_counter()))
 

