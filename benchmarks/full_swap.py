@@ -124,9 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     cores = [c for c in (replica_cpus(a.replicas, a.replicas + 1), replica_cpus(0, 2)) if c is not None]
     launcher = LocalVllmLauncher(work / "launched", cores=cores, ready_timeout_s=1800, lora=False)
     rolling = a.mode == "rolling" and not a.fake
+    procs: list[Any] = []
     if rolling:  # the launcher's own: it stops each one a promotion retires
         base = str(model_dir)
-        urls, procs = [asyncio.run(launcher.start(base, base)) for _ in range(a.replicas)], []
+        urls = [asyncio.run(launcher.start(base, base)) for _ in range(a.replicas)]
     else:
         urls, procs = start_replicas(a.fake, None if a.fake else model_dir, work, a.replicas)
     settings = Settings(

@@ -60,8 +60,8 @@ def reloadable_replicas(
     each, without LoRA (full weights only: a shorter start)."""
     root = tmp_path_factory.mktemp("replicas")
     os.environ["VLLM_SERVER_DEV_MODE"] = "1"
+    procs: list[tuple[Any, int, Path]] = []
     try:
-        procs = []
         for i in range(2):
             port = free_port()
             log = root / f"vllm-{i}.log"
@@ -72,9 +72,7 @@ def reloadable_replicas(
                     log,
                 )
             )
-    finally:
-        del os.environ["VLLM_SERVER_DEV_MODE"]
-    try:
+        os.environ.pop("VLLM_SERVER_DEV_MODE", None)  # for these two only
         urls = []
         for proc, port, log in procs:
             url = f"http://127.0.0.1:{port}/v1"
@@ -82,6 +80,7 @@ def reloadable_replicas(
             urls.append(url)
         yield urls
     finally:
+        os.environ.pop("VLLM_SERVER_DEV_MODE", None)
         for proc, _, _ in procs:
             stop_vllm(proc)
 
@@ -233,19 +232,19 @@ def test_full_weight_version_rolls_onto_new_vllm_replicas_without_a_failed_reque
     canary / promote / rollback decisions with a launcher are tests/unit/test_full_weights.py's.)"""
     cores = replica_cores()
     launcher = LocalVllmLauncher(tmp_path / "replicas", cores=cores, ready_timeout_s=600, lora=False)
-    first = asyncio.run(launcher.start(str(tiny_model_dir), str(tiny_model_dir)))
-    settings = gateway_settings(tmp_path / "gw", [first], request_timeout_s=120)
-    settings.versions.canary_share = 0.5
-    settings.versions.min_episodes = 1_000_000
-    settings.versions.full_weights = "rolling"
-    settings.versions.base_weights = str(tiny_model_dir)
-    gw = start_gateway(settings)
-    pool = gw.services.pool
-    pool.replicas[0].launched = True  # the launcher started it: it stops it when it retires
-    gw.services.controller.rollout.launcher = launcher
-    folder = nudged_version(tiny_model_dir, tmp_path / "v1")
-    try:
-        # paced: back-to-back requests would starve the engines starting beside them (2 cores)
+    gw = None
+    try:  # the launcher's engines are stopped whatever fails, the gateway's start too
+        first = asyncio.run(launcher.start(str(tiny_model_dir), str(tiny_model_dir)))
+        settings = gateway_settings(tmp_path / "gw", [first], request_timeout_s=120)
+        settings.versions.canary_share = 0.5
+        settings.versions.min_episodes = 1_000_000
+        settings.versions.full_weights = "rolling"
+        settings.versions.base_weights = str(tiny_model_dir)
+        gw = start_gateway(settings)
+        pool = gw.services.pool
+        pool.replicas[0].launched = True  # the launcher started it: it stops it when it retires
+        gw.services.controller.rollout.launcher = launcher
+        folder = nudged_version(tiny_model_dir, tmp_path / "v1")
         with SwapLoad(gw.url, clients=2, temperature=1.0, pause_s=0.2) as load:
             wait_for(lambda: sum(o.version == "base" for o in load.outcomes) >= 4)
             HttpPublisher(gw.root, None, timeout_s=600).publish(
@@ -276,5 +275,6 @@ def test_full_weight_version_rolls_onto_new_vllm_replicas_without_a_failed_reque
         assert [s["mode"] for s in swaps] == ["rolling", "rolling"]  # v1's start, the base's
         assert len(launcher.procs) == 1  # the retired ones were stopped
     finally:
-        stop_gateway(gw)
+        if gw is not None:
+            stop_gateway(gw)
         asyncio.run(launcher.close())
