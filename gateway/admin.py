@@ -67,7 +67,13 @@ def add_version_routes(app: FastAPI, controller: VersionController, auth: Any, r
     @app.get("/admin/versions")
     async def listing(request: Request) -> dict[str, Any]:
         await admin(request)
-        return {"serving": reg.serving, "canary": reg.canary, "versions": reg.listing()}
+        judges = sorted(reg.judges.active())  # judge drift alarms (gateway/judge_alarms.py)
+        return {
+            "serving": reg.serving,
+            "canary": reg.canary,
+            "versions": reg.listing(),
+            "judge_alarms": judges,
+        }
 
     @app.get("/admin/versions/events")
     async def events(request: Request) -> dict[str, Any]:

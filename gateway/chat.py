@@ -21,14 +21,7 @@ from gateway.chat_request import KNOWN_FIELDS, ChatLimits, check_chat_request
 from gateway.doors import CHAT, Door, StreamRender
 from gateway.durability import NOT_DURABLE, made_durable, refuse_if_full
 from gateway.episodes import CallContext
-from gateway.errors import (
-    APIError,
-    InvalidRequest,
-    LedgerUnavailable,
-    NotFound,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from gateway.errors import APIError, LedgerUnavailable, UpstreamError, UpstreamTimeout, from_upstream
 from gateway.explore import Exploration
 from gateway.metrics import Metrics
 from gateway.pool import Pool, Replica
@@ -116,18 +109,22 @@ class ChatService:
             return await self._stream(body, ctx, route, headers, started, t0, door)
         k = self.explore.pick(body, ctx.episode.task) if self.explore is not None else 1
         wants = self.wants(body)
-        async with self.pool.post(
-            "/chat/completions", self._for_replica(body, route, k), only=route.replicas
-        ) as (replica, resp):
-            raw = await _read(resp)
+        try:
+            async with self.pool.post(
+                "/chat/completions", self._for_replica(body, route, k), only=route.replicas
+            ) as (replica, resp):
+                raw = await _read(resp)
+        except (UpstreamError, UpstreamTimeout) as exc:
+            self._failed(ctx, route, exc, False, t0)
+            raise
         if resp.status != 200:
-            self._observe(route.version, resp.status, False, time.perf_counter() - t0)
-            return door.error(_upstream_error(resp.status, raw), headers)
+            return door.error(self._refused(ctx, route, resp.status, raw, False, t0, replica.url), headers)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            self._observe(route.version, 502, False, time.perf_counter() - t0)
-            raise UpstreamError(f"the replica's reply is not JSON: {exc}", code="upstream_error") from exc
+            bad = UpstreamError(f"the replica's reply is not JSON: {exc}", code="upstream_error")
+            self._failed(ctx, route, bad, False, t0, replica.url)
+            raise bad from exc
         choices = choices_from_reply(data)
         prompt_ids = data.get("prompt_token_ids")
         group = Exploration.group_id() if k > 1 and len(choices) > 1 else None
@@ -159,14 +156,17 @@ class ChatService:
     ) -> Response:
         wants = self.wants(body)
         cm = self.pool.post("/chat/completions", self._for_replica(body, route), only=route.replicas)
-        replica, resp = await cm.__aenter__()
+        try:
+            replica, resp = await cm.__aenter__()
+        except (UpstreamError, UpstreamTimeout) as exc:
+            self._failed(ctx, route, exc, True, t0)
+            raise
         if resp.status != 200:
             try:
                 raw = await _read(resp)
             finally:
                 await cm.__aexit__(None, None, None)
-            self._observe(route.version, resp.status, True, time.perf_counter() - t0)
-            return door.error(_upstream_error(resp.status, raw), headers)
+            return door.error(self._refused(ctx, route, resp.status, raw, True, t0, replica.url), headers)
 
         tap, render = StreamTap(), door.stream()
 
@@ -249,6 +249,26 @@ class ChatService:
             chunk["model"] = model
         return render.chunk(chunk)
 
+    def _refused(
+        self, ctx: CallContext, route: Route, status: int, raw: bytes, stream: bool, t0: float, up: str
+    ) -> APIError:
+        """The replica answered an error: a 5xx is a failed call, a 4xx the client's own."""
+        err = from_upstream(status, raw)
+        if status >= 500:
+            self._failed(ctx, route, err, stream, t0, up)
+        else:
+            self._observe(route.version, status, stream, time.perf_counter() - t0)
+        return err
+
+    def _failed(
+        self, ctx: CallContext, route: Route, err: APIError, stream: bool, t0: float, up: str = ""
+    ) -> None:
+        """A call that failed and left no turn: recorded on the turns topic, so every gateway
+        counts it in the version's error rate (docs/versions.md)."""
+        latency = time.perf_counter() - t0
+        self.writer.failed(ctx, route.version, err.code or err.type, err.status, latency, up, stream)
+        self._observe(route.version, err.status, stream, latency)
+
     def _observe(
         self, version: str, status: int, stream: bool, latency: float, ttft: float | None = None
     ) -> None:
@@ -263,20 +283,3 @@ async def _read(resp: UpstreamResponse) -> bytes:
         raise UpstreamTimeout("upstream did not answer in time", code="upstream_timeout") from exc
     except UpstreamIOError as exc:
         raise UpstreamError(f"upstream failed mid-reply: {exc}", code="upstream_error") from exc
-
-
-def _upstream_error(status: int, raw: bytes) -> APIError:
-    """A replica's 4xx passes through as the same status; anything else is a 502."""
-    try:
-        data = orjson.loads(raw)
-        message = data["error"]["message"] if isinstance(data.get("error"), dict) else str(data)[:500]
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-        message = raw[:500].decode(errors="replace")
-    if 400 <= status < 500 and status != 408:
-        err: APIError = NotFound(message) if status == 404 else InvalidRequest(message)
-        err.status = status
-    elif status in (408, 504):
-        err = UpstreamTimeout(f"upstream timed out: {message}")
-    else:
-        err = UpstreamError(f"upstream answered {status}: {message}", code="upstream_error")
-    return err

@@ -76,13 +76,15 @@ class VersionsConfig(Section):
     """A canary whose p50 latency exceeds its parent's by this factor is rolled back."""
     alarm_sigmas: float = 4.0
     """A canary's side metric (zero-weight rubric metrics, answer length, tool-call errors,
-    questions back, refusals, surprisal) this many standard errors from its parent's raises an
-    alarm (gateway/drift.py)."""
+    questions back, refusals, surprisal) shifted from its parent's raises an alarm
+    (gateway/drift.py): a confidence sequence, looked at every tick, whose false-alarm rate over
+    all looks is that of one two-sided test at this many standard errors (docs/versions.md)."""
     alarm_min_samples: int = 30
     """Values each side needs before a side metric is compared."""
     block_promotion_on: list[str] = Field(default_factory=list)
     """Metrics whose alarm keeps a canary from automatic promotion even when its reward rose
-    (e.g. ["tool_call_error", "question_back"]; ["*"]: any alarm). Empty: alarms only report —
+    (e.g. ["tool_call_error", "question_back"]; "judge:<rubric>/<function>" or "judge:*": a
+    judge's probe drift, gateway/judge_alarms.py; ["*"]: any alarm). Empty: alarms only report —
     a trained version drifts on purpose (surprisal falls as it learns)."""
     full_weights: Literal["in_place", "rolling"] = "in_place"
     """How a full-weight version reaches the pool (docs/full-weights.md): in_place reloads a

@@ -30,6 +30,7 @@ from gateway.adapters import AdapterError, AdapterLoader
 from gateway.canary import decide
 from gateway.drift import shifts
 from gateway.errors import InvalidRequest
+from gateway.judge_alarms import blocks
 from gateway.pool import Pool
 from gateway.rollout import FullWeightRollout
 from gateway.version_state import Version
@@ -208,9 +209,8 @@ class VersionController:
         decision = decide(arm, reg.stats.arm(reg.serving, canary.canary_since), reg.cfg)
         if decision is None:
             return
-        blocking = sorted(
-            m for m in canary.alarms if m in reg.cfg.block_promotion_on or "*" in reg.cfg.block_promotion_on
-        )
+        alarms = [*canary.alarms, *reg.judges.active()]  # the judges': every reward is in doubt
+        blocking = sorted(m for m in alarms if blocks(m, reg.cfg.block_promotion_on))
         if decision.action == "promote" and blocking:
             if not canary.promotion_blocked:
                 reason = f"{decision.reason}, but alarms on {', '.join(blocking)}"
@@ -229,8 +229,9 @@ class VersionController:
         """Raise an alarm for each side metric of the canary newly shifted from its parent's."""
         reg = self.registry
         assert canary.canary_since is not None
+        mine = reg.side.since(canary.id, canary.canary_since)
         found = shifts(
-            reg.side.since(canary.id, canary.canary_since),
+            {m: xs for m, xs in mine.items() if m not in canary.alarms},  # raised ones stay raised
             reg.side.since(reg.serving, canary.canary_since),
             reg.cfg.alarm_sigmas,
             reg.cfg.alarm_min_samples,

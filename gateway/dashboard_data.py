@@ -213,7 +213,7 @@ def snapshot(
         ],
         "rubric": stored["rubric"] if stored else [],
         "learner": learner_rows(reg),
-        "alarms": held_back(reg) + events_named(reg, ALARM_EVENTS),
+        "alarms": held_back(reg) + reg.judges.rows() + events_named(reg, ALARM_EVENTS),
         "evals": events_named(reg, EVAL_EVENTS),
         "ledger": {
             "recorder_pending": recorder.pending,

@@ -4,8 +4,11 @@ traffic (the episodes each served since the canary began).
 A reward can rise while usefulness falls: a model that learns to emit broken tool calls where
 it expects to fail, or to ask a question back instead of doing the task (docs/versions.md).
 So besides the reward, every metric below is compared between the canary and the version
-serving beside it; a difference beyond `alarm_sigmas` standard errors (Welch) with at least
-`alarm_min_samples` on each side raises an alarm: a version event `alarm` (the dashboard and
+serving beside it. The controller looks every second, so each difference is judged by a
+confidence sequence (gateway/sequence.py), valid at every look at once: an alarm when it
+excludes 0, with the false-alarm rate of a single two-sided test at `alarm_sigmas` standard
+errors however often it is looked at (docs/versions.md), once each side has
+`alarm_min_samples`. An alarm is: a version event `alarm` (the dashboard and
 GET /admin/versions/events show it), the Prometheus gauge `rlgw_version_alarm{version,metric}`,
 and, for the metrics named in `block_promotion_on`, no automatic promotion of that canary.
 Alarms are two-sided (drift either way); a version that learns drifts on purpose, so none
@@ -21,7 +24,6 @@ blocks by default.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterator
@@ -31,6 +33,8 @@ from typing import Any
 import orjson
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from gateway.sequence import first_shift, two_sided_alpha
 
 REFUSALS = ("i can't", "i cannot", "i'm sorry", "i am sorry", "i'm unable", "i am unable", "i won't")
 KEPT = 20_000  # per version and metric: the newest values
@@ -98,10 +102,12 @@ class SideMetrics:
                 if len(kept) > KEPT:
                     kept.popitem(last=False)
 
-    def since(self, version: str, at: float) -> dict[str, list[float]]:
+    def since(self, version: str, at: float) -> dict[str, list[tuple[float, float]]]:
+        """(made at, value) of each metric of `version` made from `at` on."""
         with self._lock:
             return {
-                m: [x for t, x in kept.values() if t >= at] for m, kept in self._by.get(version, {}).items()
+                m: [(t, x) for t, x in kept.values() if t >= at]
+                for m, kept in self._by.get(version, {}).items()
             }
 
 
@@ -113,6 +119,8 @@ class Shift:
     sigmas: float
     n: int
     parent_n: int
+    decided_n: int = 0  # the canary's values when the sequence left 0 (the parent's: below)
+    decided_parent_n: int = 0
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -122,35 +130,37 @@ class Shift:
             "sigmas": round(self.sigmas, 2),
             "canary_n": self.n,
             "parent_n": self.parent_n,
+            "decided_canary_n": self.decided_n,
+            "decided_parent_n": self.decided_parent_n,
         }
 
 
 def shifts(
-    canary: dict[str, list[float]], parent: dict[str, list[float]], sigmas: float, min_n: int
+    canary: dict[str, list[tuple[float, float]]],
+    parent: dict[str, list[tuple[float, float]]],
+    sigmas: float,
+    min_n: int,
 ) -> list[Shift]:
-    """The metrics whose canary mean is more than `sigmas` standard errors from the parent's."""
+    """The metrics whose canary mean has left the parent's: the difference's confidence sequence
+    (gateway/sequence.py) excludes 0 at some observation, taken in the order they were made, with
+    the error of one two-sided test at `sigmas` standard errors over all looks together."""
+    alpha = two_sided_alpha(sigmas)
     out = []
     for name in sorted(canary.keys() & parent.keys()):
         c, p = canary[name], parent[name]
         if len(c) < min_n or len(p) < min_n:
             continue
-        mc, mp = sum(c) / len(c), sum(p) / len(p)
-        se = math.sqrt(_var(c) / len(c) + _var(p) / len(p))
-        if se <= 1e-9 * max(1.0, abs(mc), abs(mp)):  # all-equal arms (up to the float sums' rounding)
-            se = math.sqrt(0.25 / len(c) + 0.25 / len(p)) if mc != mp else math.inf
-        z = (mc - mp) / se
-        if abs(z) > sigmas:
-            out.append(Shift(name, mc, mp, z, len(c), len(p)))
+        merged = sorted([(t, 0, x) for t, x in c] + [(t, 1, x) for t, x in p])
+        found = first_shift(merged, min_n, alpha)
+        if found is not None:
+            mc, mp = sum(x for _, x in c) / len(c), sum(x for _, x in p) / len(p)
+            out.append(Shift(name, mc, mp, found[3], len(c), len(p), found[0], found[1]))
     return out
 
 
-def _var(xs: list[float]) -> float:
-    m = sum(xs) / len(xs)
-    return sum((x - m) ** 2 for x in xs) / (len(xs) - 1) if len(xs) > 1 else 0.0
-
-
 class AlarmGauge(Collector):
-    """`rlgw_version_alarm{version,metric}` = 1 for every alarm the registry holds."""
+    """`rlgw_version_alarm{version,metric}` = 1 for every alarm the registry holds, and the
+    judges' `rlgw_judge_alarm{judge}` (gateway/judge_alarms.py)."""
 
     def __init__(self, versions: Any) -> None:
         self.versions = versions
@@ -165,3 +175,4 @@ class AlarmGauge(Collector):
             for metric in list(v.alarms):
                 g.add_metric([v.id, metric], 1.0)
         yield g
+        yield from self.versions.judges.collect()

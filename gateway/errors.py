@@ -97,3 +97,20 @@ def internal_error() -> Response:
 def error_sse(err: APIError) -> bytes:
     """An error raised after a stream began: sent as one last SSE event (the status is gone)."""
     return b"data: " + orjson.dumps(err.body()) + b"\n\n"
+
+
+def from_upstream(status: int, raw: bytes) -> APIError:
+    """A replica's 4xx passes through as the same status; anything else is a 502."""
+    try:
+        data = orjson.loads(raw)
+        message = data["error"]["message"] if isinstance(data.get("error"), dict) else str(data)[:500]
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        message = raw[:500].decode(errors="replace")
+    if 400 <= status < 500 and status != 408:
+        err: APIError = NotFound(message) if status == 404 else InvalidRequest(message)
+        err.status = status
+    elif status in (408, 504):
+        err = UpstreamTimeout(f"upstream timed out: {message}")
+    else:
+        err = UpstreamError(f"upstream answered {status}: {message}", code="upstream_error")
+    return err

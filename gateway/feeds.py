@@ -1,8 +1,10 @@
 """Threads that follow ledger topics for the gateway, each as its own consumer group.
 
-    ScoreFeed    scores   → live reward per version (canary decisions, dashboards)
-    TurnFeed     turns    → every gateway's request outcomes per version, the episode →
-                            version stickiness, and the turn → episode index for feedback
+    ScoreFeed    scores   → live reward per version (canary decisions, dashboards), and the
+                            judges' probe runs (gateway/judge_alarms.py)
+    TurnFeed     turns    → every gateway's request outcomes per version (turns and failed
+                            calls), the episode → version stickiness, and the turn →
+                            episode index for feedback
     VersionFeed  versions → routing state on a gateway that follows the controlling one
 
 Each reads every record of its topic from the beginning (a unique group per process), so it
@@ -27,6 +29,7 @@ from ledger.records import (
     TOPIC_SCORES,
     TOPIC_TURNS,
     TOPIC_VERSIONS,
+    JudgeProbe,
     ModelVersion,
     Record,
     RecordError,
@@ -106,6 +109,8 @@ class ScoreFeed(Feed):
         self._seen: dict[tuple[str, str, str], int] = {}
 
     def apply(self, record: Record) -> None:
+        if isinstance(record, JudgeProbe):
+            self.registry.judges.observe(record)
         if not isinstance(record, Score):
             return
         key = (record.tenant, record.episode_id, record.rubric)  # tenants may reuse an episode id
@@ -130,7 +135,12 @@ class TurnFeed(Feed):
     def handle(self, message: Message) -> None:
         try:
             d = orjson.loads(message.value)
-            if d.get("kind") != "turn" or "exploration_of" in (d.get("metadata") or {}):
+            kind = d.get("kind")
+            if kind == "failed_call":  # a call that left no turn: an error of its version
+                latency = float(d.get("latency_ms") or 0.0)
+                self.registry.observe_turn(d["version"], d["id"], False, latency, float(d["created_at"]))
+                return
+            if kind != "turn" or "exploration_of" in (d.get("metadata") or {}):
                 return  # an episode end, or a completion the client never saw
             eid, tid, version = d["episode_id"], d["id"], d["version"]
             ok = int(d.get("status") or 200) < 400 and not d.get("error")

@@ -23,7 +23,7 @@ from gateway.tap import Choice, tokens_complete
 from ledger.ids import new_id
 from ledger.plain import plain
 from ledger.recorder import Recorder
-from ledger.records import TOPIC_TURNS, Encoded, EpisodeEnd, Turn
+from ledger.records import TOPIC_TURNS, Encoded, EpisodeEnd, FailedCall, Turn
 from ledger.sampling import sampling_of
 
 
@@ -105,6 +105,31 @@ class TurnWriter:
             )
             self._write(turn)
             self.end_episode(turn["episode_id"], call.ctx.tenant, "exploration")
+
+    def failed(
+        self,
+        ctx: CallContext,
+        version: str,
+        error: str,
+        status: int,
+        latency: float,
+        up: str,
+        stream: bool,
+    ) -> None:
+        """A call that failed and left no turn: its outcome, for every gateway's error rate."""
+        rec = plain(
+            FailedCall,
+            tenant=ctx.tenant,
+            episode_id=ctx.episode.episode_id,
+            traceparent=ctx.traceparent,
+            version=version,
+            error=error,
+            status=status,
+            latency_ms=latency * 1000.0,
+            upstream=up,
+            stream=stream,
+        )
+        self.recorder.record(TOPIC_TURNS, Encoded(rec["episode_id"], orjson.dumps(rec)))
 
     def end_episode(self, episode_id: str, tenant: str, reason: str) -> None:
         self.recorder.record(TOPIC_TURNS, EpisodeEnd(episode_id=episode_id, tenant=tenant, reason=reason))

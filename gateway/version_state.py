@@ -24,6 +24,7 @@ from gateway.canary import Arm
 from gateway.config import VersionsConfig
 from gateway.drift import SideMetrics
 from gateway.errors import NotFound
+from gateway.judge_alarms import JudgeAlarms
 from gateway.live_stats import LiveStats
 from gateway.version_log import VersionLog
 from ledger.published import BASE_VERSION
@@ -79,6 +80,7 @@ class VersionBook:
         self.events: list[ModelVersion] = []
         self.stats = LiveStats()
         self.side = SideMetrics()  # side metrics per version, for the drift alarms
+        self.judges = JudgeAlarms()  # the judges' newest probe runs (gateway/judge_alarms.py)
         self._sticky: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.RLock()  # every change below; methods call one another
         self._changing = threading.RLock()  # one change at a time: plan, write, apply
@@ -214,13 +216,13 @@ class VersionBook:
     fleet_requests = False  # True while the turns feed brings every gateway's request outcomes
 
     def observe_request(self, version: str, ok: bool, latency_ms: float) -> None:
-        """A call this gateway served. With the turns feed, only a failure is counted here (a
-        failed call leaves no turn; a broken stream's turn is counted twice, a known excess)."""
-        if not (self.fleet_requests and ok):
+        """A call this gateway served; with the turns feed, none is counted here: every call
+        leaves a turn or a failed call on the turns topic, which the feed counts."""
+        if not self.fleet_requests:
             self.stats.add_request(version, ok, latency_ms, time.time())
 
     def observe_turn(self, version: str, turn_id: str, ok: bool, latency_ms: float, at: float) -> None:
-        """A turn recorded by any gateway (the turns feed)."""
+        """A turn or failed call recorded by any gateway (the turns feed)."""
         if version in self.versions:
             self.stats.add_request(version, ok, latency_ms, at, turn_id)
 

@@ -6,10 +6,12 @@ edits it. The Kafka key of every record is its episode id (versions: the version
 episode stays ordered on one partition.
 
     Turn         one model call: request, response, token ids, behaviour log-probs, version
+    FailedCall   a model call that failed without a turn: version, error, latency (no content)
     EpisodeEnd   the product (or an idle timeout) closed an episode
     Feedback     a later judgement about an episode or a turn: number, bool, comment, demo
     Score        a rubric's verdict on an episode: each function's value and the total
     ModelVersion one event in a model version's life: registered, canary, promoted, ...
+    JudgeProbe   a scheduled run of a judge's probe set and whether it drifted (an alarm)
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from ledger.sampling import Sampling
 
 SCHEMA_VERSION = 1
 
-TOPIC_TURNS = "turns"  # Turn and EpisodeEnd, keyed by episode
+TOPIC_TURNS = "turns"  # Turn, FailedCall and EpisodeEnd, keyed by episode
 TOPIC_FEEDBACK = "feedback"
-TOPIC_SCORES = "scores"
+TOPIC_SCORES = "scores"  # Score (keyed by episode) and JudgeProbe (keyed by judge)
 TOPIC_VERSIONS = "versions"
 TOPIC_DEAD_LETTERS = "dead-letters"
 TOPICS = (TOPIC_TURNS, TOPIC_FEEDBACK, TOPIC_SCORES, TOPIC_VERSIONS, TOPIC_DEAD_LETTERS)
@@ -100,6 +102,22 @@ class Turn(Record):
     error: str | None = None
 
 
+class FailedCall(Record):
+    """A model call that failed and left no turn (an upstream 5xx or timeout, no reachable
+    replica, a reply that is not JSON): every gateway's turns feed counts it in its version's
+    error rate (docs/versions.md). No request or reply content. Built as plain data on the
+    request path, like a turn (`Encoded`)."""
+
+    kind: Literal["failed_call"] = "failed_call"
+    episode_id: str
+    version: str  # the version the call was routed to
+    error: str  # the error's code: upstream_error, upstream_timeout, no_healthy_replica, ...
+    status: int = 502  # what the client got
+    latency_ms: float = 0.0
+    upstream: str = ""  # the replica that failed, when one answered
+    stream: bool = False
+
+
 class EpisodeEnd(Record):
     kind: Literal["episode_end"] = "episode_end"
     episode_id: str
@@ -153,6 +171,29 @@ class ModelVersion(Record):
         return self.version
 
 
+class JudgeProbe(Record):
+    """One scheduled run of a judge's probe set by a rubric worker (rewards/judge_watch.py): the
+    rates of rewards/probes.py, the baseline they were compared with, and `drift`, the rates that
+    moved beyond the limit. A run with drift is an alarm, and the newest run of a judge says
+    whether it still holds (gateways show it and may block promotion: docs/versions.md)."""
+
+    kind: Literal["judge_probe"] = "judge_probe"
+    judge: str  # which judge: "<rubric>/<function>", or "config" for rewards.judge_url/model
+    url: str
+    model: str
+    false_positive_rate: float
+    control_pass_rate: float
+    baseline: dict[str, float] = Field(default_factory=dict)  # the two rates it was compared with
+    baseline_from: str = ""  # "file <path>" or "first run"
+    max_drift: float = 0.1
+    drift: list[str] = Field(default_factory=list)  # e.g. "false_positive_rate 0.00 -> 0.44"
+    errors: int = 0  # probes and controls the judge gave no grade for
+
+    @property
+    def key(self) -> str:
+        return "judge:" + self.judge  # one judge's runs stay in order
+
+
 class DeadLetter(Record):
     kind: Literal["dead_letter"] = "dead_letter"
     topic: str
@@ -164,10 +205,12 @@ class DeadLetter(Record):
 
 RECORD_TYPES: dict[str, type[Record]] = {
     "turn": Turn,
+    "failed_call": FailedCall,
     "episode_end": EpisodeEnd,
     "feedback": Feedback,
     "score": Score,
     "version": ModelVersion,
+    "judge_probe": JudgeProbe,
     "dead_letter": DeadLetter,
 }
 

@@ -30,6 +30,15 @@ class RewardsConfig(Section):
     is recorded as an error."""
     judge_model: str | None = None
     """Model name for the judge (a `model` on the judge scorer wins; none at all: an error)."""
+    judge_probe_interval_s: float = 3600.0
+    """Every rubric worker re-runs each judge's probe set this often and publishes an alarm when
+    its grades drifted (rewards/judge_watch.py). 0: never; off without a judge."""
+    judge_probe_max_drift: float = 0.1
+    """A probe rate (injection probes passed, correct controls passed) that moved more than this
+    from the baseline is a drift of the judge: an alarm."""
+    judge_probe_baseline: Path | None = None
+    """A report `rlgw judge probe --out FILE` wrote: every judge's baseline. None: each judge's
+    first run without errors, kept in `<data_dir>/judge-baselines.json` across restarts."""
     group: str = "rlgw-rubrics"
     """Consumer group of the rubric workers: workers in one group share the partitions."""
     keep_scored_s: float = 3600.0
@@ -42,5 +51,6 @@ class RewardsConfig(Section):
 class RewardsSettings(Protocol):
     """What a rubric worker reads of the assembled config (`rlgw.config.Settings` has it)."""
 
+    data_dir: Path
     rewards: RewardsConfig
     ledger: LedgerConfig

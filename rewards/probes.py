@@ -7,7 +7,9 @@ answers) must pass, so a judge that fails everything does not look safe.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ledger.records import Turn, TurnChoice
 from rewards.judge import DEFAULT_CRITERIA, llm_judge
@@ -72,3 +74,16 @@ async def judge_report(
         return len(hits) / len(names)
 
     return ProbeReport(passed(PROBES), passed(CONTROLS), grades)
+
+
+RATES = ("false_positive_rate", "control_pass_rate")
+
+
+def drift(report: Mapping[str, Any], baseline: Mapping[str, Any], max_drift: float) -> list[str]:
+    """The rates of a probe report that moved more than `max_drift` from the baseline's."""
+    moved = []
+    for key in RATES:
+        was, now = float(baseline[key]), float(report[key])
+        if abs(now - was) > max_drift:
+            moved.append(f"{key} {was:.2f} -> {now:.2f}")
+    return moved

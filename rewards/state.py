@@ -91,9 +91,10 @@ class EpisodeBook:
         return self._states.get((tenant, episode_id))
 
     def apply(self, record: Record, now: float, raw: bytes | None = None) -> EpisodeState | None:
-        """Add one record; returns the episode's state (None for records about no episode)."""
+        """Add one record; returns the episode's state (None for records about no episode, and
+        for a failed call: it left nothing to score)."""
         eid = getattr(record, "episode_id", None)
-        if eid is None:
+        if eid is None or not isinstance(record, Turn | Feedback | EpisodeEnd):
             return None
         key = (record.tenant, eid)
         st = self._states.get(key)

@@ -38,6 +38,7 @@ from ledger.records import (
 )
 from ledger.tracing import links, traceparent
 from rewards.config import RewardsSettings
+from rewards.judge_watch import JudgeWatch
 from rewards.metrics import WorkerMetrics
 from rewards.rubric import SCORE_NAMESPACE, Rubric
 from rewards.source import EpisodeSource
@@ -242,6 +243,10 @@ def run_worker(
         rubrics = load_rubrics(settings.rewards.rubrics, settings.rewards)
     worker = RubricWorker.from_settings(settings, rubrics, bus, source=source, metrics=metrics, tracer=tracer)
     log.info("rubric worker: %s", ", ".join(f"{r.name}@{r.version}" for r in worker.rubrics))
+    prefix = settings.ledger.topic_prefix
+    watch = JudgeWatch.from_config(settings.rewards, worker.rubrics, bus, prefix, settings.data_dir)
+    if watch is not None:  # each judge's probe set, on a schedule (rewards/judge_watch.py)
+        watch.start(stop)
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(worker.run(stop))

@@ -2,7 +2,8 @@
 
 With `--baseline FILE` (a report this command wrote with `--out`), it also compares: a false-
 positive or control pass rate that moved more than `--max-drift` is a drift of the judge, and
-the command exits 1 — so a scheduler (cron, a Kubernetes CronJob) re-running it alarms on it.
+the command exits 1. Every rubric worker also re-runs it on a schedule and publishes an alarm on
+drift (rewards/judge_watch.py).
 """
 
 from __future__ import annotations
@@ -11,23 +12,13 @@ import asyncio
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from rlgw.options import ConfigOpt, settings_from
 
 judge_app = typer.Typer(no_args_is_help=True, help="Check the LLM judge.")
-
-
-def drift(report: dict[str, Any], baseline: dict[str, Any], max_drift: float) -> list[str]:
-    """The rates that moved more than `max_drift` from the baseline's."""
-    moved = []
-    for key in ("false_positive_rate", "control_pass_rate"):
-        was, now = float(baseline[key]), float(report[key])
-        if abs(now - was) > max_drift:
-            moved.append(f"{key} {was:.2f} -> {now:.2f}")
-    return moved
 
 
 @judge_app.command("probe")
@@ -41,7 +32,7 @@ def judge_probe(
     config: ConfigOpt = None,
 ) -> None:
     """Grade the injection / master-key probes and the correct controls with the judge."""
-    from rewards.probes import judge_report
+    from rewards.probes import drift, judge_report
 
     rewards = settings_from(config).rewards
     url, model = url or rewards.judge_url, model or rewards.judge_model

@@ -20,7 +20,7 @@ import pytest
 from gateway.auth import KeyStore
 from learner.train import StepStats
 from ledger.memstore import MemoryStore
-from ledger.records import ModelVersion, Score, Turn
+from ledger.records import JudgeProbe, ModelVersion, Score, Turn
 from ledger.training import TRAINING_KEY, training_window
 from tests.fixtures.browser import keep_screenshot
 from tests.fixtures.upstream import FakeServer, GatewayServer, gateway_settings, start_gateway, stop_gateway
@@ -97,6 +97,10 @@ def busy_gateway(tmp_path: Path, fake_upstream: FakeServer) -> Iterator[tuple[Ga
         ("eval_passed", "held-out reward 0.62 vs parent 0.58", {"reward": 0.62, "parent": 0.58}),
     ):
         reg.apply(ModelVersion(version="v2", status="canary", event=event, reason=reason, figures=figures))
+    drifted = ["false_positive_rate 0.00 -> 0.44"]  # a judge's scheduled probe run (the scores topic)
+    run = JudgeProbe(judge="qa/judge", url="http://judge/v1", model="j", false_positive_rate=0.44,
+                     control_pass_rate=1.0, baseline_from="first run", drift=drifted)  # fmt: skip
+    reg.judges.observe(run)
     yield gw, admin_key
     stop_gateway(gw)
 
@@ -149,6 +153,7 @@ def test_every_panel_has_values(browser: Any, busy_gateway: tuple[GatewayServer,
     assert "KL to the base 0.41" in page["alarms"]
     assert "v2-held" in page["alarms"] and "kl_base 0.410 > max_kl_base 0.3" in page["alarms"]
     assert "held-out reward 0.62" in page["evals"]
+    assert "judge:qa/judge" in page["alarms"] and "false_positive_rate 0.00 -> 0.44" in page["alarms"]
 
     labels = [float(t) for t in page["labels"] if t.replace(".", "", 1).lstrip("-").isdigit()]
     assert labels and min(labels) == 0.0 and max(labels) == 1.0, labels

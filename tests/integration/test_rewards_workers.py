@@ -21,7 +21,8 @@ import pytest
 
 from ledger.bus import Bus
 from ledger.config import LedgerConfig
-from ledger.records import EpisodeEnd, Feedback, Score, Turn, TurnChoice, parse_record
+from ledger.records import EpisodeEnd, Feedback, JudgeProbe, Score, Turn, TurnChoice, parse_record
+from tests.fixtures.judge import honest, judge_in_thread
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -83,17 +84,21 @@ class ScoreLog:
     def __init__(self, bus: Bus) -> None:
         self.consumer = bus.consumer([PREFIX + "scores"], "test-reader")
         self.by_key: dict[tuple[str, str], list[Score]] = defaultdict(list)
+        self.probes: list[JudgeProbe] = []  # the judge's scheduled probe runs (rewards/judge_watch.py)
 
     def read(self) -> dict[tuple[str, str], list[Score]]:
         while batch := self.consumer.poll(1000, 0.2):
             for m in batch:
                 s = parse_record(m.value)
+                if isinstance(s, JudgeProbe):
+                    self.probes.append(s)
+                    continue
                 assert isinstance(s, Score)
                 self.by_key[(s.episode_id, s.rubric)].append(s)
         return self.by_key
 
 
-def run_scenario(bus: Bus, data_dir: Path, env: dict[str, str], n: int = 120) -> None:
+def run_scenario(bus: Bus, data_dir: Path, env: dict[str, str], n: int = 120) -> ScoreLog:
     rubrics = data_dir / "rubrics.toml"
     rubrics.write_text(RUBRICS)
     workers = [start_worker(data_dir, rubrics, env) for _ in range(2)]
@@ -137,6 +142,7 @@ def run_scenario(bus: Bus, data_dir: Path, env: dict[str, str], n: int = 120) ->
             assert any(o.feedback_seq == 0 for o in ss)  # the earlier score is kept
         else:
             assert newest == 0
+    return scores
 
 
 @pytest.fixture
@@ -149,12 +155,18 @@ def test_two_worker_processes_on_the_local_bus(data_dir: Path) -> None:
 
     bus = LocalBus(data_dir / "ledger" / "log.sqlite", partitions=4)
     try:
-        env = {
-            "RLGW_LEDGER__BUS": "local",
-            "RLGW_LEDGER__LOCAL_PARTITIONS": "4",
-            "RLGW_LEDGER__TOPIC_PREFIX": PREFIX,
-        }
-        run_scenario(bus, data_dir, env)
+        with judge_in_thread(honest) as judge:  # configured: each worker probes it at start
+            env = {
+                "RLGW_LEDGER__BUS": "local",
+                "RLGW_LEDGER__LOCAL_PARTITIONS": "4",
+                "RLGW_LEDGER__TOPIC_PREFIX": PREFIX,
+                "RLGW_REWARDS__JUDGE_URL": judge,
+                "RLGW_REWARDS__JUDGE_MODEL": "j",
+            }
+            scores = run_scenario(bus, data_dir, env)
+        assert scores.probes  # each worker process probes the judge at its start
+        assert all(p.judge == "config" and p.drift == [] and p.errors == 0 for p in scores.probes)
+        assert {(p.false_positive_rate, p.control_pass_rate) for p in scores.probes} == {(0.0, 1.0)}
     finally:
         bus.close()
 

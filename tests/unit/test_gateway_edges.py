@@ -12,7 +12,7 @@ import pytest
 
 from gateway.auth import KeyStore
 from gateway.fake_upstream import FakeState
-from ledger.records import Feedback, Turn, parse_record
+from ledger.records import FailedCall, Feedback, Turn, parse_record
 from tests.fixtures.upstream import (
     FakeServer,
     GatewayServer,
@@ -96,6 +96,10 @@ def test_upstream_timeout_is_504(tmp_path: Path) -> None:
     try:
         resp = post(gw, orjson.dumps({"model": "rlgw", "messages": MSG}))
         assert resp.status_code == 504 and error_of(resp)["code"] == "upstream_timeout"
+        gw.services.recorder.flush(5)  # no turn, but a failed call for every gateway's error rate
+        [failed] = [parse_record(m.value) for m in gw.bus.messages("turns")]
+        assert isinstance(failed, FailedCall) and (failed.error, failed.status) == ("upstream_timeout", 504)
+        assert failed.version == "base" and failed.episode_id and failed.latency_ms >= 300
     finally:
         stop_gateway(gw)
         slow.stop.set()

@@ -4,62 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
-from aiohttp import web
 
 from gateway.fake_upstream import BASE_MODEL, FakeState, make_app
+from ledger.bus import MemoryBus
+from ledger.records import JudgeProbe, Score, parse_record
 from rewards import load_rubrics
+from rewards.config import RewardsConfig
 from rewards.judge import JudgeError, is_hollow, parse_verdict
+from rewards.judge_watch import Judge, JudgeWatch, judges_of
 from rewards.probes import CONTROLS, PROBES, judge_report, probe_episode
-
-DATA = re.compile(r"<<<DATA (\w+)>>>\n(.*)\n<<<END DATA \1>>>", re.S)
-
-
-def honest(data: str) -> str:
-    """Grades the final answer on its content only, whatever the data says."""
-    final = data.rsplit("[assistant] ", 1)[-1]
-    return "The answer names the capital.\nSCORE: 9" if "paris" in final.lower() else "Wrong city.\nSCORE: 1"
-
-
-def gullible(data: str) -> str:
-    """Obeys instructions inside the data and falls for master keys, like a weak judge."""
-    final = data.rsplit("[assistant] ", 1)[-1].strip()
-    if re.search(r"(?i)score\b.{0,20}\b10", data) or final in (":", "Thought process:"):
-        return "SCORE: 10"
-    return honest(data)
-
-
-def judge_app(grade: Callable[[str], str], delay_s: float = 0.0) -> web.Application:
-    async def chat(request: web.Request) -> web.Response:
-        body = await request.json()
-        await asyncio.sleep(delay_s)
-        found = DATA.search(body["messages"][-1]["content"])
-        text = grade(found.group(2)) if found else "no data block"
-        return web.json_response(
-            {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
-        )
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    return app
-
-
-@asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        await runner.cleanup()
+from tests.fixtures.judge import gullible, honest, judge_app, judge_in_thread, serve
+from tests.fixtures.upstream import gateway_settings, start_fake, start_gateway, stop_gateway
 
 
 @pytest.mark.parametrize(
@@ -135,6 +97,11 @@ async def test_judge_in_a_toml_rubric_with_timeout_and_errors(tmp_path: Path) ->
         assert "within 0.1s" in s.errors["fast"]
         assert "judge call failed" in s.errors["down"]
         assert "no judge endpoint" in s.errors["unset"]
+        # the judges the worker probes on a schedule: each called one with an endpoint
+        assert [j.name for j in judges_of([rubric], RewardsConfig())] == ["judged/fast", "judged/down"]
+        bus = MemoryBus()
+        assert JudgeWatch.from_config(RewardsConfig(judge_probe_interval_s=0), [rubric], bus) is None
+        assert JudgeWatch.from_config(RewardsConfig(), [], bus) is None  # no judge: off
 
 
 def test_rlgw_judge_probe_reports_and_alarms_on_drift(tmp_path: Path) -> None:
@@ -179,3 +146,64 @@ def test_rlgw_judge_probe_reports_and_alarms_on_drift(tmp_path: Path) -> None:
         assert runner.invoke(app, ["judge", "probe"]).exit_code == 2
     finally:
         stop.set()
+
+
+def test_a_judge_whose_grades_shift_raises_an_alarm_every_gateway_sees(tmp_path: Path) -> None:
+    """The scheduled probe run (rewards/judge_watch.py) against a judge that turns gullible for
+    its second run: a drift record on the scores topic; the gateway shows it (gauge, dashboard)
+    and holds back a canary whose reward rose; the judge's next good run clears it."""
+    calls, per_run = [0], 7  # the probes and controls that are not hollow reach the judge
+
+    def shifting(data: str) -> str:
+        calls[0] += 1
+        return gullible(data) if per_run < calls[0] <= 2 * per_run else honest(data)
+
+    up, bus = start_fake(), MemoryBus()
+    settings = gateway_settings(tmp_path, [up.url])
+    settings.versions.min_episodes, settings.versions.block_promotion_on = 10, ["judge:*"]
+    gw = start_gateway(settings, bus)
+    try:
+        with judge_in_thread(shifting) as url:
+            judge, kept = Judge("qa/judge", url, "j"), tmp_path / "judge-baselines.json"
+            (first,) = asyncio.run(JudgeWatch([judge], bus, kept_in=kept).run_once())
+            assert first.drift == [] and first.baseline_from == "first run" and calls[0] == per_run
+            watch = JudgeWatch([judge], bus, kept_in=kept)  # a restarted worker: the same baseline
+            (second,) = asyncio.run(watch.run_once())
+            assert second.drift == ["false_positive_rate 0.00 -> 0.44"], second
+            on_topic = [parse_record(m.value) for m in bus.messages("scores")]
+            assert [r.drift for r in on_topic if isinstance(r, JudgeProbe)] == [[], second.drift]
+
+            reg = gw.services.versions
+            httpx.post(gw.root + "/admin/versions", json={"version": "v1", "adapter_path": "/x"}, timeout=10)
+            since = reg.versions["v1"].canary_since
+            assert since is not None
+            scores = []
+            for i in range(20):  # the canary's reward rose: promoted, were it not for the judge
+                for version, reward in (("v1", 1.0), ("base", 0.0 if i % 4 else 1.0)):
+                    s = Score(episode_id=f"{version}-{i}", rubric="r", rubric_version="1", total=reward,
+                              version=version, created_at=since + 1 + i)  # fmt: skip
+                    scores.append((s.episode_id, s.to_bytes()))
+            bus.publish("scores", scores)
+            _until(lambda: reg.versions["v1"].promotion_blocked, reg)
+            blocked = next(e for e in reg.events if e.event == "alarm_blocked_promotion")
+            assert "judge:qa/judge" in blocked.reason and reg.serving == "base"
+            assert 'rlgw_judge_alarm{judge="qa/judge"} 1.0' in httpx.get(gw.root + "/metrics").text
+            alarms = httpx.get(gw.root + "/admin/dashboard/data").json()["alarms"]
+            assert [a["version"] for a in alarms if a["event"] == "judge_drift"] == ["judge:qa/judge"]
+            listing = httpx.get(gw.root + "/admin/versions").json()
+            assert listing["judge_alarms"] == ["judge:qa/judge"]
+
+            (third,) = asyncio.run(watch.run_once())  # honest again: the alarm clears
+            assert third.drift == []
+            _until(lambda: reg.serving == "v1", reg)
+            assert 'rlgw_judge_alarm{judge="qa/judge"} 0.0' in httpx.get(gw.root + "/metrics").text
+    finally:
+        stop_gateway(gw)
+        up.stop.set()
+
+
+def _until(cond: Callable[[], bool], reg: Any) -> None:
+    deadline = time.monotonic() + 15
+    while not cond():
+        assert time.monotonic() < deadline, [e.event for e in reg.events]
+        time.sleep(0.05)

@@ -38,8 +38,8 @@ def test_behaviour_metrics_of_a_turn() -> None:
     assert got["question_back"] == 1.0 and got["surprisal"] == 2.0 and got["answer_tokens"] == 5.0
     assert behaviour({"choices": [{"message": {"content": "I can't help with that."}}]})["refusal"] == 1.0
     assert zero_weight({"r": 1.0, "len": 3.0}, {"r": 1.0, "len": 0.0}, "code") == {"rubric:code/len": 3.0}
-    same = shifts({"m": [0.0, 1.0] * 20}, {"m": [1.0, 0.0] * 20}, 4.0, 30)
-    moved = shifts({"m": [1.0] * 40}, {"m": [0.0] * 39 + [1.0]}, 4.0, 30)
+    same = shifts({"m": _timed([0.0, 1.0] * 20)}, {"m": _timed([1.0, 0.0] * 20)}, 4.0, 30)
+    moved = shifts({"m": _timed([1.0] * 40)}, {"m": _timed([0.0] * 39 + [1.0])}, 4.0, 30)
     assert same == [] and [s.metric for s in moved] == ["m"]
 
 
@@ -85,7 +85,26 @@ def test_a_canary_that_breaks_tool_calls_alarms_and_is_not_promoted(tmp_path: Pa
 def test_constant_arms_are_not_an_alarm_of_astronomical_sigmas() -> None:
     # a constant metric (a fake replica's surprisal) whose float sums leave a variance of ~1e-34:
     # the all-equal rule applies, not a z of 1e14
-    assert shifts({"s": [0.601] * 120}, {"s": [0.581] * 120}, sigmas=4.0, min_n=30) == []
+    assert shifts({"s": _timed([0.601] * 120)}, {"s": _timed([0.581] * 120)}, sigmas=4.0, min_n=30) == []
     varied = [0.5 + 0.01 * (i % 3) for i in range(120)]
-    (shift,) = shifts({"s": [x + 0.2 for x in varied]}, {"s": varied}, sigmas=4.0, min_n=30)
-    assert shift.sigmas > 4.0
+    (shift,) = shifts({"s": _timed([x + 0.2 for x in varied])}, {"s": _timed(varied)}, sigmas=4.0, min_n=30)
+    assert shift.sigmas > 4.0 and shift.decided_n == 30  # decided at the first look it was allowed
+
+
+def _timed(xs: list[float]) -> list[tuple[float, float]]:
+    """Values as the side metrics hold them: (made at, value), one a second."""
+    return [(float(i), x) for i, x in enumerate(xs)]
+
+
+def test_looking_at_every_value_keeps_false_alarms_under_alpha() -> None:
+    """A/A: one metric, equal versions, every value looked at; |z| > 2 at any look would alarm in
+    about a third of the runs (benchmarks/drift_peeking.py), the sequence in under α = 4.6 %."""
+    import random
+
+    rng = random.Random(5)
+    runs, alarms = 150, 0
+    for _ in range(runs):
+        c = [(2.0 * i, float(rng.random() < 0.3)) for i in range(300)]
+        p = [(2.0 * i + 1, float(rng.random() < 0.3)) for i in range(300)]
+        alarms += bool(shifts({"m": c}, {"m": p}, sigmas=2.0, min_n=30))
+    assert alarms / runs <= 0.046, alarms

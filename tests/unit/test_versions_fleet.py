@@ -15,7 +15,7 @@ from gateway.canary import Arm, decide
 from gateway.config import VersionsConfig
 from gateway.versions import canary_bucket
 from ledger.bus import MemoryBus
-from ledger.records import ModelVersion, Score, parse_record
+from ledger.records import FailedCall, ModelVersion, Score, parse_record
 from rlgw.config import Settings
 from tests.fixtures.upstream import GatewayServer, gateway_settings, start_fake, start_gateway, stop_gateway
 
@@ -255,3 +255,37 @@ def test_a_feed_catches_up_under_steady_traffic() -> None:
     finally:
         stop.set()
         feed.close()
+
+
+def test_failed_calls_of_every_gateway_count_in_the_canary_and_survive_a_restart(tmp_path: Path) -> None:
+    """A call that fails without a turn is a failed call on the turns topic: the controller counts
+    the follower's failures with its own, once each, and reads them back after a restart."""
+    up, bus = start_fake(), MemoryBus()
+    a = start_gateway(_settings(tmp_path / "a", up.url), bus)
+    b = start_gateway(_settings(tmp_path / "b", up.url, control=False), bus)
+    eps = [e for e in (f"ep{i}" for i in range(60)) if canary_bucket(e, "v1") < 0.5][:5]
+    try:
+        _post(a, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/v1"})
+        _until(lambda: b.services.versions.canary == "v1", "the follower to see the canary")
+        since = a.services.versions.versions["v1"].canary_since
+        assert since is not None
+        up.state.fail_next = 5
+        for i, eid in enumerate(eps):  # three calls through a, two through b: each a 502
+            gw = a if i < 3 else b
+            r = httpx.post(gw.url + "/chat/completions", json={"model": "rlgw", "messages": MSG},
+                           headers={"X-Episode-Id": eid}, timeout=10)  # fmt: skip
+            assert r.status_code == 502 and r.headers["x-model-version"] == "v1", r.text
+        arm = lambda reg: reg.stats.arm("v1", since)  # noqa: E731
+        _until(lambda: arm(a.services.versions).errors == 5, "both gateways' failures on the controller")
+        assert arm(a.services.versions).requests == 5  # none counted twice
+        failed = [f for m in bus.messages("turns") if isinstance(f := parse_record(m.value), FailedCall)]
+        assert sorted(f.episode_id for f in failed) == sorted(eps)
+    finally:
+        stop_gateway(b)
+        _stop(a)
+    again = start_gateway(_settings(tmp_path / "a", up.url), bus)
+    try:
+        _until(lambda: arm(again.services.versions).errors == 5, "the failures read back after a restart")
+    finally:
+        stop_gateway(again)
+        up.stop.set()
