@@ -72,10 +72,10 @@ def test_a_follower_routes_in_place_versions_to_the_replicas_the_controller_put_
         reloading, go = asyncio.Event(), asyncio.Event()
         reload = leader.reloader.reload
 
-        async def held_back(url: str, path: str) -> None:
+        async def held_back(url: str, weights_path: str) -> None:
             reloading.set()
             await go.wait()
-            await reload(url, path)
+            await reload(url, weights_path)
 
         leader.reloader.reload = held_back  # type: ignore[method-assign]
         swap = asyncio.create_task(leader.converge())
