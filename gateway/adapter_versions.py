@@ -20,7 +20,7 @@ class AdapterVersions(VersionBook):
                 if v.adapter_path
                 and v.id != BASE_VERSION
                 and v.kind != "full"
-                and v.status in ("serving", "canary", "loaded")
+                and v.status in ("serving", "canary", "loaded", "evaluating")
             ]
             out = [(v.adapter_name, str(v.adapter_path)) for v in active]
             for v in active:
@@ -47,15 +47,15 @@ class AdapterVersions(VersionBook):
             retired = [
                 v
                 for v in self.versions.values()
-                if v.status in ("retired", "rolled_back")
+                if v.status in ("retired", "rolled_back", "eval_failed")
                 and v.adapter_path
                 and not v.unloaded
                 and v.kind != "full"
             ]
-            if len(retired) <= keep:
-                return []
+            failed = [v for v in retired if v.status == "eval_failed"]  # never served: no rollback to it
+            retired = [v for v in retired if v.status != "eval_failed"]
             recent = self.recent_versions(recent_episodes)
-            stale = [v for v in retired[:-keep] if v.id not in recent]
+            stale = failed + [v for v in retired[: max(0, len(retired) - keep)] if v.id not in recent]
             for v in stale:
                 v.unloaded = True
             return stale

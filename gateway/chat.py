@@ -113,7 +113,7 @@ class ChatService:
             async with self.pool.post(
                 "/chat/completions", self._for_replica(body, route, k), only=route.replicas
             ) as (replica, resp):
-                raw = await _read(resp)
+                raw = await read_reply(resp)
         except (UpstreamError, UpstreamTimeout) as exc:
             self._failed(ctx, route, exc, False, t0)
             raise
@@ -163,7 +163,7 @@ class ChatService:
             raise
         if resp.status != 200:
             try:
-                raw = await _read(resp)
+                raw = await read_reply(resp)
             finally:
                 await cm.__aexit__(None, None, None)
             return door.error(self._refused(ctx, route, resp.status, raw, True, t0, replica.url), headers)
@@ -276,7 +276,7 @@ class ChatService:
         self._on_request(version, status < 500, latency * 1000.0)
 
 
-async def _read(resp: UpstreamResponse) -> bytes:
+async def read_reply(resp: UpstreamResponse) -> bytes:
     try:
         return await resp.read()
     except TimeoutError as exc:

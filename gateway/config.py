@@ -95,6 +95,25 @@ class VersionsConfig(Section):
     telling every gateway a replica is draining, for their requests on it to end (their
     versions feed's delay plus their longest request); 0: this gateway alone sends it requests
     (docs/full-weights.md)."""
+    eval_gate: bool | None = None
+    """Evaluate each registered version on held-out prompts against its parent before it gets
+    any live traffic; one found worse is never canaried (docs/versions.md, "The eval gate").
+    None: on in `rlgw up` when rubrics are configured (the stack runs the evaluation); a gateway
+    started on its own gates only when True, with an `rlgw eval-worker` running."""
+    eval_prompts: int = 16
+    """Held-out prompts an evaluation replays (the newest ones)."""
+    eval_margin: float = 0.0
+    """A version is stopped when its held-out reward is below its parent's by more than this,
+    with the evaluation's confidence (the paired interval at `confidence`)."""
+    eval_max_tokens: int | None = 64
+    """Cap on each evaluation answer's length (None: the prompt's own max_tokens)."""
+    eval_concurrency: int = 2
+    """Evaluation requests this gateway serves at once, at most."""
+    eval_live_limit: int = 8
+    """An evaluation request starts only while fewer live requests than this per healthy
+    replica are in flight; otherwise it waits (up to `gateway.request_timeout_s`, then 503).
+    1 (with eval_concurrency 1): evaluate only between live requests, the least interference
+    on a compute-bound (CPU) engine (benchmarks/results/eval_interference.md)."""
     base_weights: str | None = None
     """The base model's folder, to bring replicas back to the base weights (default: the base
     model's served name, when that is a folder, as vLLM names a model by its path)."""

@@ -272,6 +272,25 @@ def events_named(reg: VersionRegistry, prefix: str) -> list[dict[str, Any]]:
     """The newest version events whose name starts with `prefix` (alarms, eval-gate results)."""
     found = [e for e in reg.events[-10 * DECISIONS :] if e.event.startswith(prefix)][-DECISIONS:]
     return [
-        {"at": e.created_at, "version": e.version, "event": e.event, "reason": e.reason, "figures": e.figures}
+        {
+            "at": e.created_at,
+            "version": e.version,
+            "event": e.event,
+            "reason": e.reason,
+            "figures": eval_figures(e.figures) if e.event.startswith(EVAL_EVENTS) else e.figures,
+        }
         for e in reversed(found)
     ]
+
+
+def eval_figures(report: dict[str, Any]) -> dict[str, Any]:
+    """An eval-gate report (rewards/eval_report.py) in brief: each rubric's reward, parent →
+    version with the interval of the difference, and the prompts it was measured on."""
+    if "rows" not in report:
+        return report
+    out: dict[str, Any] = {k: report[k] for k in ("verdict", "prompts", "seconds") if k in report}
+    for r in report.get("rows") or []:
+        if r.get("metric") == "reward" and r.get("low") is not None:
+            interval = f"[{r['low']:+.3f}, {r['high']:+.3f}]"
+            out[r["rubric"]] = f"{r['parent']:.3f} → {r['version']:.3f} {interval} n={r['n']}"
+    return out

@@ -21,11 +21,12 @@ def descends(versions: Mapping[str, Any], vid: str, ancestor: str) -> bool:
 
 
 def rolled_back_between(versions: Mapping[str, Any], vid: str, serving: str) -> str | None:
-    """The first rolled-back version from `vid` up to (not including) `serving`, or None."""
+    """The first rolled-back (or eval-failed) version from `vid` up to (not including)
+    `serving`, or None."""
     seen: set[str] = set()
     v = versions.get(vid)
     while v is not None and v.id != serving and v.id not in seen:
-        if v.status == "rolled_back":
+        if v.status in ("rolled_back", "eval_failed"):  # eval_failed: never canaried (eval gate)
             return str(v.id)
         seen.add(v.id)
         v = versions.get(v.parent) if v.parent else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,6 +31,10 @@ class EpisodeReader(Protocol):
     """What the gateway reads from the store (the ledger's store implements it)."""
 
     def episode(self, episode_id: str, tenant: str | None = None) -> Episode | None: ...
+
+    def episodes(self, since: float | None = None, limit: int = 100) -> Sequence[Episode]:
+        """The newest episodes first (the eval gate's held-out prompts: ledger/holdout.py)."""
+        ...
 
 
 @dataclass

@@ -39,7 +39,7 @@ class Version:
     id: str
     parent: str | None
     adapter_path: str | None
-    status: str  # registered | loaded | canary | serving | retired | rolled_back | failed
+    status: str  # registered | loaded | evaluating | eval_failed | canary | serving | retired | ...
     created_at: float = field(default_factory=time.time)
     canary_since: float | None = None
     pinned: bool = False
@@ -51,6 +51,7 @@ class Version:
     alarms: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> figures (gateway/drift.py)
     promotion_blocked: bool = False  # an alarm held back its automatic promotion
     kind: str = "lora"  # or "full": adapter_path is a whole model folder (docs/full-weights.md)
+    eval: dict[str, Any] | None = None  # the eval gate's verdict and reason (gateway/eval_versions.py)
 
     @property
     def adapter_name(self) -> str:
@@ -187,6 +188,8 @@ class VersionBook:
             v.replicas = dict(e.figures.get("replicas", {}))
         if e.event in ("unloaded", "reloaded"):
             v.unloaded = e.event == "unloaded"
+        elif e.event in ("eval_passed", "eval_failed"):
+            v.eval = {"verdict": e.figures.get("verdict", e.event), "reason": e.reason}
         elif e.event == "alarm_blocked_promotion":
             v.promotion_blocked = True
         elif e.event.startswith("alarm"):  # ours (gateway/drift.py) or another part's (alarm_kl)
@@ -267,4 +270,5 @@ def version_row(v: Version, arm: Arm, share: float, confidence: float) -> dict[s
         "replicas": v.replicas,
         "adapter_path": v.adapter_path,
         "alarms": sorted(v.alarms),
+        "eval": v.eval,
     }

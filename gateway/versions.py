@@ -23,7 +23,7 @@ from typing import Any
 
 from gateway.adapter_versions import AdapterVersions
 from gateway.errors import InvalidRequest, NoReplica
-from gateway.full_versions import FullWeightVersions
+from gateway.eval_versions import EVALUABLE, EvalVersions
 from gateway.lineage import descends, rolled_back_between
 from gateway.routing import Route
 from gateway.version_state import Version
@@ -40,7 +40,7 @@ def canary_bucket(episode_id: str, canary: str) -> float:
     return int.from_bytes(digest, "big") / 2.0**64
 
 
-class VersionRegistry(AdapterVersions, FullWeightVersions):
+class VersionRegistry(AdapterVersions, EvalVersions):
     """The router the chat service asks, and the changes the controlling gateway makes."""
 
     # ---- routing -----------------------------------------------------------------------
@@ -72,6 +72,20 @@ class VersionRegistry(AdapterVersions, FullWeightVersions):
             ):
                 return canary.id
             return self.serving
+
+    def eval_route(self, vid: str) -> Route:
+        """Where an evaluation request for `vid` goes, whatever its share of live traffic
+        (gateway/eval_versions.py); a version whose weights left the replicas cannot be asked."""
+        with self._lock:
+            v = self.get(vid)
+            if v.status not in EVALUABLE or v.unloaded or not self.placed(v):
+                gone = " and unloaded" if v.unloaded else ""
+                raise InvalidRequest(
+                    f"version {vid} is {v.status}{gone}: not in the replicas",
+                    param="version",
+                    code="not_loaded",
+                )
+            return Route(v.id, self.upstream_name(v.id), self.holders(v.weights))
 
     def seen(self, episode_id: str, version: str) -> None:
         """A turn of `episode_id` served by `version` on some gateway (the turns feed): an
@@ -139,14 +153,16 @@ class VersionRegistry(AdapterVersions, FullWeightVersions):
 
     def record_load(self, v: Version, replicas: dict[str, str], figures: dict[str, Any]) -> Version:
         """The outcome of loading a registered version into every replica: failed, or loaded
-        (and canaried at once when no canary runs)."""
+        (then evaluated with the eval gate on, else canaried at once when no canary runs)."""
         figures = {**figures, "replicas": replicas}
         with self._changing:
             if not replicas or any(s != "loaded" for s in replicas.values()):
                 self._commit(self._new(v, "load_failed", "failed", str(replicas), figures))
                 return v
             self._commit(self._new(v, "loaded", "loaded", f"on {len(replicas)} replicas", figures))
-            if self.canary is None:
+            if self.gated:  # evaluated before any live traffic (gateway/eval_versions.py)
+                self.start_eval(v)
+            elif self.canary is None:
                 self.start_canary(v)
             return v
 

@@ -24,6 +24,7 @@ from gateway.auth import KeyStore
 from gateway.config import GatewaySettings
 from gateway.dashboard import add_dashboard_routes
 from gateway.error_handlers import add_error_handlers
+from gateway.eval_routes import add_eval_routes
 from gateway.fleet import restore_versions, start_feeds
 from gateway.hot_path import HotPath
 from gateway.openapi import install_openapi
@@ -33,7 +34,11 @@ from ledger.bus import Bus
 from ledger.recorder import Recorder
 from ledger.tracing import setup_tracing
 
-ROUTES: tuple[Callable[[FastAPI, Services], None], ...] = (add_api_routes, add_dashboard_routes)
+ROUTES: tuple[Callable[[FastAPI, Services], None], ...] = (
+    add_api_routes,
+    add_dashboard_routes,
+    add_eval_routes,
+)
 
 
 def setup_gateway(

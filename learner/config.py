@@ -10,7 +10,7 @@ from typing import Literal, Protocol
 
 from pydantic import Field
 
-from ledger.config import Section
+from ledger.config import LedgerConfig, Section
 
 
 class LearnerConfig(Section):
@@ -96,3 +96,4 @@ class LearnerSettings(Protocol):
 
     data_dir: Path
     learner: LearnerConfig
+    ledger: LedgerConfig  # its holdout_fraction: held-out episodes never train

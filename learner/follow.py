@@ -30,6 +30,7 @@ from typing import Any
 from ledger.published import BASE_VERSION, PublishedVersion
 
 log = logging.getLogger(__name__)
+OFF_THE_FLEET = ("rolled_back", "eval_failed")  # eval_failed: stopped by the eval gate (docs/versions.md)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Fleet:
         versions = listing.get("versions") or []
         return cls(
             serving=str(listing["serving"]),
-            rolled_back=frozenset(v["id"] for v in versions if v.get("status") == "rolled_back"),
+            rolled_back=frozenset(v["id"] for v in versions if v.get("status") in OFF_THE_FLEET),
             parents={v["id"]: v.get("parent") for v in versions},
             adapter_paths={v["id"]: v.get("adapter_path") for v in versions},
             held=frozenset(_held(listing, versions)),
@@ -64,7 +65,7 @@ class Fleet:
 
 def _held(listing: dict[str, Any], versions: list[dict[str, Any]]) -> list[str]:
     """The canary, and the queued (registered, loaded) and pinned versions of a listing."""
-    queued = ("registered", "loaded")
+    queued = ("registered", "loaded", "evaluating")
     held = [v["id"] for v in versions if v.get("pinned") or v.get("status") in queued]
     return held + ([str(listing["canary"])] if listing.get("canary") else [])
 

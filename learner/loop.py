@@ -166,7 +166,7 @@ def run_learner(
         with tracer.start_as_current_span("learner.version") as version_span:
             for _ in range(cfg.steps_per_version):
                 batch = _read_batch(read_samples, position, cfg, stop_event) if world.leader else []
-                built = world.broadcast(_samples(batch, trainer, cfg.max_sample_tokens) if batch else None)
+                built = world.broadcast(_samples(batch, trainer, cfg, settings.ledger) if batch else None)
                 if built is None:
                     break  # stopping
                 if batch:
@@ -232,18 +232,18 @@ def run_learner(
 
 
 def _samples(
-    batch: Sequence[Any], trainer: Any, max_tokens: int
+    batch: Sequence[Any], trainer: Any, cfg: Any, ledger: Any
 ) -> tuple[list[Any], Counter[str], list[tuple[str, str, float]]]:
-    """The training samples of a batch of scored episodes (each episode once, with one reward:
-    learner/selection.py), what was skipped building them, and the baseline-only rewards."""
+    """The training samples of a batch of scored episodes (each once, with one reward, none held
+    out: learner/selection.py), what was skipped building them, and the baseline-only rewards."""
     from learner.samples import build_samples
     from learner.selection import select
 
-    chosen = select(batch, trainer.trained)
+    chosen = select(batch, trainer.trained, ledger.holdout_fraction)
     samples = []
     skipped: Counter[str] = Counter(chosen.skipped)
     for item, score in chosen.items:
-        built, stats = build_samples(score, item.episode, max_tokens=max_tokens)
+        built, stats = build_samples(score, item.episode, max_tokens=cfg.max_sample_tokens)
         samples += built
         skipped.update({k: v for k, v in stats.counts.items() if k not in ("samples", "turns_continued")})
     return samples, skipped, chosen.baseline_only

@@ -16,6 +16,10 @@ twice; a thumbs-up an hour later -> trained again on stale tokens). The rule:
   the new reward and nothing else (`Selection.baseline_only`). The gateway's live statistics
   (dashboards, canary decisions) read scores from the ledger on their own and see every score.
 
+- **Never a held-out episode.** An episode the held-out rule sets aside (ledger/holdout.py,
+  `ledger.holdout_fraction`) is skipped as `held_out`: the evaluation before a canary replays
+  those prompts, and a version trained on them would be judged on what it memorised.
+
 The trained episodes are remembered in the learner's checkpoint (`TrainedEpisodes`), the
 newest `TRAINED_MEMORY` of them: a re-score of an episode older than that would train again.
 """
@@ -27,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledger.holdout import held_out
 from ledger.records import Score
 
 TRAINED_MEMORY = 100_000  # episode ids kept (~4 MB in each version's state.json at most)
@@ -63,12 +68,16 @@ class Selection:
     skipped: Counter[str] = field(default_factory=Counter)
 
 
-def select(batch: Sequence[Any], trained: TrainedEpisodes) -> Selection:
+def select(batch: Sequence[Any], trained: TrainedEpisodes, holdout: float = 0.0) -> Selection:
     """The episodes of one read that train now, each with one training score, and the rewards of
-    episodes trained before (module docstring). `batch` items have `.score` and `.episode`."""
+    episodes trained before (module docstring). `batch` items have `.score` and `.episode`;
+    `holdout` is the held-out fraction (ledger/holdout.py)."""
     out = Selection()
     now: set[str] = set()
     for item in batch:
+        if held_out(item.episode.episode_id, holdout):
+            out.skipped["held_out"] += 1
+            continue
         key = f"{item.score.tenant}/{item.episode.episode_id}"
         if key in now:  # another score of an episode this read trains: already in its reward
             out.skipped["scores_merged"] += 1

@@ -75,6 +75,11 @@ class LedgerConfig(Section):
     """Replace emails, phone numbers and card numbers in recorded message contents with
     placeholders before records leave the gateway; scrubbed turns drop their token ids and
     log-probs (which would spell the original), so the learner skips them."""
+    holdout_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """Share of episodes no version trains on (ledger/holdout.py): a hash of the episode id
+    decides, the same in every process. The evaluation before a version's canary replays their
+    prompts (docs/versions.md). 0: nothing is held out (and the evaluation has no prompts but a
+    dataset's)."""
     linger_ms: int = 20
     """Kafka producer: wait this long to fill a batch (chosen by benchmarks/ledger_throughput.py)."""
     batch_bytes: int = 512 * 1024

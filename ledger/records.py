@@ -150,7 +150,17 @@ class Score(Record):
     task: str | None = None
 
 
-VersionStatus = Literal["registered", "loaded", "canary", "serving", "retired", "rolled_back", "failed"]
+VersionStatus = Literal[
+    "registered",
+    "loaded",
+    "evaluating",
+    "eval_failed",
+    "canary",
+    "serving",
+    "retired",
+    "rolled_back",
+    "failed",
+]
 
 
 class ModelVersion(Record):

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from rlgw.eval_cmd import eval_version, eval_worker
 from rlgw.export_cmd import export
 from rlgw.installed import preflight
 from rlgw.judge_cmd import judge_app
@@ -35,6 +36,8 @@ app.command("export")(export)
 app.command("replay-rejected")(replay_rejected)
 app.command("store-writer")(store_writer)
 app.command("learner")(learner)
+app.command("eval")(eval_version)
+app.command("eval-worker")(eval_worker)
 console = Console()
 
 

@@ -82,7 +82,8 @@ def serving_reward(stack: Stack, last: int = 60, at_least: int = 1) -> float | N
 
 
 def inject_broken(stack: Stack) -> None:
-    """Register a corrupted copy of the serving adapter and canary it at once."""
+    """Register a corrupted copy of the serving adapter: the eval gate stops it before any live
+    traffic (docs/versions.md); with the gate off, it is canaried at once (live reward rolls it back)."""
     import asyncio
 
     reg, services = stack.services.versions, stack.services
@@ -91,7 +92,7 @@ def inject_broken(stack: Stack) -> None:
         version=BROKEN, adapter_path=str(path), parent=reg.serving, data_window={"injected": True}
     )
     InProcessPublisher(services).publish(broken)
-    if reg.canary != BROKEN:
+    if not reg.gated and reg.canary != BROKEN:
         asyncio.run_coroutine_threadsafe(services.controller.canary_now(BROKEN), services.loop).result(30)
 
 
@@ -124,10 +125,12 @@ def run_demo(
                 late = time.monotonic() > started + 0.75 * minutes * 60
                 if broken_at is None and reg.serving != "base" and ((good or 0.0) >= 0.9 or late):
                     inject_broken(stack)
-                    broken_at, note = time.time(), "broken version injected as a canary"
+                    broken_at, note = time.time(), "broken version injected"
                 broken = reg.versions.get(BROKEN)
                 if rolled_back_at is None and broken is not None and broken.status == "rolled_back":
                     rolled_back_at, note = time.monotonic(), "broken version rolled back automatically"
+                elif rolled_back_at is None and broken is not None and broken.status == "eval_failed":
+                    rolled_back_at, note = time.monotonic(), "broken version stopped by the eval gate"
                 if rolled_back_at is not None and time.monotonic() - rolled_back_at > 20:
                     break  # the serving version's live reward after the drill, then stop
     finally:
@@ -147,7 +150,9 @@ def summarise(stack: Stack, started: float, broken_at: float | None) -> dict[str
     reg = stack.services.versions
     t0 = time.time() - (time.monotonic() - started)
     listing = reg.listing()
-    decisions = [e for e in reg.events if e.event in ("promoted", "rolled_back")]
+    decisions = [
+        e for e in reg.events if e.event in ("promoted", "rolled_back", "eval_passed", "eval_failed")
+    ]
 
     def entries(kind: str) -> list[dict[str, Any]]:
         return [
@@ -163,7 +168,8 @@ def summarise(stack: Stack, started: float, broken_at: float | None) -> dict[str
 
     promotions, rollbacks = entries("promoted"), entries("rolled_back")
     base = next(v for v in listing if v["id"] == "base")
-    broken_rb = next((r for r in rollbacks if r["version"] == BROKEN), None)
+    passed, failed = entries("eval_passed"), entries("eval_failed")
+    broken_rb = next((r for r in rollbacks + failed if r["version"] == BROKEN), None)
     return {
         "baseline_reward": base["reward"],
         "final_reward": serving_reward(stack),
@@ -171,6 +177,8 @@ def summarise(stack: Stack, started: float, broken_at: float | None) -> dict[str
         "versions": [{k: v[k] for k in ("id", "parent", "status", "episodes", "reward")} for v in listing],
         "promotions": promotions,
         "rollbacks": rollbacks,
+        "eval_passed": passed,  # the eval gate's verdicts (docs/versions.md), each with its report
+        "eval_failed": failed,
         "seconds_to_first_promotion": promotions[0]["at"] if promotions else None,
         "broken_rolled_back_after_s": None
         if broken_at is None or broken_rb is None

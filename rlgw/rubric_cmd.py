@@ -41,7 +41,7 @@ def rubric_worker(
     from rewards.worker import run_worker
 
     settings = settings_from(config, **{"rewards.rubrics": rubrics, "data_dir": data_dir})
-    rubric_list = _load(settings.rewards.rubrics, settings)
+    rubric_list = load_rubric_file(settings.rewards.rubrics, settings)
     registry = CollectorRegistry()
     if metrics_port is not None:
         start_http_server(metrics_port, registry=registry)
@@ -81,7 +81,7 @@ def rubric_test(
     from rewards.view import EpisodeView, text_of
 
     settings = settings_from(config, data_dir=data_dir)
-    rubrics = _load(file, settings)
+    rubrics = load_rubric_file(file, settings)
     source = _source(settings, records)
     if episode is not None:
         found = source.episode(episode)
@@ -123,7 +123,7 @@ def rubric_backfill(
     from rewards.authoring import backfill
 
     settings = settings_from(config, **{"rewards.rubrics": rubrics, "data_dir": data_dir})
-    chosen = [r for r in _load(settings.rewards.rubrics, settings) if r.name == name]
+    chosen = [r for r in load_rubric_file(settings.rewards.rubrics, settings) if r.name == name]
     if not chosen:
         typer.secho(f"no rubric named {name!r} in {settings.rewards.rubrics}", fg="red", err=True)
         raise typer.Exit(2)
@@ -178,7 +178,7 @@ def parse_since(text: str | None, now: float | None = None) -> float | None:
         raise typer.BadParameter(f"--since {text!r}: use 2h, 7d, 2026-01-31 or unix seconds") from exc
 
 
-def _load(path: Path | None, settings: Any) -> list[Any]:
+def load_rubric_file(path: Path | None, settings: Any) -> list[Any]:
     from rewards.loader import RubricFileError, load_rubrics
 
     if path is None:

@@ -162,6 +162,8 @@ def start_stack(
             from learner.model_import import resolve_model
 
             settings.learner.model = str(resolve_model(model, settings.data_dir.resolve(), say))
+        if settings.versions.eval_gate is None:  # on when this stack scores (docs/versions.md)
+            settings.versions.eval_gate = rubrics is not None or settings.rewards.rubrics is not None
         stack.ledger = open_ledger(settings, record_queue=settings.gateway.record_queue)
         ledger = stack.ledger
         app = setup_gateway(settings, recorder=ledger.recorder, bus=ledger.bus, store=ledger.reader)
@@ -178,6 +180,8 @@ def start_stack(
         say(f"gateway serving at {stack.url}")
         if rubrics is not None or settings.rewards.rubrics is not None:
             start_worker(stack, rubrics)
+        if settings.versions.eval_gate:
+            start_evaluator(stack, rubrics)
         if learner and settings.learner.model:
             start_learner(stack)
     except BaseException:
@@ -201,6 +205,25 @@ def start_worker(stack: Stack, rubrics: list[Any] | None) -> None:
             source=stack.ledger.reader,
             tracer=tracer,
         ),
+    )
+
+
+def start_evaluator(stack: Stack, rubrics: list[Any] | None) -> None:
+    """The eval gate's evaluator (rewards/eval_worker.py), over HTTP to this stack's gateway
+    with the learner's admin key (none needed while the gateway runs open on loopback)."""
+    from rewards.eval_worker import run_eval_worker
+    from rewards.loader import load_rubrics
+    from rlgw.eval_cmd import eval_settings
+
+    settings = stack.settings
+    if rubrics is None:
+        if settings.rewards.rubrics is None:
+            raise ValueError("versions.eval_gate needs rubrics: give --rubrics or rewards.rubrics")
+        rubrics = load_rubrics(settings.rewards.rubrics, settings.rewards)
+    key, chosen = settings.learner.admin_key, list(rubrics)
+    stack.spawn(
+        "rlgw-evaluator",
+        lambda: run_eval_worker(stack.url, key, chosen, eval_settings(settings), stack.stop_event),
     )
 
 

@@ -42,7 +42,9 @@ def call(method: str, url: str, path: str, key: str | None, body: dict[str, Any]
 def list_versions(url: UrlOpt = DEFAULT_URL, key: KeyOpt = None) -> None:
     """Every version: status, traffic share, live reward with its interval, episodes, parent."""
     data = call("GET", url, "/admin/versions", key)
-    table = Table("version", "status", "share", "reward", "interval", "episodes", "parent", "data window")
+    table = Table(
+        "version", "status", "share", "reward", "interval", "episodes", "parent", "eval", "data window"
+    )
     for v in data["versions"]:
         interval = v["reward_interval"]
         table.add_row(
@@ -53,6 +55,7 @@ def list_versions(url: UrlOpt = DEFAULT_URL, key: KeyOpt = None) -> None:
             "-" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]",
             str(v["episodes"]),
             v["parent"] or "-",
+            "-" if not v.get("eval") else f"{v['eval']['verdict']}: {v['eval']['reason']}",
             ", ".join(f"{k}={val}" for k, val in (v["data_window"] or {}).items() if k != TRAINING_KEY)
             or "-",
         )

@@ -131,7 +131,7 @@ def test_learner_raises_the_reward_and_vllm_serves_its_adapter(
     )
 
     rewards = [s.reward_mean for s in report.steps]
-    assert len(rewards) == 20 and not report.skipped
+    assert len(rewards) == 20 and set(report.skipped) <= {"held_out"}  # ledger/holdout.py
     first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
     print(f"reward per step: {[round(r, 2) for r in rewards]}")
     assert last >= first + 0.4, rewards  # margin: +0.4 (measured: ~0.1 -> ~1.0)

@@ -29,6 +29,8 @@ from typing import Any
 import httpx
 import pytest
 
+from ledger.config import LedgerConfig
+from ledger.holdout import held_out
 from tests.fixtures.broker import Broker
 from tests.fixtures.drills import stopping, wait_for
 from tests.fixtures.scale_out import RUBRICS, RUBRICS_TOML, Episodes, Topology, group_lag, roles_env
@@ -98,9 +100,12 @@ def test_scale_out_records_scores_and_trains_on_every_episode_once(
     assert sorted(report["scores"]) == sorted(run.turn_ids) and not not_once, list(not_once.items())[:5]
     # the learner read all of them: consecutive data windows covering every score; each episode
     # trained once (none stale, none without token ids: only the second rubric's scores skipped)
+    # (held-out episodes are never trained: each of their scores is skipped, ledger/holdout.py)
     once_only = {"scores_merged", "rescored_after_training"}
-    assert not {k: v for k, v in skipped.items() if v and k not in once_only}, skipped
-    assert sum(skipped.get(k, 0.0) for k in once_only) == EPISODES * (len(RUBRICS) - 1), skipped
+    assert not {k: v for k, v in skipped.items() if v and k not in {*once_only, "held_out"}}, skipped
+    held = sum(held_out(e, LedgerConfig().holdout_fraction) for e in run.turn_ids)
+    assert skipped.get("held_out", 0.0) == held * len(RUBRICS), skipped
+    assert sum(skipped.get(k, 0.0) for k in once_only) == (EPISODES - held) * (len(RUBRICS) - 1), skipped
     windows = [v["data_window"] for v in report["registered"]]
     assert sum(w["episodes"] for w in windows) == scored, windows
     assert [w["steps"] for w in windows] == [STEPS_PER_VERSION * (i + 1) for i in range(len(windows))]

@@ -166,6 +166,7 @@ def test_loop_saves_publishes_and_resumes(tiny_model_dir: Path, tmp_path: Path) 
     settings = Settings(
         data_dir=tmp_path,
         learner=config(batch_episodes=4, steps_per_version=2, poll_interval_s=0.01),
+        ledger={"holdout_fraction": 0.0},  # type: ignore[arg-type]  # every episode trains (ledger/holdout.py)
     )
     reader = scored_episodes(24)
     publisher = FakePublisher(fail_first=1)  # the first publish fails: it stays pending, then goes out

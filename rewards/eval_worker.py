@@ -1,0 +1,104 @@
+"""The evaluator: evaluates every version the gateway holds in `evaluating`, and reports the
+verdict (docs/versions.md, "The eval gate").
+
+It runs as a thread of `rlgw up` (against the gateway of that process) or on its own as
+`rlgw eval-worker --gateway URL`, and talks to the gateway over HTTP only
+(rewards/eval_client.py). One evaluation at a time; a version's evaluation that cannot reach
+the gateway is tried again on the next round. A failed round never stops the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rewards.eval_client import EvalClient, EvalRequestError, GatewayEvalClient
+from rewards.eval_report import EvalReport
+from rewards.evaluation import evaluate_on_gateway
+from rewards.rubric import Rubric
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How the gate evaluates (from the `[versions]` section: `rlgw` passes them)."""
+
+    n: int = 16
+    margin: float = 0.0
+    confidence: float = 0.9
+    max_tokens: int | None = 64
+    concurrency: int = 2
+    dataset: Path | None = None
+
+
+class EvalWorker:
+    def __init__(self, client: EvalClient, rubrics: Sequence[Rubric], settings: EvalSettings) -> None:
+        self.client, self.rubrics, self.settings = client, list(rubrics), settings
+        self.reports: list[EvalReport] = []
+
+    async def evaluate_pending(self) -> list[EvalReport]:
+        """Evaluate each version now `evaluating` and record its verdict; the reports."""
+        listing = await self.client.listing()
+        done = []
+        for v in listing.get("versions") or []:
+            if v.get("status") != "evaluating":
+                continue
+            s = self.settings
+            try:
+                report = await evaluate_on_gateway(
+                    self.client,
+                    v["id"],
+                    self.rubrics,
+                    parent=v.get("parent") or listing.get("serving"),
+                    n=s.n,
+                    dataset=s.dataset,
+                    margin=s.margin,
+                    confidence=s.confidence,
+                    concurrency=s.concurrency,
+                    max_tokens=s.max_tokens,
+                )
+                result = {"passed": report.passed, "reason": report.reason, "report": report.to_dict()}
+                await self.client.record(v["id"], result)
+            except EvalRequestError as exc:
+                log.warning("evaluation of %s not finished (tried again next round): %s", v["id"], exc)
+                continue
+            log.info(
+                "version %s: eval %s in %.1f s (%s)", v["id"], report.verdict, report.seconds, report.reason
+            )
+            done.append(report)
+        self.reports += done
+        return done
+
+    async def run(self, stop: threading.Event, interval_s: float = 1.0) -> None:
+        while not stop.is_set():
+            try:
+                await self.evaluate_pending()
+            except Exception:  # the boundary: a bad round is logged, the next one runs
+                log.exception("evaluation round failed")
+            await asyncio.sleep(interval_s)
+
+
+def run_eval_worker(
+    gateway_url: str,
+    admin_key: str | None,
+    rubrics: Sequence[Rubric],
+    settings: EvalSettings,
+    stop: threading.Event,
+    interval_s: float = 1.0,
+) -> None:
+    """Evaluate versions on the gateway at `gateway_url` until `stop` is set (blocking)."""
+
+    async def main() -> None:
+        client = GatewayEvalClient(gateway_url, admin_key)
+        try:
+            await EvalWorker(client, rubrics, settings).run(stop, interval_s)
+        finally:
+            await client.close()
+
+    log.info("evaluator: %s on %s", ", ".join(r.name for r in rubrics), gateway_url)
+    asyncio.run(main())
