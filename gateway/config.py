@@ -90,6 +90,11 @@ class VersionsConfig(Section):
     """How a full-weight version reaches the pool (docs/full-weights.md): in_place reloads a
     drained replica through vLLM's reload_weights (replicas run with VLLM_SERVER_DEV_MODE=1,
     two or more of them); rolling starts replicas on the new weights and stops the old ones."""
+    follower_drain_s: float = 0.0
+    """With following gateways in front of a full-weight pool: how long a swap waits after
+    telling every gateway a replica is draining, for their requests on it to end (their
+    versions feed's delay plus their longest request); 0: this gateway alone sends it requests
+    (docs/full-weights.md)."""
     eval_gate: bool | None = None
     """Evaluate each registered version on held-out prompts against its parent before it gets
     any live traffic; one found worse is never canaried (docs/versions.md, "The eval gate").

@@ -41,6 +41,7 @@ from ledger.published import BASE_VERSION, PublishedVersion
 log = logging.getLogger(__name__)
 KEEP_LOADED = 1  # retired versions kept loaded for instant rollback (vLLM holds few adapters at once)
 RECENT_EPISODES = 1000  # a retired version these episodes stay on is kept loaded: they may come back
+FOLLOW_INTERVAL_S = 0.1  # a follower's pool catches up with placement events this often
 ADAPTER_SLOTS = 3 + KEEP_LOADED  # the base's zero adapter, serving, canary, and the retired kept
 
 
@@ -137,6 +138,19 @@ class VersionController:
     def start(self) -> None:
         self.rollout.adopt()  # the replicas' full weights, as the restored version events say
         self._task = asyncio.create_task(self._loop(), name="rlgw-versions")
+
+    def follow(self) -> None:
+        """A following gateway: keep the pool's full-weight placement to the controlling
+        gateway's events (gateway/rollout.py), every FOLLOW_INTERVAL_S."""
+        self._task = asyncio.create_task(self._follow_loop(), name="rlgw-follow")
+
+    async def _follow_loop(self) -> None:
+        while True:
+            try:
+                await self.rollout.follow()
+            except Exception:  # the loop must outlive any one pass
+                log.exception("following the full-weight placement failed")
+            await asyncio.sleep(FOLLOW_INTERVAL_S)
 
     async def stop(self) -> None:
         if self._task is not None:

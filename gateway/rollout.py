@@ -21,6 +21,12 @@ its requests in flight finish), then changed, then probed, then routed to again.
 Rollback to a version no replica holds any more: `ensure_resident` brings one replica onto it
 before routing moves; `converge()` does the rest. Figures of each swap (ms): `route` (draining
 the replica), `load` (reload, or start until ready), `warm` (the probe).
+
+Several gateways: each change of placement is a version event (gateway/full_versions.py). The
+controlling gateway tells every gateway a replica is draining before it drains it, then waits
+`versions.follower_drain_s` beyond its own drain for the followers' requests on it; a
+following gateway runs `follow()`, which keeps its pool to the events: the weights each
+replica holds, the replicas draining, the replicas a rolling swap added and removed.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ class FullWeightRollout:
         self.drain_timeout_s = drain_timeout_s
         self.slots = len(pool.replicas)  # replicas serving the serving version (rolling)
         self.swaps: list[dict[str, Any]] = []  # figures of every swap, newest last
+        self.follower_drain_s = registry.cfg.follower_drain_s
         registry.place_with(self.holders)
 
     # ---- routing hook --------------------------------------------------------------------
@@ -85,11 +92,24 @@ class FullWeightRollout:
     def adopt(self) -> None:
         """At start: each replica's weights as the version events last placed them (a restarted
         gateway rebuilds from the "resident" events what its replicas hold)."""
-        for e in list(self.registry.events):
-            if e.event == "resident":
-                for r in self.pool.replicas:
-                    if r.url in e.figures.get("replicas", {}):
-                        r.weights = e.version
+        for r in self.pool.replicas:
+            r.weights = self.registry.placement.get(r.url, r.weights)
+
+    async def follow(self) -> None:
+        """A following gateway: its pool as the controlling gateway's events place it."""
+        reg = self.registry
+        with reg._lock:
+            placement, draining = dict(reg.placement), set(reg.draining_replicas)
+            removed = set(reg.removed_replicas)
+        known = {r.url for r in self.pool.replicas}
+        for url, weights in placement.items():
+            if url not in known:  # a rolling swap started it
+                await self.pool.check(self.pool.add(url, weights=weights, launched=False))
+        for r in self.pool.replicas:
+            if r.url in removed and r.outstanding == 0:
+                await self.pool.remove(r)
+            r.weights = placement.get(r.url, r.weights)
+            r.draining = r.url in draining or r.url in removed
 
     # ---- targets ---------------------------------------------------------------------------
     def targets(self) -> dict[str, int]:
@@ -157,10 +177,11 @@ class FullWeightRollout:
         if ties_embeddings(path):  # vLLM 0.32 reloads tied embeddings wrong (docs/full-weights.md)
             raise SwapError(f"{path} ties its embeddings: in place cannot serve it exactly; use rolling")
         figures = {"replica": replica.url, "weights": weights, "mode": "in_place"}
+        t0 = time.perf_counter()
+        await self._tell_draining(replica)
         replica.draining = True
         try:
-            t0 = time.perf_counter()
-            await self._drained(replica)
+            await self._drained(replica, t0)
             t1 = time.perf_counter()
             try:
                 await self.reloader.reload(replica.url, path)
@@ -169,6 +190,7 @@ class FullWeightRollout:
                 await probe(replica.url, self.registry.upstream_name(weights))
             except SwapError:
                 await self._restore(replica, old)
+                await self._announce(replica.weights, {"replica": replica.url, "mode": "restored"})
                 raise
             t3 = time.perf_counter()
         finally:
@@ -198,12 +220,17 @@ class FullWeightRollout:
 
     async def retire(self, replica: Replica) -> None:
         """Drain a replica out of routing, take it out of the pool, stop it if we started it."""
-        replica.draining = True
         t0 = time.perf_counter()
-        await self._drained(replica)
+        await self._tell_draining(replica)
+        replica.draining = True
+        await self._drained(replica, t0)
         await self.pool.remove(replica)
         if replica.launched and self.launcher is not None:
             await self.launcher.stop(replica.url)
+        try:
+            await asyncio.to_thread(self.registry.replica_removed, replica.weights, replica.url)
+        except VersionLogUnavailable as exc:  # followers keep it draining: it takes nothing
+            log.warning("removal of %s not written: %s", replica.url, exc)
         log.info(
             "replica %s (%s) retired after %.0f ms",
             replica.url,
@@ -211,12 +238,24 @@ class FullWeightRollout:
             (time.perf_counter() - t0) * 1000,
         )
 
-    async def _drained(self, replica: Replica) -> None:
+    async def _tell_draining(self, replica: Replica) -> None:
+        """Every gateway stops routing to `replica` (a version event); a SwapError, and nothing
+        changed, while the versions topic cannot take it."""
+        try:
+            await asyncio.to_thread(self.registry.replica_draining, replica.weights, replica.url)
+        except VersionLogUnavailable as exc:
+            raise SwapError(f"could not tell the gateways {replica.url} is draining: {exc}") from exc
+
+    async def _drained(self, replica: Replica, told: float) -> None:
+        """Our requests on `replica` done, and the followers' grace since `told` passed."""
         deadline = time.monotonic() + self.drain_timeout_s
         while replica.outstanding > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if replica.outstanding > 0:
+            replica.draining = False
+            await self._announce(replica.weights, {"replica": replica.url, "mode": "restored"})
             raise SwapError(f"{replica.url} still has {replica.outstanding} requests after draining")
+        await asyncio.sleep(max(0.0, told + self.follower_drain_s - time.perf_counter()))
 
     async def _restore(self, replica: Replica, old: str) -> None:
         try:
@@ -236,6 +275,10 @@ class FullWeightRollout:
             "warm_ms": round(warm * 1000, 1),
         }
         self.swaps.append(figures)
+        await self._announce(weights, figures)
+
+    async def _announce(self, weights: str, figures: dict[str, Any]) -> None:
+        """The `resident` event: every replica holding `weights` (routed to again, everywhere)."""
         holding = [r.url for r in self.pool.replicas if r.weights == weights]
         try:  # a version event: written to the versions topic off the event loop
             await asyncio.to_thread(self.registry.resident, weights, holding, figures)

@@ -134,6 +134,9 @@ class LocalVllmLauncher:
         except EngineStartError as exc:
             await asyncio.to_thread(stop_vllm, proc)
             raise SwapError(f"replica on {weights_path} did not start: {exc}") from exc
+        except BaseException:  # cancelled or interrupted while it starts: not left running
+            stop_vllm(proc)
+            raise
         self.procs[url], self.bound[url] = proc, cpus
         return url
 

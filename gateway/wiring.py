@@ -95,6 +95,8 @@ def _lifespan(svc: Services) -> Callable[[FastAPI], AbstractAsyncContextManager[
         await svc.pool.start()
         if svc.settings.versions.control:
             svc.controller.start()
+        else:
+            svc.controller.follow()  # full-weight placement, as the controlling gateway's events say
         feeds = start_feeds(svc, restored)
         gc.freeze()  # start-up objects (modules, app, config) leave full collections: ~25 ms each here
         try:

@@ -6,6 +6,8 @@
                                         in the serving dtype (learner/full_save.py)
         master.safetensors              (full, served in another dtype) the training-dtype weights
         optimizer.pt                    AdamW state
+        optimizer/                      (sharded by FSDP2 instead) AdamW state, one file per rank
+                                        (torch.distributed.checkpoint, learner/sharded.py)
         state.json                      version, parent, seq, step, data_window, lineage, baselines,
                                         trained episodes
         COMPLETE                        the marker, written last
@@ -14,6 +16,11 @@
 A save writes everything into a temp dir beside the final one, fsyncs every file and the dir,
 writes the marker, renames the dir into place and fsyncs the parent. A reader (or a restarted
 learner) only ever sees versions whose dir holds the marker; a half-written one is invisible.
+
+A model sharded by FSDP2 (`trainer.sharded`) is saved by every rank together: the whole state
+dict is gathered onto rank 0, every rank writes its optimizer shard into the temp dir rank 0
+made (one filesystem for all ranks), and rank 0 writes the rest and renames. Resuming loads the
+version into every rank's shards.
 """
 
 from __future__ import annotations
@@ -30,9 +37,11 @@ from typing import Any
 import torch
 
 from learner.full_save import load_full, save_full, serve_dtype
+from learner.sharded import full_state, load_optimizer, save_optimizer
 from learner.train import Trainer
 
 MARKER = "COMPLETE"
+SHARDED_OPTIMIZER = "optimizer"  # the folder of a sharded optimizer's state (learner/sharded.py)
 TMP_PREFIX = ".tmp-"
 
 
@@ -64,20 +73,31 @@ def save_version(
     root: Path, trainer: Trainer, *, version: str, parent: str | None, seq: int, data_window: dict[str, Any]
 ) -> VersionState:
     """Write one version atomically and return its state (with `path` set). The caller adds the
-    version to `trainer.lineage` (on every rank, where only rank 0 saves)."""
+    version to `trainer.lineage` (on every rank, where only rank 0 saves). A sharded trainer's
+    ranks all call it (the module doc); rank 0 alone writes the folder."""
+    world, sharded = trainer.world, trainer.sharded
+    weights = full_state(trainer.causal_lm) if sharded else None  # every rank: a collective
     vdir = versions_dir(root)
-    vdir.mkdir(parents=True, exist_ok=True)
     final = vdir / version
-    if (final / MARKER).is_file():
-        raise FileExistsError(f"version {version} already saved at {final}")
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-", dir=vdir))
+    made = ""
+    if world.leader:
+        vdir.mkdir(parents=True, exist_ok=True)
+        if (final / MARKER).is_file():
+            raise FileExistsError(f"version {version} already saved at {final}")
+        made = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-", dir=vdir)
+    tmp = Path(world.broadcast(made) if sharded else made)
     try:
+        if sharded:  # each rank its shard; rank 0 goes on once every rank has written
+            save_optimizer(trainer.causal_lm, trainer.optimizer, tmp / SHARDED_OPTIMIZER)
+        if not world.leader:
+            return VersionState(version, parent, seq, trainer.steps, data_window, path=str(final))
         if trainer.cfg.full_finetune:
             dtype = serve_dtype(trainer.cfg.serve_dtype, trainer.model_dir)
-            save_full(trainer.causal_lm, trainer.model_dir, tmp, dtype)
+            save_full(trainer.causal_lm, trainer.model_dir, tmp, dtype, weights)
         else:
             trainer.model.save_pretrained(tmp / "adapter", save_embedding_layers=False)
-        torch.save(trainer.optimizer.state_dict(), tmp / "optimizer.pt")
+        if not sharded:
+            torch.save(trainer.optimizer.state_dict(), tmp / "optimizer.pt")
         state = VersionState(
             version=version,
             parent=parent,
@@ -97,7 +117,7 @@ def save_version(
         os.rename(tmp, final)
         _fsync_dir(vdir)
     finally:
-        if tmp.exists():
+        if world.leader and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     state.path = str(final)
     return state
@@ -157,13 +177,16 @@ def resume(root: Path, trainer: Trainer, version: str | None = None) -> VersionS
         return None
     path = Path(state.path)
     if trainer.cfg.full_finetune:
-        load_full(trainer.causal_lm, path)
+        load_full(trainer.causal_lm, path, trainer.sharded)
     else:
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(trainer.model, _load_safetensors(path / "adapter"))
-    opt = torch.load(path / "optimizer.pt", map_location=trainer.device, weights_only=True)
-    trainer.optimizer.load_state_dict(opt)
+    if trainer.sharded:
+        load_optimizer(trainer.causal_lm, trainer.optimizer, path / SHARDED_OPTIMIZER)
+    else:
+        opt = torch.load(path / "optimizer.pt", map_location=trainer.device, weights_only=True)
+        trainer.optimizer.load_state_dict(opt)
     trainer.advantages.load_state_dict(state.advantages)
     trainer.trained.load(state.trained_episodes)
     trainer.lineage = list(state.lineage)

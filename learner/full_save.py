@@ -40,13 +40,20 @@ def serve_dtype(setting: str, base_dir: Path) -> torch.dtype:
     return DTYPES[folder_dtype(base_dir) if setting == "auto" else setting]
 
 
-def save_full(causal_lm: Any, base_dir: Path, version_dir: Path, dtype: torch.dtype) -> None:
+def save_full(
+    causal_lm: Any,
+    base_dir: Path,
+    version_dir: Path,
+    dtype: torch.dtype,
+    state: dict[str, torch.Tensor] | None = None,
+) -> None:
     """Write `<version_dir>/model` (safetensors in `dtype`, config, tokenizer) and, when the
-    training dtype differs, `<version_dir>/master.safetensors`."""
+    training dtype differs, `<version_dir>/master.safetensors`. `state`: the whole state dict
+    when the model's own is sharded (gathered by learner/sharded.py)."""
     from safetensors.torch import save_file
 
     model_dir = version_dir / "model"
-    state = causal_lm.state_dict()
+    state = causal_lm.state_dict() if state is None else state
     served = {k: v.detach().to(dtype) for k, v in state.items()}
     if getattr(causal_lm.config, "tie_word_embeddings", False):
         served.pop("lm_head.weight", None)  # tied: the embedding is the head (cast copies are not shared)
@@ -66,9 +73,10 @@ def save_full(causal_lm: Any, base_dir: Path, version_dir: Path, dtype: torch.dt
         save_file(master, str(version_dir / MASTER))
 
 
-def load_full(causal_lm: Any, version_dir: Path) -> None:
+def load_full(causal_lm: Any, version_dir: Path, sharded: bool = False) -> None:
     """Load a saved full version back into the training model: the master copy when there is
-    one, else the served weights (the same dtype as training then)."""
+    one, else the served weights (the same dtype as training then); `sharded`: into FSDP2's
+    shards (learner/sharded.py)."""
     from safetensors.torch import load_file
 
     master = version_dir / MASTER
@@ -78,6 +86,11 @@ def load_full(causal_lm: Any, version_dir: Path) -> None:
         weights = {}
         for f in sorted((version_dir / "model").glob("*.safetensors")):
             weights.update(load_file(str(f)))
+    if sharded:
+        from learner.sharded import load_full_state
+
+        load_full_state(causal_lm, weights)
+        return
     missing, unexpected = causal_lm.load_state_dict(weights, strict=False)
     unexpected = [k for k in unexpected if k]
     missing = [k for k in missing if k != "lm_head.weight"]  # tied to the embedding

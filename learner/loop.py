@@ -99,8 +99,6 @@ def run_learner(
     from learner.train import Trainer
 
     cfg = settings.learner
-    if cfg.fsdp and (world or World()).size > 1:
-        raise ValueError("learner.fsdp: saving sharded versions is not wired yet (docs/scaling.md)")
     world = world or World()
     tracer = tracer or trace.NoOpTracer()
     root = Path(cfg.checkpoint_dir or settings.data_dir / "learner").resolve()
@@ -198,10 +196,11 @@ def run_learner(
                 window["held_back"], held = held, []
             window_start, episodes = position, 0
             state = None
-            if world.leader:
-                state = save_version(
+            if world.leader or trainer.sharded:  # sharded: every rank saves its part
+                saved = save_version(
                     root, trainer, version=version, parent=parent, seq=seq, data_window=window
                 )
+                state = saved if world.leader else None
             version = world.broadcast(version)  # the other ranks wait here while rank 0 saves
             trainer.lineage.append(version)
             version_span.set_attributes(

@@ -7,6 +7,12 @@ whose weights, gradients and AdamW state do not fit one device (docs/scaling.md)
                               moments, and gathers a unit's weights only while it runs
     full_state(causal_lm)     the whole state dict gathered on rank 0 (a collective: every rank
                               calls it), for saving a version; {} on the other ranks
+    load_full_state(...)      a saved version's whole state dict into the shards (each rank
+                              reads the file and keeps its slice)
+    save_optimizer / load_optimizer
+                              AdamW's state, sharded as it is held: torch.distributed.checkpoint
+                              writes one file per rank and a metadata file into a folder of the
+                              version (a collective; resharded on load if the rank count changed)
 
 The step stays the learner's (learner/train.py): the body and the chunked LM head are called
 separately, so the body goes through `fsdp_body`, a method FSDP2 hooks like a forward (the root
@@ -19,6 +25,7 @@ gloo has no pre-scaled sum) and `World.all_reduce_grads` leaves sharded gradient
 from __future__ import annotations
 
 import types
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,3 +60,29 @@ def full_state(causal_lm: Any) -> dict[str, torch.Tensor]:
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return dict(get_model_state_dict(causal_lm, options=options))  # type: ignore[arg-type]
+
+
+def load_full_state(causal_lm: Any, weights: dict[str, torch.Tensor]) -> None:
+    """Every rank: the whole state dict `weights` (a saved version) into this rank's shards."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, strict=False)  # a tied LM head is not saved
+    set_model_state_dict(causal_lm, dict(weights), options=options)  # type: ignore[arg-type]
+
+
+def save_optimizer(causal_lm: Any, optimizer: Any, folder: Path) -> None:
+    """Every rank writes its shard of the optimizer state into `folder` (a collective)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    dcp.save({"optimizer": get_optimizer_state_dict(causal_lm, optimizer)}, checkpoint_id=str(folder))
+
+
+def load_optimizer(causal_lm: Any, optimizer: Any, folder: Path) -> None:
+    """Every rank reads its shard of the optimizer state saved by `save_optimizer` (a collective)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+    state = {"optimizer": get_optimizer_state_dict(causal_lm, optimizer)}  # the shapes to fill
+    dcp.load(state, checkpoint_id=str(folder))
+    set_optimizer_state_dict(causal_lm, optimizer, state["optimizer"])

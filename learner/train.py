@@ -102,7 +102,8 @@ class Trainer:
             )
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.world.sync_params(self.params)  # one starting point (a LoRA adapter's init is random)
-        if cfg.fsdp and self.world.size > 1:  # full weights sharded across the ranks (learner/sharded.py)
+        self.sharded = cfg.fsdp and self.world.size > 1  # full weights sharded (learner/sharded.py)
+        if self.sharded:
             from learner.sharded import shard
 
             if not cfg.full_finetune:

@@ -1,6 +1,8 @@
 """FSDP2 on the CPU (gloo, two processes under torchrun): one sharded learner step matches the
 same step in one unsharded process — loss, every gradient, and the weights after AdamW — while
-each rank holds about half of the parameters (learner/sharded.py, docs/scaling.md)."""
+each rank holds about half of the parameters; the sharded step saved as a version is those
+weights, loads with transformers, and resumes with its optimizer state (learner/sharded.py,
+learner/checkpoint.py, docs/scaling.md)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 from learner.config import LearnerConfig
 from learner.train import Trainer
@@ -55,3 +58,11 @@ def test_fsdp_step_matches_the_unsharded_step(tiny_model_dir: Path, tmp_path: Pa
         # AdamW's first step is ~lr·g/|g|: a gradient near eps moves it by up to lr; agree to 1% of lr
         torch.testing.assert_close(w, state[key], rtol=0.0, atol=1e-4)
     assert sharded["local"] <= sharded["total"] / 2 + 1024  # each rank holds about half
+
+    folder = Path(sharded["saved"])
+    assert (folder / "COMPLETE").is_file() and sorted(p.name for p in (folder / "optimizer").iterdir())
+    served = AutoModelForCausalLM.from_pretrained(folder / "model", dtype=torch.float32)
+    assert served.config.architectures == ["LlamaForCausalLM"]
+    for key, w in served.state_dict().items():  # the unsharded step's weights (docs/tolerances.md)
+        torch.testing.assert_close(w, state[key], rtol=0.0, atol=1e-4)
+    assert sharded["resumed_apart"] == 0.0  # weights and AdamW moments came back exactly
