@@ -13,27 +13,13 @@ import asyncio
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 from rewards.eval_client import EvalClient, EvalRequestError, GatewayEvalClient
 from rewards.eval_report import EvalReport
-from rewards.evaluation import evaluate_on_gateway
+from rewards.evaluation import EvalSettings, evaluate_on_gateway
 from rewards.rubric import Rubric
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """How the gate evaluates (from the `[versions]` section: `rlgw` passes them)."""
-
-    n: int = 16
-    margin: float = 0.0
-    confidence: float = 0.9
-    max_tokens: int | None = 64
-    concurrency: int = 2
-    dataset: Path | None = None
 
 
 class EvalWorker:
@@ -48,19 +34,13 @@ class EvalWorker:
         for v in listing.get("versions") or []:
             if v.get("status") != "evaluating":
                 continue
-            s = self.settings
             try:
                 report = await evaluate_on_gateway(
                     self.client,
                     v["id"],
                     self.rubrics,
+                    self.settings,
                     parent=v.get("parent") or listing.get("serving"),
-                    n=s.n,
-                    dataset=s.dataset,
-                    margin=s.margin,
-                    confidence=s.confidence,
-                    concurrency=s.concurrency,
-                    max_tokens=s.max_tokens,
                 )
                 result = {"passed": report.passed, "reason": report.reason, "report": report.to_dict()}
                 await self.client.record(v["id"], result)

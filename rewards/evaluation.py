@@ -22,6 +22,7 @@ import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -170,33 +171,43 @@ async def parent_of(client: EvalClient, version: str) -> str:
     raise EvalRequestError(f"version {version} is not registered on the gateway")
 
 
+@dataclass(frozen=True)
+class EvalSettings:
+    """How an evaluation runs (the gate's come from the `[versions]` section: `rlgw` passes them)."""
+
+    n: int = 16
+    """The newest held-out prompts used (0: only the dataset's tasks)."""
+    margin: float = 0.0
+    confidence: float = 0.9
+    max_tokens: int | None = 64
+    concurrency: int = 2
+    dataset: Path | None = None
+    """A JSONL file of tasks, added to the held-out prompts (`load_dataset`)."""
+
+
 async def evaluate_on_gateway(
     client: EvalClient,
     version: str,
     rubrics: Sequence[Rubric],
+    settings: EvalSettings = EvalSettings(),
     *,
     parent: str | None = None,
-    n: int = 32,
-    dataset: Path | None = None,
-    margin: float = 0.0,
-    confidence: float = 0.9,
-    concurrency: int = 4,
-    max_tokens: int | None = None,
 ) -> EvalReport:
-    """`evaluate` on the gateway's newest `n` held-out prompts (and a dataset's tasks)."""
-    prompts = list(await client.prompts(n)) if n > 0 else []
-    if dataset is not None:
-        prompts += load_dataset(dataset)
+    """`evaluate` on the gateway's newest `settings.n` held-out prompts (and a dataset's tasks)."""
+    s = settings
+    prompts = list(await client.prompts(s.n)) if s.n > 0 else []
+    if s.dataset is not None:
+        prompts += load_dataset(s.dataset)
     return await evaluate(
         client,
         rubrics,
         version,
         parent or await parent_of(client, version),
         prompts,
-        margin=margin,
-        confidence=confidence,
-        concurrency=concurrency,
-        max_tokens=max_tokens,
+        margin=s.margin,
+        confidence=s.confidence,
+        concurrency=s.concurrency,
+        max_tokens=s.max_tokens,
     )
 
 
@@ -204,15 +215,10 @@ def evaluate_version(
     gateway_url: str,
     version: str,
     rubrics: Sequence[Rubric],
+    settings: EvalSettings = EvalSettings(),
     *,
     parent: str | None = None,
     admin_key: str | None = None,
-    n: int = 32,
-    dataset: Path | None = None,
-    margin: float = 0.0,
-    confidence: float = 0.9,
-    concurrency: int = 4,
-    max_tokens: int | None = None,
 ) -> EvalReport:
     """Evaluate `version` against `parent` (default: its own parent) through a running gateway;
     blocking (call it from a thread when an event loop runs). `report.rows` holds each
@@ -221,18 +227,7 @@ def evaluate_version(
     async def run() -> EvalReport:
         client = GatewayEvalClient(gateway_url, admin_key)
         try:
-            return await evaluate_on_gateway(
-                client,
-                version,
-                rubrics,
-                parent=parent,
-                n=n,
-                dataset=dataset,
-                margin=margin,
-                confidence=confidence,
-                concurrency=concurrency,
-                max_tokens=max_tokens,
-            )
+            return await evaluate_on_gateway(client, version, rubrics, settings, parent=parent)
         finally:
             await client.close()
 

@@ -24,7 +24,7 @@ DatasetOpt = Annotated[
 
 def eval_settings(settings: Any, dataset: Path | None = None, n: int | None = None) -> Any:
     """The gate's evaluation settings, from the `[versions]` section."""
-    from rewards.eval_worker import EvalSettings
+    from rewards.evaluation import EvalSettings
 
     v = settings.versions
     return EvalSettings(
@@ -57,20 +57,14 @@ def eval_version(
     from rewards.evaluation import evaluate_version
 
     settings = settings_from(config, **{"rewards.rubrics": rubrics})
-    s = eval_settings(settings, dataset, n)
     try:
         report = evaluate_version(
             url,
             version,
             load_rubric_file(settings.rewards.rubrics, settings),
+            eval_settings(settings, dataset, n),
             parent=parent,
             admin_key=key,
-            n=s.n,
-            dataset=s.dataset,
-            margin=s.margin,
-            confidence=s.confidence,
-            concurrency=s.concurrency,
-            max_tokens=s.max_tokens,
         )
     except (EvalRequestError, ValueError, OSError) as exc:
         typer.secho(f"evaluation failed: {exc}", fg="red", err=True)

@@ -21,9 +21,11 @@ from ledger.holdout import held_out
 from ledger.memstore import MemoryStore
 from ledger.records import ModelVersion, parse_record
 from rewards.eval_client import GatewayEvalClient
-from rewards.eval_worker import EvalSettings, EvalWorker
+from rewards.eval_worker import EvalWorker
+from rewards.evaluation import EvalSettings
 from rewards.rubric import Rubric, reward
 from rewards.view import EpisodeView
+from tests.fixtures.drills import wait_for
 from tests.fixtures.upstream import (
     GatewayServer,
     gateway_settings,
@@ -103,7 +105,14 @@ async def test_a_failing_version_never_gets_live_traffic_and_a_good_one_is_canar
     assert child.status_code == 400 and child.json()["error"]["code"] == "parent_rolled_back"
 
     # the verdicts are version events: a restarted gateway rebuilds them from the topic
-    gw.services.recorder.flush(5)
+    def events_of_bad() -> list[ModelVersion]:
+        gw.services.recorder.flush(5)
+        msgs = gw.bus.messages("versions")
+        return [
+            r for m in msgs if isinstance(r := parse_record(m.value), ModelVersion) and r.version == "bad"
+        ]
+
+    wait_for(lambda: any(e.event == "unloaded" for e in events_of_bad()), "the failed version's unload", 10)
     events = [r for m in gw.bus.messages("versions") if isinstance(r := parse_record(m.value), ModelVersion)]
     assert [e.event for e in events if e.version == "bad"] == [
         "registered",

@@ -13,7 +13,7 @@ from ledger.holdout import eval_prompt, held_out, heldout_prompts, holdout_bucke
 from ledger.records import Episode, Score, Turn, TurnChoice
 from rewards.eval_client import FakeEvalClient
 from rewards.eval_report import EvalReport
-from rewards.evaluation import evaluate, evaluate_on_gateway, load_dataset
+from rewards.evaluation import EvalSettings, evaluate, evaluate_on_gateway, load_dataset
 from rewards.paired import paired, t_quantile
 from rewards.rubric import Rubric, metric, reward
 from rewards.view import EpisodeView
@@ -105,7 +105,9 @@ def fake(good: bool) -> FakeEvalClient:
 
 async def test_a_worse_version_is_found_and_a_good_one_passes() -> None:
     client = fake(good=False)
-    report = await evaluate_on_gateway(client, "v1", [BRIEF, OTHER], n=8)
+    report = await evaluate_on_gateway(
+        client, "v1", [BRIEF, OTHER], EvalSettings(n=8, max_tokens=None, concurrency=4)
+    )
     assert report.verdict == "worse" and not report.passed and report.parent == "base"
     row = report.reward("brief")
     assert row is not None and (row.n, row.parent, row.version, row.worse) == (8, 1.0, 0.0, True)
@@ -118,7 +120,7 @@ async def test_a_worse_version_is_found_and_a_good_one_passes() -> None:
     back = EvalReport.from_dict(report.to_dict())
     assert (back.rows, back.verdict, back.reason) == (report.rows, report.verdict, report.reason)
 
-    ok = await evaluate_on_gateway(fake(good=True), "v1", [BRIEF], n=8, max_tokens=16)
+    ok = await evaluate_on_gateway(fake(good=True), "v1", [BRIEF], EvalSettings(n=8, max_tokens=16))
     assert ok.verdict == "pass" and ok.passed
     empty = await evaluate(fake(good=True), [BRIEF], "v1", "base", [])
     assert empty.verdict == "no_data" and empty.passed
@@ -133,7 +135,9 @@ async def test_failed_calls_are_counted_and_a_dataset_adds_tasks(tmp_path: Path)
         "max_tokens": 64,
     }
     client = FakeEvalClient(lambda v, r: None if v == "v1" else "ok")
-    report = await evaluate_on_gateway(client, "v1", [BRIEF], parent="base", n=0, dataset=data, max_tokens=8)
+    report = await evaluate_on_gateway(
+        client, "v1", [BRIEF], EvalSettings(n=0, dataset=data, max_tokens=8), parent="base"
+    )
     # the version answered none of them while its parent did: a broken version is worse
     assert report.prompts == 1 and len(report.failed) == 1 and report.verdict == "worse"
     assert report.reason == "v1 failed 1 of 1 evaluation requests (base: 0)"
