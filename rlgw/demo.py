@@ -221,6 +221,16 @@ def summarise(stack: Stack, started: float, broken_at: float | None) -> dict[str
     }
 
 
+def brief(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary as the terminal shows it: no per-version rows and no decision's figures (the
+    eval reports run to dozens of lines); `--json` writes the whole."""
+    decisions = ("promotions", "rollbacks", "eval_passed", "eval_failed")
+    out = {k: v for k, v in summary.items() if k != "versions"}
+    for k in decisions:
+        out[k] = [{f: e[f] for f in ("version", "at", "reason")} for e in summary.get(k, [])]
+    return out
+
+
 def plot(stack: Stack, path: Path, started_wall: float) -> None:
     import matplotlib
 
