@@ -113,7 +113,7 @@ class VersionsConfig(Section):
     """An evaluation request starts only while fewer live requests than this per healthy
     replica are in flight; otherwise it waits (up to `gateway.request_timeout_s`, then 503).
     1 (with eval_concurrency 1): evaluate only between live requests, the least interference
-    on a compute-bound (CPU) engine (benchmarks/results/eval_interference.md)."""
+    on a compute-bound (CPU) engine (docs/versions.md, "Evaluation traffic and spare capacity")."""
     base_weights: str | None = None
     """The base model's folder, to bring replicas back to the base weights (default: the base
     model's served name, when that is a folder, as vLLM names a model by its path)."""

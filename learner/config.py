@@ -33,7 +33,7 @@ class LearnerConfig(Section):
     """AdamW learning rate. The defaults of this section are for a pretrained model, chosen on
     SmolLM2-135M-Instruct learning a new rubric on the CPU without tuning (LoRA r 8 on every
     linear layer but lm_head, lr 3e-4, 32 episodes a step, KL 0.1, clip 2:
-    benchmarks/results/learning_smollm2.md)."""
+    docs/learning.md)."""
     batch_episodes: int = 32
     """Scored episodes per training step."""
     steps_per_version: int = 4
@@ -75,7 +75,7 @@ class LearnerConfig(Section):
     activation_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward instead of keeping them: on
     SmolLM2 (CPU, 1,920 tokens a step) peak RSS 3.5 -> 2.1 GB, step 10 -> 29 s on a loaded machine
-    (benchmarks/results/stack_rss.md). Off by default: on this CPU the learner's speed, not its
+    (docs/learning.md). Off by default: on this CPU the learner's speed, not its
     memory, bounds how fast the loop learns."""
     keep_logits_mb: int = 1024
     """A micro-batch's float32 LM-head logits up to this size are kept for the backward; larger
@@ -86,7 +86,7 @@ class LearnerConfig(Section):
     """Step size of the running reward baseline per (rubric, task key)."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Training dtype of the base weights (auto: bfloat16 on CUDA; on the CPU bfloat16 for a
-    bfloat16 folder where the CPU has bf16 instructions, else float32: learner.train.auto_dtype)."""
+    bfloat16 folder where the CPU has bf16 instructions, else float32: learner.model_load.auto_dtype)."""
     checkpoint_dir: Path | None = None
     """Where versions are saved. Default: <data_dir>/learner."""
     keep_versions: int = 0

@@ -21,8 +21,6 @@ embeddings and final norm dominate a random model's output); adding `lm_head` to
 from __future__ import annotations
 
 import copy
-import ctypes
-import json
 import logging
 import time
 import warnings
@@ -34,10 +32,12 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from learner.advantages import Advantages
-from learner.attention import check_flash, register
+from learner.attention import check_flash
 from learner.config import LearnerConfig
 from learner.distributed import World
+from learner.memory import release_freed_memory
 from learner.metrics import LearnerMetrics
+from learner.model_load import auto_dtype, load_causal_lm
 from learner.objective import TokenLogProbs, chunked_logprobs, policy_gradient_loss
 from learner.packing import MicroBatch, pack
 from learner.samples import Sample
@@ -265,39 +265,3 @@ class Trainer:
             return self._logprobs(self.reference, b, processed=False)
         with self.model.disable_adapter():
             return self._logprobs(self.causal_lm, b, processed=False)
-
-
-def release_freed_memory() -> None:
-    """Hand the step's freed activations back to the OS (glibc's malloc_trim). On the CPU a
-    step's tensors come from glibc's heaps, and the learner thread's arena kept them: the
-    embedded stack's process grew from 0.8 to 7.4 GB RSS over 19 SmolLM2 steps of ~700 tokens
-    (benchmarks/results/stack_rss.md). A no-op where there is no glibc."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def auto_dtype(device: torch.device, model_dir: Path) -> torch.dtype:
-    """bfloat16 on CUDA; on the CPU the dtype the engine serves the folder in (its own,
-    gateway/engine.py) when that is bfloat16 and the CPU computes in it natively (AVX512-BF16 or
-    AMX: 1.4x the float32 step on SmolLM2-135M, benchmarks/learner_model_step.py), else float32
-    (the tiny model's float32 log-probs then match the engine's exactly). LoRA weights stay
-    float32 either way (peft keeps adapters in float32 over a bfloat16 base)."""
-    if device.type == "cuda":
-        return torch.bfloat16
-    try:
-        config = json.loads((model_dir / "config.json").read_text())
-        flags = Path("/proc/cpuinfo").read_text()
-    except (OSError, ValueError):
-        return torch.float32
-    served = config.get("dtype") or config.get("torch_dtype")
-    native = "avx512_bf16" in flags or "amx_bf16" in flags
-    return torch.bfloat16 if served == "bfloat16" and native else torch.float32
-
-
-def load_causal_lm(model_dir: Path, dtype: torch.dtype) -> Any:
-    """A transformers causal LM whose attention reads packed rows' boundaries (learner/attention.py)."""
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=register())

@@ -140,7 +140,7 @@ def start_engine(stack: Stack, model: str | Path | None, say: Callable[[str], No
         settings.learner.cpu_threads = 1  # the engine holds a core of its own; share the rest
     if "micro_batch_tokens" not in settings.learner.model_fields_set:
         # beside the engine on the CPU: the backward's activations take ~2 MB a token on SmolLM2
-        # (benchmarks/results/stack_rss.md); 1024-token forwards bound them on longer steps
+        # (docs/learning.md); 1024-token forwards bound them on longer steps
         settings.learner.micro_batch_tokens = CPU_MICRO_BATCH_TOKENS
     settings.gateway.upstreams = [url]
     settings.learner.model = str(model_dir)

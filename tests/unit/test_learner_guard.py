@@ -91,7 +91,7 @@ def test_restore_puts_back_the_weights_and_the_optimizer(tiny_model_dir: Path) -
 
 
 def test_the_cpu_trains_in_the_served_dtype_where_it_computes_bf16_natively(tmp_path: Path) -> None:
-    from learner.train import auto_dtype
+    from learner.model_load import auto_dtype
 
     cpu = torch.device("cpu")
     native = any(f in Path("/proc/cpuinfo").read_text() for f in ("avx512_bf16", "amx_bf16"))
