@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,21 @@ def _stop(gw: GatewayServer) -> None:
     stop_gateway(gw)
     _until(lambda: not gw.server.started or gw.server.should_exit, "the gateway to stop")
     time.sleep(0.3)  # its lifespan closes the feeds and the controller
+
+
+@contextmanager
+def controller_and_follower(
+    tmp_path: Path, url: str, bus: MemoryBus
+) -> Iterator[tuple[GatewayServer, GatewayServer]]:
+    """Gateway a controls the versions and b follows them, both on `bus`; on exit both stop, a
+    as a restart would find it (its feeds and controller closed)."""
+    a = start_gateway(_settings(tmp_path / "a", url), bus)
+    b = start_gateway(_settings(tmp_path / "b", url, control=False), bus)
+    try:
+        yield a, b
+    finally:
+        stop_gateway(b)
+        _stop(a)
 
 
 def test_a_restarted_controller_serves_canaries_and_decides_as_before(tmp_path: Path) -> None:
@@ -104,36 +121,31 @@ def test_a_restarted_controller_serves_canaries_and_decides_as_before(tmp_path: 
 
 def test_every_gateway_routes_an_episode_to_the_same_version(tmp_path: Path) -> None:
     up, bus = start_fake(), MemoryBus()
-    a = start_gateway(_settings(tmp_path / "a", up.url), bus)
-    b = start_gateway(_settings(tmp_path / "b", up.url, control=False), bus)
     try:
-        _post(a, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/v1"})
-        _until(lambda: b.services.versions.canary == "v1", "the follower to see the canary")
-        ca = openai.OpenAI(base_url=a.url, api_key="x", max_retries=0)
-        cb = openai.OpenAI(base_url=b.url, api_key="x", max_retries=0)
-        served: dict[str, set[str]] = {}
-        for i in range(40):
-            for client in (cb, ca) if i % 2 else (ca, cb):  # each episode on both gateways at once
-                raw = client.chat.completions.with_raw_response.create(
-                    model="rlgw", messages=MSG, extra_headers={"X-Episode-Id": f"ep{i}"}
-                )
-                served.setdefault(f"ep{i}", set()).add(raw.headers["x-model-version"])
-        assert all(len(v) == 1 for v in served.values()), served
-        for eid, versions in served.items():
-            want = "v1" if canary_bucket(eid, "v1") < 0.5 else "base"
-            assert versions == {want}
-        assert 8 <= sum(v == {"v1"} for v in served.values()) <= 32
+        with controller_and_follower(tmp_path, up.url, bus) as (a, b):
+            _post(a, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/v1"})
+            _until(lambda: b.services.versions.canary == "v1", "the follower to see the canary")
+            ca = openai.OpenAI(base_url=a.url, api_key="x", max_retries=0)
+            cb = openai.OpenAI(base_url=b.url, api_key="x", max_retries=0)
+            served: dict[str, set[str]] = {}
+            for i in range(40):
+                for client in (cb, ca) if i % 2 else (ca, cb):  # each episode on both gateways at once
+                    raw = client.chat.completions.with_raw_response.create(
+                        model="rlgw", messages=MSG, extra_headers={"X-Episode-Id": f"ep{i}"}
+                    )
+                    served.setdefault(f"ep{i}", set()).add(raw.headers["x-model-version"])
+            assert all(len(v) == 1 for v in served.values()), served
+            for eid, versions in served.items():
+                want = "v1" if canary_bucket(eid, "v1") < 0.5 else "base"
+                assert versions == {want}
+            assert 8 <= sum(v == {"v1"} for v in served.values()) <= 32
     finally:
-        stop_gateway(a)
-        stop_gateway(b)
         up.stop.set()
 
 
 def test_feedback_by_turn_id_on_another_gateway_and_after_a_restart(tmp_path: Path) -> None:
     up, bus = start_fake(), MemoryBus()
-    a = start_gateway(_settings(tmp_path / "a", up.url), bus)
-    b = start_gateway(_settings(tmp_path / "b", up.url, control=False), bus)
-    try:
+    with controller_and_follower(tmp_path, up.url, bus) as (a, b):
         c = openai.OpenAI(base_url=a.url, api_key="x", max_retries=0)
         raw = c.chat.completions.with_raw_response.create(
             model="rlgw", messages=MSG, extra_headers={"X-Episode-Id": "ep-fb"}
@@ -143,9 +155,6 @@ def test_feedback_by_turn_id_on_another_gateway_and_after_a_restart(tmp_path: Pa
         assert r.status_code == 200 and r.json()["episode_id"] == "ep-fb", r.text
         unknown = _post(b, "/v1/feedback", {"turn_id": "not-a-turn", "name": "thumbs", "value": True})
         assert unknown.status_code == 404
-    finally:
-        stop_gateway(b)
-        _stop(a)
     again = start_gateway(_settings(tmp_path / "a", up.url), bus)
     try:
         r = _post(again, "/v1/feedback", {"turn_id": turn, "name": "thumbs", "value": False})
@@ -261,10 +270,8 @@ def test_failed_calls_of_every_gateway_count_in_the_canary_and_survive_a_restart
     """A call that fails without a turn is a failed call on the turns topic: the controller counts
     the follower's failures with its own, once each, and reads them back after a restart."""
     up, bus = start_fake(), MemoryBus()
-    a = start_gateway(_settings(tmp_path / "a", up.url), bus)
-    b = start_gateway(_settings(tmp_path / "b", up.url, control=False), bus)
     eps = [e for e in (f"ep{i}" for i in range(60)) if canary_bucket(e, "v1") < 0.5][:5]
-    try:
+    with controller_and_follower(tmp_path, up.url, bus) as (a, b):
         _post(a, "/admin/versions", {"version": "v1", "adapter_path": "/tmp/v1"})
         _until(lambda: b.services.versions.canary == "v1", "the follower to see the canary")
         since = a.services.versions.versions["v1"].canary_since
@@ -280,9 +287,6 @@ def test_failed_calls_of_every_gateway_count_in_the_canary_and_survive_a_restart
         assert arm(a.services.versions).requests == 5  # none counted twice
         failed = [f for m in bus.messages("turns") if isinstance(f := parse_record(m.value), FailedCall)]
         assert sorted(f.episode_id for f in failed) == sorted(eps)
-    finally:
-        stop_gateway(b)
-        _stop(a)
     again = start_gateway(_settings(tmp_path / "a", up.url), bus)
     try:
         _until(lambda: arm(again.services.versions).errors == 5, "the failures read back after a restart")
