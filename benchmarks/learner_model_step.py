@@ -56,6 +56,7 @@ def one(model_dir: str, setting: dict[str, Any], args: dict[str, Any], out: Any)
     t0 = time.perf_counter()
     trainer = Trainer(cfg, model_dir)
     load_s = time.perf_counter() - t0
+    loaded_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     rng = random.Random(0)
     vocab = trainer.causal_lm.config.vocab_size
     params = Sampling(temperature=0.8)
@@ -92,6 +93,7 @@ def one(model_dir: str, setting: dict[str, Any], args: dict[str, Any], out: Any)
             "step_s": round(step_s, 2),
             "loss_tokens_per_s": round(stats.tokens / step_s, 1),
             "tokens_per_s": round(total / step_s, 1),
+            "loaded_rss_gb": round(loaded_rss, 2),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
             "trainable_params": sum(q.numel() for q in trainer.params),
             "torch_threads": torch.get_num_threads(),
