@@ -79,18 +79,21 @@ def one(model_dir: str, setting: dict[str, Any], args: dict[str, Any], out: Any)
         ]
 
     trainer.step(batch())  # warmup
-    times = []
+    times, cpu_times = [], []
     for _ in range(args["steps"]):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         stats = trainer.step(batch())
         times.append(time.perf_counter() - t)
+        cpu_times.append(time.process_time() - c)
     step_s = sorted(times)[len(times) // 2]
+    step_cpu_s = sorted(cpu_times)[len(cpu_times) // 2]  # CPU time: steadier than wall on a busy machine
     total = args["samples"] * (p + c)
     out.put(
         {
             **setting,
             "load_s": round(load_s, 1),
             "step_s": round(step_s, 2),
+            "step_cpu_s": round(step_cpu_s, 2),
             "loss_tokens_per_s": round(stats.tokens / step_s, 1),
             "tokens_per_s": round(total / step_s, 1),
             "loaded_rss_gb": round(loaded_rss, 2),

@@ -16,6 +16,7 @@ import argparse
 import gc
 import logging
 import os
+import resource
 import sys
 import tempfile
 import threading
@@ -82,6 +83,25 @@ def learner_tensors() -> dict[str, float]:
     }
 
 
+class PeakSampler(threading.Thread):
+    """The tree's largest PSS and RSS sums (MB), sampled every `every` seconds: a learner
+    step's peak falls between the stage snapshots."""
+
+    def __init__(self, every: float = 2.0) -> None:
+        super().__init__(daemon=True)
+        self.every, self.stop = every, threading.Event()
+        self.pss = self.rss = 0.0
+        self.rows: list[tuple[str, int, float, float, float]] = []
+
+    def run(self) -> None:
+        while not self.stop.wait(self.every):
+            rows = tree(os.getpid())
+            pss = sum(r[4] for r in rows)
+            self.rss = max(self.rss, sum(r[2] for r in rows))
+            if pss > self.pss:
+                self.pss, self.rows = pss, rows
+
+
 def print_tree(title: str) -> float:
     rows = tree(os.getpid())
     print(f"\n{title}")
@@ -129,6 +149,8 @@ def main() -> None:
         time.sleep(args.traffic_s)
         stages.append((f"{args.traffic_s:.0f} s of traffic, no learner", own_rss()))
         watch = LearnerWatch().attach()
+        sampler = PeakSampler()
+        sampler.start()
         start_learner(stack)
         deadline = time.monotonic() + args.timeout
         while watch.phase in ("starting", "loading") and time.monotonic() < deadline:
@@ -140,6 +162,7 @@ def main() -> None:
             if watch.steps > seen:
                 seen = watch.steps
                 stages.append((f"after learner step {seen}", own_rss()))
+                print(f"step {seen}: {watch.last}", flush=True)
         total = print_tree(f"after {watch.steps} learner step(s)")
         print("\nrlgw process by stage (RSS MB, growth)")
         prev = 0.0
@@ -149,8 +172,14 @@ def main() -> None:
         print("\nlearner tensors (MB)")
         for name, mb in learner_tensors().items():
             print(f"  {name:<45} {mb:>7.1f}")
-        peak = psutil.Process().memory_info()
-        print(f"\nstack total RSS {total / 1024:.2f} GB (rlgw process {peak.rss / (1 << 30):.2f} GB)")
+        sampler.stop.set()
+        print(f"\nthe tree at its largest PSS while the learner ran (sampled every {sampler.every:.0f} s)")
+        for name, pid, rss, uss, pss in sampler.rows:
+            print(f"  {name:<58} {pid:>7} {rss:>8.0f} {uss:>8.0f} {pss:>8.0f}")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"  peak sums: PSS {sampler.pss:.0f} MB, RSS {sampler.rss:.0f} MB")
+        print(f"  rlgw process peak RSS {peak:.0f} MB")
+        print(f"\nstack total RSS {total / 1024:.2f} GB")
     finally:
         stop.set()
         stack.close()

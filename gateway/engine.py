@@ -175,19 +175,25 @@ def start_vllm(
         shape=shape,
         served_name=served_name,
     )
-    env = {**os.environ, **ENGINE_ENV}
-    if cpus is not None:
-        env["VLLM_CPU_OMP_THREADS_BIND"] = cpus
-    else:
-        # one replica: the worker runs inside the engine core, two processes instead of three
-        # (~460 MB less on CPU; the multiprocess executor is only needed to bind the worker's
-        # OpenMP threads to `cpus`). An explicit VLLM_ENABLE_V1_MULTIPROCESSING wins (docs/vllm.md)
-        env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    env = engine_env(cpus)
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed by the OS with it
     try:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     finally:
         log.close()
+
+
+def engine_env(cpus: str | None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The child's environment: `base` (this process's) with ENGINE_ENV. A replica bound to
+    `cpus` keeps vLLM's worker process (binding its OpenMP threads needs one); a single replica
+    runs the worker inside the engine core, two processes instead of three and ~460 MB less on
+    CPU, unless `base` sets VLLM_ENABLE_V1_MULTIPROCESSING itself (docs/vllm.md)."""
+    env = {**(os.environ if base is None else base), **ENGINE_ENV}
+    if cpus is not None:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = cpus
+    else:
+        env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    return env
 
 
 def replica_cpus(index: int, count: int) -> str | None:

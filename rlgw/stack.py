@@ -24,7 +24,7 @@ from ledger.published import PublishedVersion
 from rlgw.config import Settings
 
 log = logging.getLogger("rlgw")
-CPU_MICRO_BATCH_TOKENS = 1024
+CPU_MICRO_BATCH_TOKENS = 256
 
 
 def free_port() -> int:
@@ -139,8 +139,8 @@ def start_engine(stack: Stack, model: str | Path | None, say: Callable[[str], No
     if settings.learner.cpu_threads == 0:
         settings.learner.cpu_threads = 1  # the engine holds a core of its own; share the rest
     if "micro_batch_tokens" not in settings.learner.model_fields_set:
-        # beside the engine on the CPU: the backward's activations take ~2 MB a token on SmolLM2
-        # (docs/learning.md); 1024-token forwards bound them on longer steps
+        # beside the engine on the CPU: the backward's activations take ~2 MB a token on SmolLM2;
+        # 256-token forwards bound a step's peak at no cost in speed (docs/learning.md)
         settings.learner.micro_batch_tokens = CPU_MICRO_BATCH_TOKENS
     settings.gateway.upstreams = [url]
     settings.learner.model = str(model_dir)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.controller import ADAPTER_SLOTS
-from gateway.engine import MAX_CONTEXT, EngineShape, replica_cpus, vllm_command
+from gateway.engine import MAX_CONTEXT, EngineShape, engine_env, replica_cpus, vllm_command
 from learner.model_import import COMPLETE_MARKER, ModelError, resolve_model
 
 
@@ -23,6 +23,16 @@ def test_replicas_get_disjoint_cores_of_this_machine() -> None:
         assert not shares[0] & shares[1]
     many = [replica_cpus(i, len(cores) + 1) for i in range(len(cores) + 1)]
     assert many[-1] == many[0]  # more replicas than cores: wraps round
+
+
+def test_a_single_replica_runs_the_worker_inside_the_engine_core_and_a_bound_one_does_not() -> None:
+    single = engine_env(None, {})
+    assert single["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # two processes (docs/vllm.md)
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in single
+    bound = engine_env("1", {})
+    assert bound["VLLM_CPU_OMP_THREADS_BIND"] == "1"
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in bound  # the bound worker keeps its process
+    assert engine_env(None, {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"})["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
 
 
 def test_the_engine_is_sized_from_the_model_and_the_config(tmp_path: Path) -> None:
