@@ -81,10 +81,10 @@ def one(model_dir: str, setting: dict[str, Any], args: dict[str, Any], out: Any)
     trainer.step(batch())  # warmup
     times, cpu_times = [], []
     for _ in range(args["steps"]):
-        t, c = time.perf_counter(), time.process_time()
+        t, cpu0 = time.perf_counter(), time.process_time()
         stats = trainer.step(batch())
         times.append(time.perf_counter() - t)
-        cpu_times.append(time.process_time() - c)
+        cpu_times.append(time.process_time() - cpu0)
     step_s = sorted(times)[len(times) // 2]
     step_cpu_s = sorted(cpu_times)[len(cpu_times) // 2]  # CPU time: steadier than wall on a busy machine
     total = args["samples"] * (p + c)

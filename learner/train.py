@@ -35,7 +35,7 @@ from learner.advantages import Advantages
 from learner.attention import check_flash
 from learner.config import LearnerConfig
 from learner.distributed import World
-from learner.memory import map_large_allocations, release_freed_memory
+from learner.memory import release_freed_memory
 from learner.metrics import LearnerMetrics
 from learner.model_load import auto_dtype, load_causal_lm
 from learner.objective import TokenLogProbs, chunked_logprobs, policy_gradient_loss
@@ -65,10 +65,8 @@ class Trainer:
         self.device = self.world.device(cfg.device)
         if self.world.leader:  # `learner_phase`, `learner_step`: what rlgw's live view follows
             log.info("learner loading %s", model_dir, extra={"learner_phase": "loading"})
-        if self.device.type == "cpu":
-            map_large_allocations()  # a step's activations go back to the OS when freed
-            if cfg.cpu_threads > 0:
-                torch.set_num_threads(cfg.cpu_threads)
+        if self.device.type == "cpu" and cfg.cpu_threads > 0:
+            torch.set_num_threads(cfg.cpu_threads)
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(cfg.dtype)
         if dtype is None:
             dtype = auto_dtype(self.device, self.model_dir)
