@@ -20,6 +20,8 @@ the request ran):
 
 Per replica start (`rollout.swaps`): `load` (engine start until ready), `warm` (the probe),
 `route` (0 for a start: draining is the retirement's, inside `promoting` / `rolling_back`).
+A retiring replica is stopped once vLLM reports no request running or waiting on it, as it is
+with following gateways (`versions.follower_drain_s`, docs/full-weights.md).
 
     python benchmarks/full_cycle.py [--model smollm2|FOLDER|FILE.gguf] [--data-dir DIR]
         [--clients 2] [--episodes 24] [--phase-requests 20]
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="smollm2", help="smollm2, a HF folder or a .gguf")
     ap.add_argument("--data-dir", type=Path, default=None, help="where --model smollm2 is imported")
     ap.add_argument("--clients", type=int, default=2)
-    ap.add_argument("--episodes", type=int, default=24, help="recorded turns the learner trains on")
+    ap.add_argument("--episodes", type=int, default=16, help="recorded turns the learner trains on")
     ap.add_argument("--phase-requests", type=int, default=20, help="requests in each steady phase")
     a = ap.parse_args(argv)
 
@@ -113,6 +115,9 @@ def main(argv: list[str] | None = None) -> None:
             "min_episodes": 10**9,  # the decisions are this script's
             "full_weights": "rolling",
             "base_weights": str(model_dir),
+            # as with following gateways: a retiring replica is stopped once vLLM reports no
+            # request on it (gateway/weights.py `quiet`), this the deadline
+            "follower_drain_s": 120,
         },
     )
     rig = serve_gateway(settings, [first])
@@ -130,8 +135,9 @@ def main(argv: list[str] | None = None) -> None:
         wait_for(lambda: len(recorded(rig.bus)) >= a.episodes)
         load.phase = "training"
         traffic = scored_traffic(recorded(rig.bus)[: a.episodes])
-        cfg = LearnerConfig(full_finetune=True, device="cpu", cpu_threads=1, lr=1e-4, batch_episodes=12)
-        cfg.steps_per_version = 2
+        cfg = LearnerConfig(
+            full_finetune=True, device="cpu", cpu_threads=1, lr=1e-4, batch_episodes=8, steps_per_version=2
+        )
         t0 = time.perf_counter()
         publisher = PhasedPublisher(HttpPublisher(rig.root, None, timeout_s=1800), load, timings)
         report = run_learner(

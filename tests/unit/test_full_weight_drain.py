@@ -6,7 +6,10 @@ only once its own requests on it are done."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from gateway.config import VersionsConfig
 from gateway.fake_upstream import BASE_MODEL, FakeState
@@ -34,10 +37,12 @@ def test_a_replicas_queue_is_read_from_vllms_metrics() -> None:
     assert engine_queue("# an engine without those gauges\nhttp_requests_total 4.0\n") is None
 
 
-def gateway(url: str, base: str, follower_drain_s: float, **kw: float) -> FullWeightRollout:
+def gateway(url: str, base: str, follower_drain_s: float, drain_timeout_s: float = 300) -> FullWeightRollout:
     cfg = VersionsConfig(canary_share=0.5, full_weights="rolling", follower_drain_s=follower_drain_s)
     reg = VersionRegistry(cfg, Recorder(MemoryBus()), lambda: BASE_MODEL)
-    return FullWeightRollout(reg, Pool([url]), mode="rolling", base_weights=base, **kw)
+    return FullWeightRollout(
+        reg, Pool([url]), mode="rolling", base_weights=base, drain_timeout_s=drain_timeout_s
+    )
 
 
 def folder(root: Path, name: str) -> str:
@@ -54,107 +59,98 @@ class ReplicaQueue:
         self.busy: int | None = 2
         self.asked = 0
 
-    async def __call__(self, url: str) -> int | None:
+    async def __call__(self, url: str, timeout_s: float = 5.0) -> int | None:
         self.asked += 1
         return self.busy
 
 
-def test_the_controller_stops_a_retired_replica_only_once_the_fleets_requests_on_it_ended(
-    tmp_path: Path,
-) -> None:
+@pytest.fixture
+def replica() -> Iterator[str]:
+    """A fake replica's /v1 URL: the base's, at start."""
     fake = start_fake(FakeState(keep_requests=False))
-    base, v1 = folder(tmp_path, "base"), folder(tmp_path, "v1")
+    yield fake.url
+    fake.stop.set()
 
+
+async def promoted(url: str, root: Path, follower_drain_s: float) -> tuple[FullWeightRollout, ReplicaQueue]:
+    """A controlling gateway, rolling, whose version v1 canaried on a replica of its own and
+    was just promoted: the base's replica (`url`, launched by it) is to retire next."""
+    leader = gateway(url, folder(root, "base"), follower_drain_s)
+    leader.launcher = FakeLauncher()
+    leader.requests_on = queue = ReplicaQueue()
+    reg = leader.registry
+    v1 = PublishedVersion(version="v1", adapter_path=folder(root, "v1"), kind="full")
+    assert reg.full_loaded(reg.register(v1))
+    await leader.converge()
+    leader.pool.replicas[0].launched = True
+    reg.promote("v1", "test", {})
+    return leader, queue
+
+
+async def closed(gw: FullWeightRollout) -> None:
+    if isinstance(gw.launcher, FakeLauncher):
+        await gw.launcher.close()
+    await gw.pool.close()
+
+
+def test_the_controller_stops_a_retired_replica_only_once_the_fleets_requests_on_it_ended(
+    tmp_path: Path, replica: str
+) -> None:
     async def main() -> None:
-        leader = gateway(fake.url, base, follower_drain_s=3600)  # the deadline is never the reason
-        leader.launcher = FakeLauncher()
-        queue = ReplicaQueue()
-        leader.requests_on = queue
-        reg = leader.registry
-        assert reg.full_loaded(reg.register(PublishedVersion(version="v1", adapter_path=v1, kind="full")))
-        await leader.converge()
-        (old,) = [r for r in leader.pool.replicas if r.weights == "base"]
-        old.launched = True
-        reg.promote("v1", "test", {})
+        leader, queue = await promoted(replica, tmp_path, follower_drain_s=3600)  # never the deadline
+        old = leader.pool.replicas[0]
         retiring = asyncio.create_task(leader.converge())
         while queue.asked < 5:  # a follower's requests still run on it
             await asyncio.sleep(0.01)
         assert not retiring.done() and old in leader.pool.replicas and old.draining
-        assert fake.url in reg.draining_replicas  # every gateway was told first
+        assert replica in leader.registry.draining_replicas  # every gateway was told first
         queue.busy = 0
         await asyncio.wait_for(retiring, 60)
         assert [r.weights for r in leader.pool.replicas] == ["v1"]
-        assert fake.url in reg.removed_replicas
-        await leader.launcher.close()
-        await leader.pool.close()
+        assert replica in leader.registry.removed_replicas
+        await closed(leader)
 
-    try:
-        asyncio.run(main())
-    finally:
-        fake.stop.set()
+    asyncio.run(main())
 
 
-def test_one_gateway_alone_does_not_ask_the_replica(tmp_path: Path) -> None:
-    fake = start_fake(FakeState(keep_requests=False))
-    base, v1 = folder(tmp_path, "base"), folder(tmp_path, "v1")
-
+def test_one_gateway_alone_does_not_ask_the_replica(tmp_path: Path, replica: str) -> None:
     async def main() -> None:
-        leader = gateway(fake.url, base, follower_drain_s=0)
-        leader.launcher = FakeLauncher()
-        queue = ReplicaQueue()
-        leader.requests_on = queue
-        reg = leader.registry
-        assert reg.full_loaded(reg.register(PublishedVersion(version="v1", adapter_path=v1, kind="full")))
-        reg.promote("v1", "test", {})
+        leader, queue = await promoted(replica, tmp_path, follower_drain_s=0)
         await leader.converge()
         assert [r.weights for r in leader.pool.replicas] == ["v1"] and queue.asked == 0
-        await leader.launcher.close()
-        await leader.pool.close()
+        await closed(leader)
 
-    try:
-        asyncio.run(main())
-    finally:
-        fake.stop.set()
+    asyncio.run(main())
 
 
-def test_a_follower_drops_a_retired_replica_once_its_own_requests_on_it_are_done(tmp_path: Path) -> None:
-    fake = start_fake(FakeState(keep_requests=False))
-    base = folder(tmp_path, "base")
-
+def test_a_follower_drops_a_retired_replica_once_its_own_requests_on_it_are_done(
+    tmp_path: Path, replica: str
+) -> None:
     async def main() -> None:
-        follower = gateway(fake.url, base, follower_drain_s=0)
-        reg = follower.registry
+        follower = gateway(replica, folder(tmp_path, "base"), follower_drain_s=0)
         mine = follower.pool.replicas[0]
         mine.outstanding = 1  # a request of this gateway still runs on it
-        reg.replica_removed("base", fake.url)  # the controlling gateway's event, as folded
+        follower.registry.replica_removed("base", replica)  # the controlling gateway's event, folded
         await follower.follow()
         assert follower.pool.replicas == [mine] and mine.draining  # kept, but routed nothing
-        assert reg.holders("base") == frozenset()
+        assert follower.registry.holders("base") == frozenset()
         mine.outstanding = 0
         await follower.follow()
         assert follower.pool.replicas == []
-        await follower.pool.close()
+        await closed(follower)
 
-    try:
-        asyncio.run(main())
-    finally:
-        fake.stop.set()
+    asyncio.run(main())
 
 
 def test_a_follower_drops_a_retired_replica_whose_requests_outlive_the_drain_timeout(
-    tmp_path: Path,
+    tmp_path: Path, replica: str
 ) -> None:
-    fake = start_fake(FakeState(keep_requests=False))
-
     async def main() -> None:
-        follower = gateway(fake.url, folder(tmp_path, "base"), follower_drain_s=0, drain_timeout_s=0)
+        follower = gateway(replica, folder(tmp_path, "base"), follower_drain_s=0, drain_timeout_s=0)
         follower.pool.replicas[0].outstanding = 1  # hung: never ends
-        follower.registry.replica_removed("base", fake.url)
+        follower.registry.replica_removed("base", replica)
         await follower.follow()
         assert follower.pool.replicas == []
-        await follower.pool.close()
+        await closed(follower)
 
-    try:
-        asyncio.run(main())
-    finally:
-        fake.stop.set()
+    asyncio.run(main())
