@@ -23,7 +23,7 @@ requests waited for capacity, pre-emptions and requests run past the yield bound
 (docs/versions.md, "Evaluation traffic"), and the load average before and after.
 
     python benchmarks/eval_interference.py [--vllm | --upstream URL] [--live 4 | --rate 4]
-        [--evals 8] [--prompts 16] [--seconds 20] [--rounds 3]
+        [--evals 8] [--prompts 16] [--seconds 20] [--rounds 3] [--modes none,yield]
 """
 
 from __future__ import annotations
@@ -144,7 +144,9 @@ async def main() -> None:
     p.add_argument("--prompts", type=int, default=16, help="prompts per evaluation")
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--modes", default=",".join(MODES), help="comma-separated modes to run (default: all)")
     a = p.parse_args()
+    modes = [m for m in MODES if m in a.modes.split(",")]
     tmp = TemporaryDirectory()
     engine, fake = None, None
     server = None
@@ -181,10 +183,10 @@ async def main() -> None:
         gated = (admission.concurrency, admission.live_limit)
         load_before = os.getloadavg()
         await round_of(root, "gated", a.live, a.evals, 3, a.rate)  # warm-up
-        results: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
-        counted = {m: [0.0, 0, 0] for m in MODES}  # waited s, pre-emptions, run past the bound
+        results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+        counted = {m: [0.0, 0, 0] for m in modes}  # waited s, pre-emptions, run past the bound
         for _ in range(a.rounds):
-            for mode in MODES:
+            for mode in modes:
                 limits = {"ungated": (a.evals, 10**6), "idle": (1, 1)}
                 admission.concurrency, admission.live_limit = limits.get(mode, gated)
                 admission.yield_to_live = mode == "yield"
@@ -211,7 +213,7 @@ async def main() -> None:
             f"{'pre-empted':>10} {'past bound':>10}"
         )
         total = a.rounds * a.seconds
-        for mode in MODES:
+        for mode in modes:
             lat = [x for r in results[mode] for x in r["latencies"]]
             answered = sum(r["answered"] for r in results[mode])
             took = [d for r in results[mode] for d in r["durations"]]
