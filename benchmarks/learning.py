@@ -71,9 +71,17 @@ def version_rows(stack: Any, t0: float, heldout: dict[str, dict[str, float]]) ->
                 "tokens": tokens,
                 "events": [e.event for e in reg.events if e.version == vid],
                 "gate": eval_result(reg.events, vid),
+                "gate_s": gate_seconds(reg.events, vid),
             }
         )
     return rows
+
+
+def gate_seconds(events: list[Any], vid: str) -> float | None:
+    """How long the eval gate took on a version: its `evaluating` event to its verdict."""
+    at = {e.event: e.created_at for e in events if e.version == vid}
+    end = at.get("eval_passed", at.get("eval_failed"))
+    return round(end - at["evaluating"], 1) if end is not None and "evaluating" in at else None
 
 
 def evaluate_new(stack: Any, engine: str, done: dict[str, dict[str, float]], hs: HeldOutSet) -> None:
@@ -101,6 +109,8 @@ def targets(rows: list[dict[str, Any]], minutes: float) -> list[str]:
     mean = {r["version"]: sum(h.values()) / len(h) for r in rows if (h := r["heldout"])}
     served = [r["version"] for r in rows if "promoted" in r["events"] or r["status"] == "serving"]
     below = [v for v in served if v != "base" and v in mean and mean[v] < mean.get("base", 0.0)]
+    gated = [f"{r['version']} {r['gate_s']:.0f} s" for r in rows if r.get("gate_s") is not None]
+    out.append(f"eval gate, evaluating → verdict: {', '.join(gated) or 'none'}")
     out.append(
         f"serving versions with held-out mean below the base's ({mean.get('base', 0):.3f}): {below or 'none'}"
     )
