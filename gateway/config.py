@@ -91,10 +91,11 @@ class VersionsConfig(Section):
     drained replica through vLLM's reload_weights (replicas run with VLLM_SERVER_DEV_MODE=1,
     two or more of them); rolling starts replicas on the new weights and stops the old ones."""
     follower_drain_s: float = 0.0
-    """With following gateways in front of a full-weight pool: how long a swap waits after
-    telling every gateway a replica is draining, for their requests on it to end (their
-    versions feed's delay plus their longest request); 0: this gateway alone sends it requests
-    (docs/full-weights.md)."""
+    """With following gateways in front of a full-weight pool: the longest a swap waits, after
+    telling every gateway a replica is draining, for their requests on it to end — it goes on as
+    soon as the replica reports none running or waiting for a second (vLLM's /metrics); an
+    engine that does not report them waits all of it. Their versions feed's delay plus their
+    longest request; 0: this gateway alone sends it requests (docs/full-weights.md)."""
     eval_gate: bool | None = None
     """Evaluate each registered version on held-out prompts against its parent before it gets
     any live traffic; one found worse is never canaried (docs/versions.md, "The eval gate").

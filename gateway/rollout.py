@@ -23,16 +23,19 @@ before routing moves; `converge()` does the rest. Figures of each swap (ms): `ro
 the replica), `load` (reload, or start until ready), `warm` (the probe).
 
 Several gateways: each change of placement is a version event (gateway/full_versions.py). The
-controlling gateway tells every gateway a replica is draining before it drains it, then waits
-`versions.follower_drain_s` beyond its own drain for the followers' requests on it; a
-following gateway runs `follow()`, which keeps its pool to the events: the weights each
-replica holds, the replicas draining, the replicas a rolling swap added and removed.
+controlling gateway tells every gateway a replica is draining before it drains it; after its
+own requests on it are done it waits for the fleet's: until the replica itself reports no
+request running or waiting for a second (`weights.quiet`: every gateway's requests meet
+there), at most `versions.follower_drain_s` after telling (an engine that does not report
+them gets all of it). A following gateway runs `follow()`, which keeps its pool to the events:
+the weights each replica holds, the replicas draining, the replicas a rolling swap added, and
+those it removed, which leave the follower's pool once its own requests on them are done (or
+after `drain_timeout_s`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter
@@ -42,19 +45,18 @@ from typing import Any
 from gateway.pool import Pool, Replica
 from gateway.version_log import VersionLogUnavailable
 from gateway.versions import VersionRegistry
-from gateway.weights import InPlaceReloader, ReplicaLauncher, SwapError, probe
+from gateway.weights import (
+    InPlaceReloader,
+    ReplicaLauncher,
+    SwapError,
+    probe,
+    quiet,
+    requests_on,
+    ties_embeddings,
+)
 from ledger.published import BASE_VERSION
 
 log = logging.getLogger(__name__)
-
-
-def ties_embeddings(folder: str) -> bool:
-    """Whether a model folder's config ties the LM head to the input embeddings (transformers'
-    default for a config that does not say: False)."""
-    try:
-        return bool(json.loads((Path(folder) / "config.json").read_text()).get("tie_word_embeddings", False))
-    except (OSError, ValueError):
-        return False
 
 
 class FullWeightRollout:
@@ -76,6 +78,8 @@ class FullWeightRollout:
         self.slots = len(pool.replicas)  # replicas serving the serving version (rolling)
         self.swaps: list[dict[str, Any]] = []  # figures of every swap, newest last
         self.follower_drain_s = registry.cfg.follower_drain_s
+        self.requests_on = requests_on  # a replica's requests, all gateways' (None: not told)
+        self._removed_at: dict[str, float] = {}  # follower: when it saw a replica retired
         registry.place_with(self.holders)
 
     # ---- routing hook --------------------------------------------------------------------
@@ -105,9 +109,12 @@ class FullWeightRollout:
         for url, weights in placement.items():
             if url not in known:  # a rolling swap started it
                 await self.pool.check(self.pool.add(url, weights=weights, launched=False))
+        now = time.monotonic()
         for r in self.pool.replicas:
-            if r.url in removed and r.outstanding == 0:
-                await self.pool.remove(r)
+            since = self._removed_at.setdefault(r.url, now) if r.url in removed else None
+            if since is not None and (r.outstanding == 0 or now - since >= self.drain_timeout_s):
+                await self.pool.remove(r)  # its requests done: the follower's drain
+                del self._removed_at[r.url]
             r.weights = placement.get(r.url, r.weights)
             r.draining = r.url in draining or r.url in removed
 
@@ -247,7 +254,7 @@ class FullWeightRollout:
             raise SwapError(f"could not tell the gateways {replica.url} is draining: {exc}") from exc
 
     async def _drained(self, replica: Replica, told: float) -> None:
-        """Our requests on `replica` done, and the followers' grace since `told` passed."""
+        """Our requests on `replica` done, then the fleet's (`weights.quiet`)."""
         deadline = time.monotonic() + self.drain_timeout_s
         while replica.outstanding > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -255,7 +262,7 @@ class FullWeightRollout:
             replica.draining = False
             await self._announce(replica.weights, {"replica": replica.url, "mode": "restored"})
             raise SwapError(f"{replica.url} still has {replica.outstanding} requests after draining")
-        await asyncio.sleep(max(0.0, told + self.follower_drain_s - time.perf_counter()))
+        await quiet(replica.url, told + self.follower_drain_s, self.requests_on)
 
     async def _restore(self, replica: Replica, old: str) -> None:
         try:

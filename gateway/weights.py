@@ -15,6 +15,7 @@ once and leaves routing where it was.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import tempfile
@@ -49,6 +50,61 @@ async def probe(url: str, model: str, timeout_s: float = 60.0) -> float:
     if resp.status_code != 200:
         raise SwapError(f"probe of {url} answered {resp.status_code}: {resp.text[:300]}")
     return time.perf_counter() - started
+
+
+ENGINE_QUEUE = ("vllm:num_requests_running", "vllm:num_requests_waiting")  # docs/full-weights.md
+
+
+QUIET_S = 1.0  # a replica no gateway sends requests to any more: none on it for this long
+
+
+def ties_embeddings(folder: str) -> bool:
+    """Whether a model folder's config ties the LM head to the input embeddings (transformers'
+    default for a config that does not say: False)."""
+    try:
+        return bool(json.loads((Path(folder) / "config.json").read_text()).get("tie_word_embeddings", False))
+    except (OSError, ValueError):
+        return False
+
+
+async def requests_on(url: str, timeout_s: float = 5.0) -> int | None:
+    """Requests running or waiting on a replica (its /v1 URL), every gateway's together, from
+    its Prometheus /metrics (vLLM's `ENGINE_QUEUE` gauges); None when it does not say: another
+    engine, or not reachable."""
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            resp = await client.get(root_of(url) + "/metrics")
+    except httpx.HTTPError:
+        return None
+    return engine_queue(resp.text) if resp.status_code == 200 else None
+
+
+def engine_queue(metrics: str) -> int | None:
+    """The sum of the `ENGINE_QUEUE` gauges in a Prometheus text exposition (None: neither)."""
+    total, seen = 0.0, False
+    for line in metrics.splitlines():
+        if line.split("{", 1)[0].split(" ", 1)[0] in ENGINE_QUEUE:
+            total, seen = total + float(line.rsplit(" ", 1)[1]), True
+    return round(total) if seen else None
+
+
+async def quiet(url: str, deadline: float, count: Any = requests_on) -> None:
+    """Until a replica reports no request running or waiting (`count(url)`) for QUIET_S: no
+    gateway routes to it any more and their requests on it ended; or until `deadline`
+    (perf_counter) passes. A replica that does not report them is given until `deadline`."""
+    quiet_since = None
+    while (now := time.perf_counter()) < deadline:
+        busy = await count(url)
+        if busy is None:
+            await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
+            return
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= QUIET_S:
+            return
+        await asyncio.sleep(0.05)
 
 
 class InPlaceReloader:

@@ -28,15 +28,14 @@ from learner.full_save import copy_tokenizer, save_full
 from learner.loop import run_learner
 from learner.publish import HttpPublisher
 from ledger.published import PublishedVersion
-from ledger.reads import MemoryScoredEpisodes, assemble
-from ledger.records import Score, Turn, parse_record
+from ledger.records import Turn
 from rlgw.config import Settings
 from rlgw.stack import free_port
+from tests.fixtures.live_traffic import recorded, scored_traffic
 from tests.fixtures.swap_load import SwapLoad
 from tests.fixtures.upstream import gateway_settings, start_gateway, stop_gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-COLOURS = ("red", "blue", "green", "yellow", "black", "white", "pink", "gold")
 
 
 @pytest.fixture(scope="module")
@@ -95,23 +94,6 @@ def wait_for(cond: Any, timeout: float = 120) -> None:
     while not cond():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
-
-
-def recorded(bus: Any) -> list[Turn]:
-    return [t for m in bus.messages("turns") if isinstance(t := parse_record(m.value), Turn)]
-
-
-def scored_traffic(turns: list[Turn]) -> MemoryScoredEpisodes:
-    """The recorded episodes, each scored: 1 when the answer names a colour (else 0)."""
-    out = MemoryScoredEpisodes()
-    for eid in sorted({t.episode_id for t in turns}):
-        episode = assemble(eid, [t for t in turns if t.episode_id == eid])
-        assert episode is not None
-        answer = str(episode.turns[-1].choices[0].message.get("content") or "").lower()
-        reward = float(any(c in answer for c in COLOURS)) + 0.1 * (len(answer) % 3)
-        score = Score(episode_id=eid, rubric="colour", rubric_version="1", total=reward, task="colour")
-        out.add(score, episode)
-    return out
 
 
 def served_logprob_error(turns: list[Turn], model_dir: str) -> list[float]:
