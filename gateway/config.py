@@ -115,6 +115,17 @@ class VersionsConfig(Section):
     replica are in flight; otherwise it waits (up to `gateway.request_timeout_s`, then 503).
     1 (with eval_concurrency 1): evaluate only between live requests, the least interference
     on a compute-bound (CPU) engine (docs/versions.md, "Evaluation traffic and spare capacity")."""
+    eval_yield: bool = True
+    """Evaluation requests yield to live traffic: one starts only on a replica with no live
+    request in flight, and is cancelled upstream (and sent again, the same body, when a replica
+    is idle) when a live request is routed to its replica (docs/versions.md, "Evaluation
+    traffic and spare capacity"). False: the spare-capacity rule alone."""
+    eval_max_preemptions: int = 3
+    """The starvation bound: an evaluation request pre-empted this many times runs anyway,
+    under the spare-capacity rule alone, and is not pre-empted again."""
+    eval_yield_deadline_s: float = 30.0
+    """The starvation bound: an evaluation request that arrived longer ago than this runs
+    anyway, as after `eval_max_preemptions`."""
     base_weights: str | None = None
     """The base model's folder, to bring replicas back to the base weights (default: the base
     model's served name, when that is a folder, as vLLM names a model by its path)."""

@@ -6,15 +6,16 @@
     GET  /admin/eval/prompts?n=N        the newest N held-out prompts (ledger/holdout.py)
     POST /admin/versions/{v}/eval       the evaluation's verdict: eval_passed | eval_failed
 
-**Spare capacity only.** An evaluation request waits (`EvalAdmission`) until fewer than
-`versions.eval_live_limit` live requests per healthy replica are in flight and fewer than
-`versions.eval_concurrency` evaluation requests run; a live request never waits for one.
+**Spare capacity only, yielding to live traffic** (gateway/eval_admission.py): an evaluation
+request waits for spare capacity, a live request never waits for one, and with
+`versions.eval_yield` an evaluation request in flight on a replica that a live request is
+routed to is cancelled upstream and sent again once that replica is idle.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -26,41 +27,12 @@ from gateway.auth import require_admin
 from gateway.bodies import parse_body, read_json
 from gateway.chat import read_reply
 from gateway.errors import InvalidRequest, NoReplica, UpstreamError, from_upstream
-from gateway.pool import Pool
+from gateway.eval_admission import EvalAdmission
 from gateway.services import Services
 from ledger.holdout import heldout_prompts
 
 MAX_PROMPTS = 1000
 MAX_SCAN = 20_000  # recent episodes read at most to find them
-
-
-class EvalAdmission:
-    """Admits evaluation requests while the pool has spare capacity (module docstring)."""
-
-    def __init__(self, pool: Pool, concurrency: int, live_limit: int, wait_s: float) -> None:
-        self.pool, self.concurrency, self.live_limit, self.wait_s = pool, concurrency, live_limit, wait_s
-        self.running = 0  # evaluation requests in flight (their replicas count them as outstanding)
-        self.waited_s = 0.0  # total time evaluation requests waited for capacity
-
-    def live(self) -> int:
-        """Live requests in flight across the pool."""
-        return max(0, sum(r.outstanding for r in self.pool.replicas) - self.running)
-
-    def spare(self) -> bool:
-        healthy = max(1, len(self.pool.healthy()))
-        return self.running < self.concurrency and self.live() < self.live_limit * healthy
-
-    async def __aenter__(self) -> None:
-        start = time.monotonic()
-        while not self.spare():
-            if time.monotonic() - start > self.wait_s:
-                raise NoReplica("no spare capacity for evaluation requests", code="eval_no_capacity")
-            await asyncio.sleep(0.01)
-        self.running += 1  # no await since the check: the loop runs nothing else in between
-        self.waited_s += time.monotonic() - start
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.running -= 1
 
 
 class EvalResult(BaseModel):
@@ -74,7 +46,14 @@ class EvalResult(BaseModel):
 def add_eval_routes(app: FastAPI, svc: Services) -> None:
     cfg, reg, limit = svc.settings.versions, svc.versions, svc.settings.gateway.max_body_bytes
     admission = EvalAdmission(
-        svc.pool, cfg.eval_concurrency, cfg.eval_live_limit, svc.settings.gateway.request_timeout_s
+        svc.pool,
+        cfg.eval_concurrency,
+        cfg.eval_live_limit,
+        svc.settings.gateway.request_timeout_s,
+        yield_to_live=cfg.eval_yield,
+        max_preemptions=cfg.eval_max_preemptions,
+        deadline_s=cfg.eval_yield_deadline_s,
+        on_preempt=svc.metrics.eval_preemptions.inc,
     )
     app.state.eval_admission = admission
 
@@ -90,17 +69,21 @@ def add_eval_routes(app: FastAPI, svc: Services) -> None:
         route = reg.eval_route(body.pop("version"))
         body = {**body, "model": svc.settings.gateway.model, "stream": False}
         svc.chat.validate(body)
-        async with (
-            admission,
-            svc.pool.post(
-                "/chat/completions",
-                lambda replica: svc.chat.upstream_body(body, route, tokens=False),
-                only=route.replicas,
-            ) as (_, resp),
-        ):
-            raw = await read_reply(resp)
-        if resp.status != 200:
-            raise from_upstream(resp.status, raw)
+
+        async def send(targets: frozenset[str] | None, placed: Callable[[Any], None]) -> tuple[int, bytes]:
+            def for_replica(replica: Any) -> bytes:
+                placed(replica)
+                return svc.chat.upstream_body(body, route, tokens=False)
+
+            async with svc.pool.post("/chat/completions", for_replica, only=targets, background=True) as (
+                _,
+                resp,
+            ):
+                return resp.status, await read_reply(resp)
+
+        status, raw = await admission.run(route.replicas, send)
+        if status != 200:
+            raise from_upstream(status, raw)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

@@ -30,6 +30,11 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter("rlgw_errors", "Error replies by type", ["type"], registry=r)
+        self.eval_preemptions = Counter(
+            "rlgw_eval_preemptions",
+            "Evaluation requests cancelled upstream because a live request came to their replica",
+            registry=r,
+        )
         self.record_queue = Gauge("rlgw_record_queue", "Records waiting for the ledger", registry=r)
         self.disconnects = Counter(
             "rlgw_client_disconnects",

@@ -86,6 +86,9 @@ class Pool:
         self._health_interval = health_interval_s
         self._rr = itertools.count()
         self._health_task: asyncio.Task[None] | None = None
+        self.live_arrived: list[Callable[[Replica], None]] = []
+        """Called when a live (not `background`) request is routed to a replica, before it is
+        sent: evaluation requests there yield to it (gateway/eval_admission.py)."""
 
     async def start(self) -> None:
         await self.check_all()
@@ -125,10 +128,16 @@ class Pool:
 
     @asynccontextmanager
     async def post(
-        self, path: str, body: bytes | Callable[[Replica], bytes], only: frozenset[str] | None = None
+        self,
+        path: str,
+        body: bytes | Callable[[Replica], bytes],
+        only: frozenset[str] | None = None,
+        *,
+        background: bool = False,
     ) -> AsyncIterator[tuple[Replica, Response]]:
         """POST to the least-loaded healthy replica (of `only`), failing over on connect errors / 503.
-        `body` may be a function of the replica (what it supports shapes the request)."""
+        `body` may be a function of the replica (what it supports shapes the request); a
+        `background` request (evaluation) does not call `live_arrived`."""
         tried: set[str] = set()
         reachable = len(self.replicas) if only is None else len(only)
         while True:
@@ -136,6 +145,9 @@ class Pool:
             tried.add(replica.url)
             replica.outstanding += 1
             try:
+                if not background:
+                    for arrived in self.live_arrived:
+                        arrived(replica)
                 data = body(replica) if callable(body) else body
                 try:
                     resp = await replica.endpoint.request("POST", path, data, timeout_s=self._request_timeout)

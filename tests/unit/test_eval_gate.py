@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from gateway.errors import NoReplica
-from gateway.eval_routes import EvalAdmission
+from gateway.eval_admission import EvalAdmission
 from gateway.version_state import VersionBook
 from ledger.holdout import held_out
 from ledger.memstore import MemoryStore
@@ -143,31 +143,31 @@ def test_eval_requests_are_checked_and_a_verdict_needs_an_evaluating_version(gat
 
 
 async def test_admission_waits_for_spare_capacity_and_gives_up_after_its_wait() -> None:
-    replica = SimpleNamespace(outstanding=0)
-    pool: Any = SimpleNamespace(replicas=[replica], healthy=lambda: [replica])
+    replica = SimpleNamespace(url="r", healthy=True, outstanding=0)
+    pool: Any = SimpleNamespace(replicas=[replica], healthy=lambda: [replica], live_arrived=[])
     gate = EvalAdmission(pool, concurrency=1, live_limit=2, wait_s=5.0)
     replica.outstanding = 2  # two live requests in flight: no spare capacity
     assert not gate.spare()
     entered = asyncio.Event()
 
-    async def evaluate() -> None:
-        async with gate:
-            replica.outstanding += 1  # the pool counts it
-            entered.set()
-            await asyncio.sleep(0.05)
-            replica.outstanding -= 1
+    async def send(targets: Any, placed: Any) -> str:
+        replica.outstanding += 1  # the pool counts it
+        placed(replica)
+        entered.set()
+        await asyncio.sleep(0.05)
+        replica.outstanding -= 1
+        return "answer"
 
-    task = asyncio.create_task(evaluate())
+    task = asyncio.create_task(gate.run(None, send))
     await asyncio.sleep(0.05)
     assert not entered.is_set()
     replica.outstanding = 1  # a live request finished
     await asyncio.wait_for(entered.wait(), 2)
     assert gate.running == 1 and gate.live() == 1 and not gate.spare()  # concurrency 1 is taken
-    await task
+    assert await task == "answer"
     impatient = EvalAdmission(pool, concurrency=1, live_limit=1, wait_s=0.05)
     with pytest.raises(NoReplica):
-        async with impatient:
-            pass
+        await impatient.run(None, send)
 
 
 RUBRIC_FILE = """
