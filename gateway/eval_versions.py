@@ -33,7 +33,9 @@ class EvalVersions(FullWeightVersions):
 
     def record_eval(self, vid: str, passed: bool, reason: str, figures: dict[str, Any]) -> Version:
         """The evaluation's verdict: passed, the version queues for its canary (`next_canary`
-        follows); failed, it and every version descending from it that waits are retired."""
+        follows) and its ancestors still waiting for their evaluation are skipped (a newer
+        version of their line passed: evaluating them would only build a queue); failed, it and
+        every version descending from it that waits are retired."""
         with self._changing:
             v = self.get(vid)
             if v.status != "evaluating":
@@ -41,7 +43,12 @@ class EvalVersions(FullWeightVersions):
                     f"version {vid} is {v.status}, not evaluating", param="version", code="not_evaluating"
                 )
             if passed:
-                self._commit(self._new(v, "eval_passed", "loaded", reason, figures))
+                skipped = [
+                    self._new(a, "skipped", "retired", f"superseded by {vid} before its evaluation")
+                    for a in self.versions.values()
+                    if a.status == "evaluating" and descends(self.versions, vid, a.id)
+                ]
+                self._commit(self._new(v, "eval_passed", "loaded", reason, figures), *skipped)
                 return v
             heirs = [
                 self._new(

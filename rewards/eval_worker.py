@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from rewards.eval_client import EvalClient, EvalRequestError, GatewayEvalClient
 from rewards.eval_report import EvalReport
@@ -22,18 +23,35 @@ from rewards.rubric import Rubric
 log = logging.getLogger(__name__)
 
 
+def line_heads(versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `evaluating` versions that no other `evaluating` version descends from, in the
+    listing's order (oldest first)."""
+    parent = {v["id"]: v.get("parent") for v in versions}
+    waiting = [v for v in versions if v.get("status") == "evaluating"]
+    covered: set[str] = set()
+    for v in waiting:
+        seen, p = {v["id"]}, parent.get(v["id"])
+        while p is not None and p not in seen:
+            covered.add(p)
+            seen.add(p)
+            p = parent.get(p)
+    return [v for v in waiting if v["id"] not in covered]
+
+
 class EvalWorker:
     def __init__(self, client: EvalClient, rubrics: Sequence[Rubric], settings: EvalSettings) -> None:
         self.client, self.rubrics, self.settings = client, list(rubrics), settings
         self.reports: list[EvalReport] = []
 
     async def evaluate_pending(self) -> list[EvalReport]:
-        """Evaluate each version now `evaluating` and record its verdict; the reports."""
+        """Evaluate each version now `evaluating` that heads its line and record its verdict;
+        the reports. A waiting version with a waiting descendant is left: the descendant's pass
+        skips it (gateway/eval_versions.py), so a learner that publishes faster than versions are
+        evaluated builds no queue, and a version of another line (an injected one) waits for at
+        most one evaluation per line."""
         listing = await self.client.listing()
         done = []
-        for v in listing.get("versions") or []:
-            if v.get("status") != "evaluating":
-                continue
+        for v in line_heads(listing.get("versions") or []):
             try:
                 report = await evaluate_on_gateway(
                     self.client,

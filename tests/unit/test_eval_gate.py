@@ -74,6 +74,24 @@ def listing(gw: GatewayServer) -> dict[str, Any]:
     return out
 
 
+async def test_only_the_newest_of_a_line_is_evaluated_and_its_pass_skips_the_older(gated) -> None:  # type: ignore[no-untyped-def]
+    gw, store = gated
+    for e in HELD:
+        chat(gw, e)
+    store.write(recorded_turns(gw, want=len(HELD)))
+    worker = EvalWorker(GatewayEvalClient(gw.root), [RUBRIC], EvalSettings(n=8, max_tokens=32))
+    # a learner's line published faster than it is evaluated, and a version of another line
+    for vid, parent in [("a1", None), ("a2", "a1"), ("a3", "a2"), ("other", "base")]:
+        assert register(gw, vid, parent=parent).json()["status"] == "evaluating"
+
+    reports = await worker.evaluate_pending()
+    assert sorted(r.version for r in reports) == ["a3", "other"]  # one evaluation per line
+    rows = {v["id"]: v for v in listing(gw)["versions"]}
+    assert [rows[v]["status"] for v in ("a1", "a2")] == ["retired", "retired"]
+    assert {e.event for e in gw.services.versions.events if e.version in ("a1", "a2")} >= {"skipped"}
+    assert not await worker.evaluate_pending()  # nothing is left waiting
+
+
 async def test_a_failing_version_never_gets_live_traffic_and_a_good_one_is_canaried(gated) -> None:  # type: ignore[no-untyped-def]
     gw, store = gated
     for e in [*HELD, "live-1", "live-2"]:
